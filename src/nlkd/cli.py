@@ -1,0 +1,49 @@
+"""The ``nlkd`` command. Each sub-command lives in ``nlkd/commands/<name>.py`` and exposes
+``register(subparsers)``, which adds its parser and sets ``func=run`` (``run(args) -> int``).
+
+User-fixable problems (:class:`nlkd.errors.NLKDError`) print one line on stderr and exit with 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+from collections.abc import Sequence
+
+import nlkd.commands
+from nlkd import __version__
+from nlkd.errors import NLKDError
+
+__all__ = ["build_parser", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nlkd",
+        description="Train segmentation models on coarse/noisy annotations (NLKD) and find the bad ones.",
+    )
+    parser.add_argument("--version", action="version", version=f"nlkd {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for info in sorted(pkgutil.iter_modules(nlkd.commands.__path__), key=lambda m: m.name):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"nlkd.commands.{info.name}").register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except NLKDError as e:
+        print(f"nlkd {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"nlkd {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Sub-commands of the ``nlkd`` CLI, discovered by name; see :mod:`nlkd.cli`."""

@@ -1,0 +1,79 @@
+"""``nlkd corrupt``: write a copy of a label folder with a random fraction of masks made coarse."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from nlkd.errors import ConfigError
+from nlkd.noise import MODE_PARAMS, MODES, corrupt_dataset
+
+__all__ = ["register", "run"]
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``corrupt`` parser to the ``nlkd`` sub-commands."""
+    p = subparsers.add_parser(
+        "corrupt",
+        help="copy a label folder, corrupting a random fraction of masks (dilate/erode or polygons)",
+        description="Copy SRC/*.png class-index masks to DST; round(ratio * N) of them, chosen by --seed, "
+        "are corrupted with --mode. Writes DST/manifest.json listing the corrupted ids. SRC is never "
+        "modified.",
+    )
+    p.add_argument("--src", required=True, help="label folder with class-index PNG masks")
+    p.add_argument("--dst", required=True, help="new label folder to write (not inside --src)")
+    p.add_argument("--ratio", type=float, default=0.5, help="fraction of masks to corrupt (default 0.5)")
+    p.add_argument("--mode", choices=MODES, default="dilate_erode", help="corruption (default dilate_erode)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--ignore-index", type=int, default=None, help="label of unlabelled pixels")
+    p.add_argument(
+        "--radius",
+        type=float,
+        nargs=2,
+        metavar=("LO", "HI"),
+        help="dilate_erode: grow/shrink radius range in px (default 6-10 px scaled to min(H, W) / 321)",
+    )
+    p.add_argument("--tolerance-px", type=float, help="polygon: simplification tolerance in px")
+    p.add_argument("--band-px", type=float, help="polygon: width of the unlabelled band in px")
+    p.set_defaults(func=run)
+
+
+def _mode_params(args: argparse.Namespace) -> dict[str, Any]:
+    given = {
+        "radius": tuple(args.radius) if args.radius is not None else None,
+        "tolerance_px": args.tolerance_px,
+        "band_px": args.band_px,
+    }
+    allowed = MODE_PARAMS[args.mode]
+    params = {}
+    for key, value in given.items():
+        if value is None:
+            continue
+        if key not in allowed:
+            raise ConfigError(f"--{key.replace('_', '-')}: not used by --mode {args.mode}")
+        params[key] = value
+    if "radius" in params and not 0 <= params["radius"][0] <= params["radius"][1]:
+        raise ConfigError(
+            f"--radius: expected 0 <= LO <= HI, got {params['radius'][0]} {params['radius'][1]}"
+        )
+    if params.get("tolerance_px", 1.0) <= 0 or params.get("band_px", 0.0) < 0:
+        raise ConfigError("--tolerance-px must be > 0 and --band-px >= 0")
+    return params
+
+
+def run(args: argparse.Namespace) -> int:
+    """Corrupt the label folder and print a one-line summary; user errors raise NLKDError."""
+    manifest = corrupt_dataset(
+        args.src,
+        args.dst,
+        ratio=args.ratio,
+        mode=args.mode,
+        seed=args.seed,
+        ignore_index=args.ignore_index,
+        **_mode_params(args),
+    )
+    print(
+        f"corrupted {len(manifest['corrupted'])} of {manifest['n_images']} masks ({args.mode}, seed "
+        f"{args.seed}) -> {args.dst} (manifest.json lists them)"
+    )
+    return 0

@@ -1,0 +1,78 @@
+"""``nlkd validate``: check every image/mask pair of a split before training on it.
+
+    nlkd validate --data data/camvid --split train --num-classes 11 --ignore-index 11
+    nlkd validate --data data/camvid --split train --labels train_coarse   # dataset.yaml gives classes
+
+Prints ``ok: N pairs`` (exit 0), or every problem on stderr, one line per bad file (exit 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from nlkd.data.info import load_dataset_info
+from nlkd.data.validate import validate_report
+
+__all__ = ["register", "run"]
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``validate`` sub-command to the ``nlkd`` parser."""
+    p = subparsers.add_parser(
+        "validate",
+        help="check every image/mask pair of a split (one line per bad file)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--data", required=True, metavar="ROOT", help="data set root (ROOT/images, ROOT/labels)")
+    p.add_argument("--split", required=True, help="split folder name, e.g. train")
+    p.add_argument(
+        "--num-classes",
+        type=_non_negative_int,
+        default=None,
+        metavar="N",
+        help="number of classes (default: from ROOT/dataset.yaml)",
+    )
+    p.add_argument(
+        "--ignore-index",
+        type=_non_negative_int,
+        default=None,
+        metavar="I",
+        help="mask value to ignore, e.g. 255 or CamVid's 11 (default: from ROOT/dataset.yaml, else none)",
+    )
+    p.add_argument(
+        "--labels",
+        default=None,
+        metavar="NAME",
+        help="label folder ROOT/labels/NAME (default: the split name)",
+    )
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Validate the split; 0 when every pair is fine, 2 otherwise."""
+    info = load_dataset_info(args.data, args.num_classes, args.ignore_index)
+    report = validate_report(args.data, args.split, info.num_classes, info.ignore_index, args.labels)
+    if report.problems:
+        for line in report.problems:
+            print(line, file=sys.stderr)
+        n = len(report.problems)
+        print(
+            f"nlkd validate: {n} problem{'s' if n != 1 else ''} ({report.num_pairs} good pairs)",
+            file=sys.stderr,
+        )
+        return 2
+    print(f"ok: {report.num_pairs} pairs")
+    return 0

@@ -1,0 +1,1 @@
+"""Data sets: the synthetic default, folder data sets, validation, transforms."""

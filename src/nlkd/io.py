@@ -1,0 +1,102 @@
+"""File I/O that never leaves half-written files behind, and image/mask reading with clear errors."""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from nlkd.errors import DataError
+
+__all__ = [
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "read_image",
+    "read_mask",
+    "save_checkpoint",
+    "write_mask",
+]
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``.
+
+    A crash or a full disk during the write leaves any previous file at ``path`` untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+    """Atomically write UTF-8 text (see :func:`atomic_write_bytes`)."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def save_checkpoint(obj: Any, path: str | os.PathLike[str]) -> None:
+    """``torch.save`` to memory, then an atomic write: a checkpoint is either whole or absent."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def read_image(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read an RGB image as ``uint8`` array of shape (H, W, 3); raise :class:`DataError` if unreadable."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return np.asarray(im.convert("RGB"))
+    except FileNotFoundError:
+        raise DataError(f"{path}: image file not found") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise DataError(f"{path}: unreadable or truncated image ({e})") from None
+
+
+def read_mask(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read a class-index mask as an integer array of shape (H, W).
+
+    Raises :class:`DataError` if the file is unreadable or holds colour (RGB) rather than indices.
+    """
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode in ("RGB", "RGBA", "CMYK", "YCbCr", "LAB", "HSV"):
+                raise DataError(
+                    f"{path}: mask is {im.mode} colour; expected a single-channel class-index PNG "
+                    "(mode L or P)"
+                )
+            arr = np.asarray(im)
+    except FileNotFoundError:
+        raise DataError(f"{path}: mask file not found") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise DataError(f"{path}: unreadable or truncated mask ({e})") from None
+    if arr.ndim != 2:
+        raise DataError(f"{path}: mask has shape {arr.shape}; expected (H, W)")
+    return arr
+
+
+def write_mask(path: str | os.PathLike[str], mask: np.ndarray) -> None:
+    """Atomically write an (H, W) class-index mask (values 0..255) as an 8-bit PNG."""
+    mask = np.asarray(mask)
+    if mask.ndim != 2:
+        raise ValueError(f"mask must have shape (H, W), got {mask.shape}")
+    if mask.size and (mask.min() < 0 or mask.max() > 255):
+        raise ValueError(f"mask values must lie in 0..255, got {mask.min()}..{mask.max()}")
+    buf = io.BytesIO()
+    Image.fromarray(mask.astype(np.uint8), mode="L").save(buf, format="PNG")
+    atomic_write_bytes(path, buf.getvalue())
