@@ -40,6 +40,13 @@ def _median_ms(fn: Callable[[], object], warmup: int, reps: int) -> float:
     return 1000 * statistics.median(times)
 
 
+def _load() -> str:
+    try:
+        return " ".join(f"{x:.1f}" for x in os.getloadavg())
+    except OSError:  # not available on this platform
+        return "n/a"
+
+
 def bench_model(
     name: str, num_classes: int, batch: int, height: int, width: int, warmup: int, reps: int
 ) -> dict[str, float]:
@@ -87,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"Machine: {platform.platform()}, {platform.machine()}, {os.cpu_count()} logical CPUs; "
         f"Python {platform.python_version()}; torch {torch.__version__}; "
-        f"{torch.get_num_threads()} threads\n"
+        f"{torch.get_num_threads()} threads; load average at start {_load()}\n"
     )
     print(
         f"Input: batch {args.batch} x 3 x {args.height} x {args.width}, {args.classes} classes; "

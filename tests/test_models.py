@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import socket
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -18,6 +19,15 @@ NUM_CLASSES = 3
 IGNORE = 255
 MODELS = list_models()
 _CACHE: dict[str, torch.nn.Module] = {}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    """One intra-op thread: on a shared 2-core machine, 2 threads spin against each other."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def _model(name: str) -> torch.nn.Module:

@@ -21,6 +21,7 @@ __all__ = [
     "read_mask",
     "save_checkpoint",
     "write_mask",
+    "write_rgb",
 ]
 
 
@@ -99,4 +100,14 @@ def write_mask(path: str | os.PathLike[str], mask: np.ndarray) -> None:
         raise ValueError(f"mask values must lie in 0..255, got {mask.min()}..{mask.max()}")
     buf = io.BytesIO()
     Image.fromarray(mask.astype(np.uint8), mode="L").save(buf, format="PNG")
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def write_rgb(path: str | os.PathLike[str], image: np.ndarray) -> None:
+    """Atomically write an (H, W, 3) uint8 image as PNG."""
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"image must have shape (H, W, 3), got {image.shape}")
+    buf = io.BytesIO()
+    Image.fromarray(image.astype(np.uint8), mode="RGB").save(buf, format="PNG")
     atomic_write_bytes(path, buf.getvalue())

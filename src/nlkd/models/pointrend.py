@@ -41,6 +41,7 @@ __all__ = [
     "build_pointrend",
     "point_sample",
     "sample_uncertain_points",
+    "to_grid",
     "uncertainty",
 ]
 

@@ -1,0 +1,60 @@
+"""``nlkd eval``: dataset mIoU, mean per-image BF, pixel accuracy and per-class IoU of a checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from nlkd.commands._common import add_data_args, size_arg
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="evaluate a checkpoint on a split", description=__doc__)
+    p.add_argument("--checkpoint", required=True, metavar="CKPT")
+    add_data_args(p, split_default="val")
+    p.add_argument("--size", type=size_arg, default=None, metavar="HxW", help="default: the checkpoint's")
+    p.add_argument("--full-resolution", action="store_true", help="score at the labels' own resolution")
+    p.add_argument("--tolerance", type=float, default=2.0, help="BF tolerance in pixels (default 2)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=run)
+
+
+def open_split(args: argparse.Namespace):
+    """Model of ``args.checkpoint`` and the data set ``args.data/args.split`` at the checkpoint's size."""
+    from nlkd.checkpoint import model_from_checkpoint
+    from nlkd.data.folder import FolderDataset
+    from nlkd.data.info import load_dataset_info
+    from nlkd.data.validate import check_split
+    from nlkd.train import resolve_device
+
+    device = resolve_device(args.device)
+    model, cfg, ckpt_info = model_from_checkpoint(args.checkpoint, device)
+    if args.format == "folder":
+        info = load_dataset_info(args.data, args.num_classes or ckpt_info.num_classes,
+                                 args.ignore_index if args.ignore_index is not None else ckpt_info.ignore_index)  # fmt: skip
+        check_split(args.data, args.split, info.num_classes, info.ignore_index, args.labels)
+    else:
+        info = ckpt_info
+    if info.num_classes != ckpt_info.num_classes:
+        from nlkd.errors import DataError
+
+        raise DataError(
+            f"{args.data}: {info.num_classes} classes, but {args.checkpoint} predicts {ckpt_info.num_classes}"
+        )
+    size = args.size or cfg.data.size
+    dataset = FolderDataset(args.data, args.split, args.labels, info=info, size=tuple(size) if size else None,
+                            format=args.format)  # fmt: skip
+    return model, dataset, device
+
+
+def run(args: argparse.Namespace) -> int:
+    from nlkd.evaluate import evaluate, format_report
+
+    model, dataset, device = open_split(args)
+    result = evaluate(model, dataset, device, args.tolerance, full_resolution=args.full_resolution)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(format_report(result, f"{args.checkpoint} on {args.data} [{args.split}]"))
+    return 0

@@ -1,0 +1,226 @@
+"""Training configuration: typed dataclasses, loadable from YAML, overridable by ``key=value``.
+
+Keys are dotted paths (``optim.lr``, ``strategy.name``); an unknown key or a value of the wrong type
+is a one-line :class:`nlkd.errors.ConfigError`. ``--set optim.lr=0.01`` parses the value as YAML.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from nlkd.errors import ConfigError
+
+__all__ = [
+    "DataConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "StrategyConfig",
+    "TrainConfig",
+    "apply_overrides",
+    "config_from_dict",
+    "config_to_dict",
+    "load_config",
+    "parse_size",
+]
+
+
+@dataclass
+class DataConfig:
+    root: str = ""  # ROOT with images/<split>/ and labels/<split>/
+    format: str = "folder"  # folder | cityscapes | supervisely
+    train_split: str = "train"
+    labels: str | None = None  # label folder to train on (e.g. train_coarse); default: train_split
+    val_split: str = "val"
+    val_labels: str | None = None  # default: val_split
+    num_classes: int | None = None  # default: from ROOT/dataset.yaml
+    ignore_index: int | None = None
+    size: list[int] | None = field(default_factory=lambda: [96, 128])  # [H, W]; None = native size
+    scale: list[float] | None = None  # random scale-crop range for training, e.g. [0.75, 1.25]
+    hflip: bool = True
+    num_workers: int = 0
+
+
+@dataclass
+class ModelConfig:
+    name: str = "unet"  # see nlkd.models.list_models()
+    encoder: str | None = None  # e.g. resnet18 / resnet34 / resnet50; None = the model's default
+    encoder_weights: str | None = None  # None = random init (offline); "imagenet" downloads weights
+    options: dict[str, Any] = field(default_factory=dict)  # other options of create_model(name, ...)
+
+    def kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``create_model(self.name, num_classes, **kwargs)``."""
+        given = {"encoder": self.encoder, "encoder_weights": self.encoder_weights}
+        return {**{k: v for k, v in given.items() if v is not None}, **self.options}
+
+
+@dataclass
+class OptimConfig:
+    name: str = "adamw"  # ranger | sgd | adamw
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    schedule: str = "cosine"  # step (paper: x0.5 every 25 % of epochs) | poly | cosine | constant
+    warmup_steps: int = 0
+    grad_clip: float | None = None
+
+
+@dataclass
+class StrategyConfig:
+    name: str = "baseline"
+    teacher: str | None = None  # checkpoint of the teacher (reweight, nlkd, discard)
+    teacher_scores: str | None = None  # CSV of per-image teacher scores (e.g. out-of-fold); overrides teacher
+    metric: str = "bfmiou"  # bfmiou | bf | miou
+    tolerance: float = 2.0  # BF tolerance θ in pixels at the training resolution
+    warmup_epochs: int | None = None  # λ = 0 for this many epochs; default: 10 % of the epochs
+    final_lambda: float = 0.5
+    reduction: str = "mean"  # mean | sum | normalized
+    coarse_weight: float = 0.5  # fixed: weight of images flagged coarse
+    coarse_list: str | None = None  # fixed: file of coarse ids; default: the label folder's manifest
+    discard_ratio: float = 0.2  # discard: share of lowest-scored images dropped
+    discard_threshold: float | None = None  # discard: drop images scored below this instead
+    forget_rate: float = 0.2  # co-teaching: final share of images each network drops
+    forget_epochs: int | None = None  # co-teaching: epochs to ramp up the forget rate (default 10 %)
+    peer_model: str | None = None  # two-network strategies: the second network (default: same as model)
+
+
+@dataclass
+class TrainConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    epochs: int = 30
+    batch_size: int = 8
+    seed: int = 0
+    out: str = "runs/run"
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    amp: bool = True  # mixed precision, CUDA only
+    eval_tolerance: float = 2.0  # BF tolerance for validation
+    threads: int | None = None  # torch CPU threads; default: torch's choice
+
+
+def parse_size(text: str) -> list[int]:
+    """``"96x128"`` -> ``[96, 128]`` (H x W)."""
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise ConfigError(f"size must look like HxW (e.g. 96x128), got {text!r}") from None
+    if h < 1 or w < 1:
+        raise ConfigError(f"size must be positive, got {text!r}")
+    return [h, w]
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def _fields(cls: type) -> dict[str, dataclasses.Field[Any]]:
+    return {f.name: f for f in dataclasses.fields(cls)}
+
+
+def _coerce(value: Any, annotation: Any, key: str) -> Any:
+    """Check ``value`` against a field's type annotation; ints are accepted for floats."""
+    hint = annotation
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"{key}: bad value {value!r}")
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key {key!r} expects a mapping, got {value!r}")
+        return dict(value)
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"config key {key!r} expects a list, got {value!r}")
+        return [_coerce(v, item, key) for v in value]
+    if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, str, bool) and type(value) is hint:
+        return value
+    if hint is Any:
+        return value
+    raise ConfigError(f"config key {key!r} expects {getattr(hint, '__name__', hint)}, got {value!r}")
+
+
+def config_from_dict(data: dict[str, Any], cls: type = TrainConfig, prefix: str = "") -> Any:
+    """Build a (nested) config dataclass from a dict; unknown keys and bad types are ConfigErrors."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"config section {prefix or '<root>'!r} must be a mapping, got {data!r}")
+    fields = _fields(cls)
+    hints = typing.get_type_hints(cls)
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        key = f"{prefix}{name}"
+        if name not in fields:
+            raise ConfigError(f"unknown config key {key!r}; valid keys here: {', '.join(sorted(fields))}")
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = config_from_dict(value, hint, f"{key}.")
+        else:
+            kwargs[name] = _coerce(value, hint, key)
+    return cls(**kwargs)
+
+
+def apply_overrides(cfg: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
+    """Return a copy of ``cfg`` with dotted-key overrides applied (``{"optim.lr": 0.01}``)."""
+    data = config_to_dict(cfg)
+    for key, value in overrides.items():
+        node = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            if not isinstance(node.get(part), dict):
+                raise ConfigError(f"unknown config key {key!r}")
+            node = node[part]
+        if parts[-1] not in node:
+            raise ConfigError(f"unknown config key {key!r}; valid keys here: {', '.join(sorted(node))}")
+        node[parts[-1]] = value
+    return config_from_dict(data)
+
+
+def parse_set(items: list[str]) -> dict[str, Any]:
+    """``["optim.lr=0.01", "data.size=[64, 64]"]`` -> dict, values parsed as YAML."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        try:
+            out[key.strip()] = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            raise ConfigError(f"--set {key}: cannot parse value {raw!r}") from None
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """Defaults, then the YAML file (if any), then the overrides."""
+    cfg = TrainConfig()
+    if path is not None:
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: config file not found") from None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        try:
+            cfg = config_from_dict(data)
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}") from None
+    return apply_overrides(cfg, overrides or {})

@@ -1,0 +1,28 @@
+"""Training strategies behind one interface (:class:`nlkd.strategies.base.Strategy`), by name."""
+
+from __future__ import annotations
+
+from nlkd.config import StrategyConfig
+from nlkd.errors import ConfigError
+from nlkd.strategies.base import StepInputs, Strategy
+from nlkd.strategies.simple import NLKD, Baseline, Reweight
+
+__all__ = ["STRATEGIES", "StepInputs", "Strategy", "create_strategy", "register_strategy"]
+
+STRATEGIES: dict[str, type[Strategy]] = {}
+
+
+def register_strategy(cls: type[Strategy]) -> type[Strategy]:
+    STRATEGIES[cls.name] = cls
+    return cls
+
+
+for _cls in (Baseline, Reweight, NLKD):
+    register_strategy(_cls)
+
+
+def create_strategy(cfg: StrategyConfig, num_classes: int, ignore_index: int | None, epochs: int) -> Strategy:
+    """Build the strategy named ``cfg.name``; an unknown name lists the valid ones."""
+    if cfg.name not in STRATEGIES:
+        raise ConfigError(f"unknown strategy {cfg.name!r}; choose one of: {', '.join(sorted(STRATEGIES))}")
+    return STRATEGIES[cfg.name](cfg, num_classes, ignore_index, epochs)

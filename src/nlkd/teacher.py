@@ -1,0 +1,173 @@
+"""Teacher scores: how well a trained model's prediction agrees with each annotation.
+
+``score_dataset`` runs a model over a data set (no augmentation) and scores every image with BF, IoU
+and BFmIoU. ``teacher_scores`` gives a training run its per-image teacher weights, computed once and
+cached in the run folder under a key (teacher file hash, label files, size, metric, tolerance): a cache
+whose key differs is reported as stale and recomputed, never silently reused.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from nlkd.data.folder import FolderDataset, make_loader
+from nlkd.errors import DataError
+from nlkd.io import atomic_write_text
+from nlkd.metrics import bf_and_iou
+
+__all__ = ["ScoreTable", "predict_batches", "read_scores_csv", "score_dataset", "teacher_scores"]
+
+CACHE_NAME = "teacher_scores.csv"
+
+
+@dataclass
+class ScoreTable:
+    """Per-image scores of one data set, in dataset order; each array has shape (N,)."""
+
+    ids: list[str]
+    bf: np.ndarray
+    iou: np.ndarray
+    bfmiou: np.ndarray
+
+    def metric(self, name: str) -> np.ndarray:
+        return {"bf": self.bf, "miou": self.iou, "bfmiou": self.bfmiou}[name]
+
+    def to_csv(self, weight_metric: str = "bfmiou", key: str | None = None) -> str:
+        buf = io.StringIO()
+        if key is not None:
+            buf.write(f"# key={key}\n")
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(["id", "bf", "iou", "bfmiou", "weight"])
+        for i, id_ in enumerate(self.ids):
+            row = (self.bf[i], self.iou[i], self.bfmiou[i], self.metric(weight_metric)[i])
+            w.writerow([id_, *(f"{v:.6f}" for v in row)])
+        return buf.getvalue()
+
+
+@torch.no_grad()
+def predict_batches(
+    model: nn.Module,
+    dataset: FolderDataset,
+    device: torch.device,
+    batch_size: int = 16,
+    progress: str | None = None,
+) -> Iterator[tuple[dict, Tensor]]:
+    """Yield ``(batch, pred)`` over a data set in order; ``pred`` is the (B, H, W) argmax on CPU."""
+    model.eval()
+    loader = make_loader(dataset, batch_size=batch_size, shuffle=False, seed=0)
+    for batch in tqdm(loader, desc=progress, disable=progress is None, leave=False):
+        logits = model(batch["image"].to(device))
+        yield batch, logits.argmax(1).cpu()
+
+
+def score_dataset(
+    model: nn.Module,
+    dataset: FolderDataset,
+    tolerance: float = 2.0,
+    device: torch.device | str = "cpu",
+    batch_size: int = 16,
+) -> ScoreTable:
+    """Score every annotation of ``dataset`` against ``model``'s prediction (BF, IoU, BFmIoU)."""
+    info = dataset.info
+    bfs, ious, ids = [], [], []
+    for batch, pred in predict_batches(model, dataset, torch.device(device), batch_size, progress="scoring"):
+        bf, iou = bf_and_iou(pred, batch["mask"], info.num_classes, tolerance, info.ignore_index)
+        bfs.append(bf.numpy())
+        ious.append(iou.numpy())
+        ids.extend(batch["id"])
+    bf_all, iou_all = np.concatenate(bfs), np.concatenate(ious)
+    return ScoreTable(ids, bf_all, iou_all, (bf_all + iou_all) / 2)
+
+
+def read_scores_csv(path: str | os.PathLike[str], column: str = "weight") -> dict[str, float]:
+    """Read ``id -> score`` from a scores CSV (``nlkd score`` output, or any CSV with ``id`` + ``column``)."""
+    path = Path(path)
+    try:
+        lines = [ln for ln in path.read_text().splitlines() if not ln.startswith("#")]
+    except OSError as e:
+        raise DataError(f"{path}: cannot read scores file ({e.strerror})") from None
+    rows = list(csv.DictReader(lines))
+    if not rows or "id" not in rows[0] or column not in rows[0]:
+        raise DataError(f"{path}: scores CSV needs columns 'id' and {column!r}")
+    try:
+        return {r["id"]: float(r[column]) for r in rows}
+    except ValueError as e:
+        raise DataError(f"{path}: bad number in column {column!r} ({e})") from None
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def cache_key(teacher: Path, dataset: FolderDataset, metric: str, tolerance: float) -> str:
+    """What the cached scores depend on: teacher weights, annotation files, resolution, metric."""
+    h = hashlib.sha256()
+    h.update(_file_digest(teacher).encode())
+    for s in dataset.samples:
+        st = os.stat(s.mask_path)
+        h.update(f"{s.id}:{st.st_size}:{st.st_mtime_ns};".encode())
+    h.update(f"{dataset.size}|{metric}|{tolerance}".encode())
+    return h.hexdigest()[:20]
+
+
+def _cached_key(path: Path) -> str | None:
+    if not path.is_file():
+        return None
+    first = path.read_text().split("\n", 1)[0]
+    return first[len("# key=") :] if first.startswith("# key=") else None
+
+
+def teacher_scores(
+    dataset: FolderDataset,
+    *,
+    teacher: str | None,
+    scores_csv: str | None,
+    metric: str,
+    tolerance: float,
+    cache_dir: Path,
+    device: torch.device,
+    log=print,
+) -> Tensor:
+    """Per-image teacher weights (N,) aligned with ``dataset`` (float32, NaN for images without valid
+    pixels). From ``scores_csv`` if given (e.g. out-of-fold scores), else from the ``teacher`` checkpoint,
+    cached in ``cache_dir``."""
+    if scores_csv is not None:
+        table = read_scores_csv(scores_csv)
+        missing = [i for i in dataset.ids if i not in table]
+        if missing:
+            raise DataError(f"{scores_csv}: no score for {len(missing)} training images, e.g. {missing[0]!r}")
+        return torch.tensor([table[i] for i in dataset.ids], dtype=torch.float32)
+    if teacher is None:
+        raise DataError("this strategy needs a teacher: pass --teacher CKPT (or strategy.teacher_scores=CSV)")
+    from nlkd.checkpoint import model_from_checkpoint  # local: checkpoint imports models (heavy)
+
+    cache = cache_dir / CACHE_NAME
+    key = cache_key(Path(teacher), dataset, metric, tolerance)
+    old = _cached_key(cache)
+    if old == key:
+        table = read_scores_csv(cache)
+        if list(table) == dataset.ids:
+            log(f"teacher scores: reusing {cache}")
+            return torch.tensor([table[i] for i in dataset.ids], dtype=torch.float32)
+    if old is not None:
+        log(f"teacher scores: cache {cache} is stale (teacher, labels, size or metric changed); recomputing")
+    model, _, _ = model_from_checkpoint(teacher, device)
+    scores = score_dataset(model, dataset, tolerance, device)
+    atomic_write_text(cache, scores.to_csv(metric, key=key))
+    log(f"teacher scores: computed for {len(scores.ids)} images -> {cache}")
+    return torch.from_numpy(scores.metric(metric).astype(np.float32))
