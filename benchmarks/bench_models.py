@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"Machine: {platform.platform()}, {platform.machine()}, {os.cpu_count()} logical CPUs; "
         f"Python {platform.python_version()}; torch {torch.__version__}; "
-        f"{torch.get_num_threads()} threads; load average at start {_load()}\n"
+        f"{torch.get_num_threads()} thread(s); load average at start {_load()}\n"
     )
     print(
         f"Input: batch {args.batch} x 3 x {args.height} x {args.width}, {args.classes} classes; "

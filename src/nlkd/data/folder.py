@@ -11,7 +11,7 @@ The same :class:`FolderDataset` also reads the layouts of :mod:`nlkd.data.format
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -266,12 +266,14 @@ class _SeededIndices(Sampler):
     def __len__(self) -> int:
         return len(self.sampler)  # type: ignore[arg-type]
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[tuple[int, int]]:
         base = int(torch.randint(0, 2**62, (1,), generator=self.generator))
         for k, index in enumerate(self.sampler):
             yield int(index), base + k
 
     def __getattr__(self, name: str) -> Any:  # e.g. set_epoch of a DistributedSampler
+        if "sampler" not in self.__dict__:
+            raise AttributeError(name)
         return getattr(self.__dict__["sampler"], name)
 
 

@@ -68,8 +68,29 @@ def _check_mask(path: Path, info: DatasetInfo) -> tuple[tuple[int, int] | None, 
     bad = info.invalid_values(arr)
     if bad:
         shown = ", ".join(map(str, bad[:10])) + (f", ... ({len(bad)} values)" if len(bad) > 10 else "")
-        return arr.shape, f"values [{shown}] outside {info.describe_range()}"  # type: ignore[return-value]
-    return arr.shape, None  # type: ignore[return-value]
+        return (arr.shape[0], arr.shape[1]), f"values [{shown}] outside {info.describe_range()}"
+    return (arr.shape[0], arr.shape[1]), None
+
+
+def _check_image(path: Path) -> tuple[tuple[int, int] | None, list[str]]:
+    try:
+        return _image_size(path), []
+    except _DECODE_ERRORS as e:
+        return None, [f"{path}: unreadable or truncated image ({e})"]
+
+
+def _check_pair(image_path: Path, mask_path: Path, info: DatasetInfo) -> list[str]:
+    """Problem lines of one image/mask pair (empty when the pair is fine)."""
+    image_hw, problems = _check_image(image_path)
+    mask_hw, problem = _check_mask(mask_path, info)
+    if problem is not None:
+        problems.append(f"{mask_path}: {problem}")
+    elif image_hw is not None and mask_hw is not None and mask_hw != image_hw:
+        problems.append(
+            f"{mask_path}: size mismatch: image {image_hw[0]}×{image_hw[1]} vs mask "
+            f"{mask_hw[0]}×{mask_hw[1]} (H×W; image {image_path.name})"
+        )
+    return problems
 
 
 def validate_report(
@@ -100,26 +121,14 @@ def validate_report(
     for id_, paths in scan.images.items():
         if len(paths) > 1:
             problems.append(f"{paths[1]}: second image for id {id_!r} (also {paths[0].name}); keep one")
-        image_path = paths[0]
         mask_path = scan.masks.get(id_)
-        try:
-            image_hw: tuple[int, int] | None = _image_size(image_path)
-        except _DECODE_ERRORS as e:
-            problems.append(f"{image_path}: unreadable or truncated image ({e})")
-            image_hw = None
         if mask_path is None:
-            problems.append(f"{image_path}: no mask (expected {scan.mask_dir / (id_ + '.png')})")
+            problems.extend(_check_image(paths[0])[1])
+            problems.append(f"{paths[0]}: no mask (expected {scan.mask_dir / (id_ + '.png')})")
             continue
-        mask_hw, problem = _check_mask(mask_path, info)
-        if problem is not None:
-            problems.append(f"{mask_path}: {problem}")
-        elif image_hw is not None and mask_hw != image_hw:
-            problems.append(
-                f"{mask_path}: size mismatch: image {image_hw[0]}×{image_hw[1]} vs mask "
-                f"{mask_hw[0]}×{mask_hw[1]} (H×W; image {image_path.name})"  # type: ignore[index]
-            )
-        if image_hw is not None and problem is None and mask_hw == image_hw:
-            report.num_pairs += 1
+        pair_problems = _check_pair(paths[0], mask_path, info)
+        problems.extend(pair_problems)
+        report.num_pairs += not pair_problems
     for id_, mask_path in scan.masks.items():
         if id_ not in scan.images:
             problems.append(f"{mask_path}: no image (expected {scan.image_dir / id_}.jpg or .png)")
