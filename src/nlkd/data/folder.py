@@ -230,6 +230,10 @@ class FolderDataset(Dataset):
         view.flags.writeable = False
         return view
 
+    def get_full_mask(self, index: int) -> np.ndarray:
+        """Mask of pair ``index`` at the label file's own resolution: (H0, W0) uint8, read from disk."""
+        return np.asarray(self._read_mask(self.samples[self._index(index)].mask_path), dtype=np.uint8)
+
     def get_image(self, index: int) -> np.ndarray:
         """Image of pair ``index`` at the dataset resolution, without augmentation: (H, W, 3) uint8
         (a read-only transposed view of the channel-first cache)."""

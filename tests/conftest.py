@@ -1,0 +1,44 @@
+"""Shared fixtures: a tiny synthetic data set and a tiny training config (seconds on one CPU core)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from nlkd.config import TrainConfig
+from nlkd.data.synth import make_synthetic
+
+CAMVID = Path(__file__).resolve().parents[2] / "shared" / "data" / "camvid"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread():
+    """Tests run torch on one thread: two spinning threads on a shared 2-core machine are slower."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Synthetic data set: 16 train (+ train_coarse, half corrupted) / 8 val / 8 test at 32×48."""
+    root = tmp_path_factory.mktemp("tiny") / "data"
+    make_synthetic(root, seed=0, n_train=16, n_val=8, n_test=8, size=(32, 48))
+    return root
+
+
+def tiny_config(data: Path, out: Path, **changes: object) -> TrainConfig:
+    """A TrainConfig that trains a small U-Net for one epoch on ``tiny_data`` in a few seconds."""
+    cfg = TrainConfig(epochs=1, batch_size=4, seed=0, out=str(out), device="cpu")
+    cfg.data.root = str(data)
+    cfg.data.size = [32, 48]
+    for key, value in changes.items():
+        node = cfg
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = getattr(node, p)
+        setattr(node, leaf, value)
+    return cfg
