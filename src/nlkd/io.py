@@ -39,8 +39,10 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.filename is None:  # name the file, e.g. for a full disk
+            raise OSError(e.errno, e.strerror or str(e), str(path)) from e
         raise
 
 
@@ -88,6 +90,8 @@ def read_mask(path: str | os.PathLike[str]) -> np.ndarray:
         raise DataError(f"{path}: unreadable or truncated mask ({e})") from None
     if arr.ndim != 2:
         raise DataError(f"{path}: mask has shape {arr.shape}; expected (H, W)")
+    if arr.dtype.kind not in "biu":
+        raise DataError(f"{path}: mask holds {arr.dtype} values; expected integer class indices (mode L or P)")
     return arr
 
 

@@ -118,8 +118,9 @@ def _pair(v: list[float] | None) -> tuple[float, float] | None:
     return None if v is None else (float(v[0]), float(v[1]))
 
 
-def _coarse_flags(cfg: TrainConfig, ds: FolderDataset) -> torch.Tensor:
-    """(N,) bool: images flagged coarse, from ``strategy.coarse_list`` or the label folder's manifest."""
+def _coarse_flags(cfg: TrainConfig, ds: FolderDataset, required: bool) -> torch.Tensor | None:
+    """(N,) bool: images flagged coarse, from ``strategy.coarse_list`` or the label folder's manifest
+    (None when neither exists and the strategy does not need them; then they only serve diagnostics)."""
     if cfg.strategy.coarse_list:
         path = Path(cfg.strategy.coarse_list)
         if not path.is_file():
@@ -128,6 +129,8 @@ def _coarse_flags(cfg: TrainConfig, ds: FolderDataset) -> torch.Tensor:
     else:
         label_dir = Path(cfg.data.root) / "labels" / (cfg.data.labels or cfg.data.train_split)
         manifest = load_manifest(label_dir)
+        if manifest is None and not required:
+            return None
         if manifest is None:
             raise DataError(f"{label_dir}: no manifest.json; give strategy.coarse_list=FILE of coarse ids")
         coarse = set(manifest["corrupted"])
@@ -229,7 +232,9 @@ def train(cfg: TrainConfig, resume: bool = False, log: Any = print) -> dict[str,
             dist.broadcast_object_list(box, src=0)
             scores = box[0]
         scores = scores.to(device)
-    coarse = _coarse_flags(cfg, train_ds).to(device) if strategy.needs_coarse_flags else None
+        strategy.setup(scores)  # e.g. discard decides its cut-off once, from the whole training set
+    coarse = _coarse_flags(cfg, train_ds, strategy.needs_coarse_flags)
+    coarse = None if coarse is None else coarse.to(device)
     if dd.enabled:
         models = [nn.parallel.DistributedDataParallel(m, device_ids=[device.index] if device.type == "cuda" else None)
                   for m in models]  # fmt: skip
@@ -278,11 +283,12 @@ def train(cfg: TrainConfig, resume: bool = False, log: Any = print) -> dict[str,
             loss_sum += float(total.detach()) * len(target)
             n_seen += len(target)
             bar.set_postfix(loss=f"{loss_sum / n_seen:.4f}")
+        train_seconds = time.perf_counter() - t0
         val = evaluate(models[0].module if dd.enabled else models[0], val_ds, device, cfg.eval_tolerance,
                        rank=dd.rank, world_size=dd.world_size)  # fmt: skip
         record = {"epoch": epoch + 1, "train_loss": loss_sum / max(n_seen, 1), **strategy.log.pop(),
                   "lr": optimizers[0].param_groups[0]["lr"], "val_miou": val["miou"], "val_bf": val["bf"],
-                  "val_pixel_accuracy": val["pixel_accuracy"], "seconds": time.perf_counter() - t0}  # fmt: skip
+                  "val_pixel_accuracy": val["pixel_accuracy"], "train_seconds": train_seconds, "seconds": time.perf_counter() - t0}  # fmt: skip
         history.append(record)
         improved = record["val_miou"] > best
         best = max(best, record["val_miou"])

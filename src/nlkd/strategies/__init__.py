@@ -5,7 +5,10 @@ from __future__ import annotations
 from nlkd.config import StrategyConfig
 from nlkd.errors import ConfigError
 from nlkd.strategies.base import StepInputs, Strategy
+from nlkd.strategies.discard import Discard
+from nlkd.strategies.fixed import Fixed
 from nlkd.strategies.simple import NLKD, Baseline, Reweight
+from nlkd.strategies.two_network import CoTeaching, CoTeachingPlus, Decoupling
 
 __all__ = ["STRATEGIES", "StepInputs", "Strategy", "create_strategy", "register_strategy"]
 
@@ -17,7 +20,7 @@ def register_strategy(cls: type[Strategy]) -> type[Strategy]:
     return cls
 
 
-for _cls in (Baseline, Reweight, NLKD):
+for _cls in (Baseline, Reweight, NLKD, Fixed, Discard, Decoupling, CoTeaching, CoTeachingPlus):
     register_strategy(_cls)
 
 

@@ -29,7 +29,8 @@ class StepInputs:
         losses: N tensors (B,), per-image losses (CE + model auxiliary), with gradient.
         epoch, step, steps_per_epoch: position in training (epoch from 0).
         teacher_scores: (B,) cached teacher quality scores of these images, or None.
-        coarse: (B,) bool, images flagged coarse (from the label folder's manifest), or None.
+        coarse: (B,) bool, images flagged coarse (label folder's manifest or a list), or None. The
+            ``fixed`` strategy weights by it; others only log their weights split by it.
     """
 
     index: Tensor
@@ -87,11 +88,26 @@ class Strategy:
         """Return one (B,) weight tensor (no gradient) per network."""
         raise NotImplementedError  # pragma: no cover - abstract
 
+    def setup(self, all_teacher_scores: Tensor) -> None:
+        """Called once by the loop, after scoring, with the (N,) teacher scores of the whole training set
+        in dataset order (only for ``needs_teacher`` strategies). Default: nothing."""
+        del all_teacher_scores
+
     def state_dict(self) -> dict[str, object]:
         return {}
 
     def load_state_dict(self, state: dict[str, object]) -> None:
         del state
+
+    def log_weights(self, name: str, w: Tensor, coarse: Tensor | None) -> None:
+        """Log the batch mean of ``w`` as ``name``, and split into ``name_coarse`` / ``name_clean`` when
+        coarse flags are known (how well the weights separate bad annotations, epoch by epoch)."""
+        w = w.detach().float().nan_to_num(0.0)
+        self.log.add(name, w, len(w))
+        if coarse is not None:
+            for suffix, mask in (("coarse", coarse), ("clean", ~coarse)):
+                if mask.any():
+                    self.log.add(f"{name}_{suffix}", w[mask], int(mask.sum()))
 
     @staticmethod
     def ones(step: StepInputs) -> Tensor:

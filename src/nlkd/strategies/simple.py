@@ -28,7 +28,7 @@ class Reweight(Strategy):
     def weights(self, step: StepInputs) -> list[Tensor]:
         assert step.teacher_scores is not None
         w = step.teacher_scores.nan_to_num(0.0)
-        self.log.add("w_teacher", w, len(w))
+        self.log_weights("w_teacher", w, step.coarse)
         return [w]
 
 
@@ -62,9 +62,8 @@ class NLKD(Strategy):
             step=step.step,
             steps_per_epoch=step.steps_per_epoch,
         )
-        n = len(w_teacher)
-        self.log.add("lambda", lam, n)
-        self.log.add("w_teacher", w_teacher.nan_to_num(0.0), n)
+        self.log.add("lambda", lam, len(w_teacher))
+        self.log_weights("w_teacher", w_teacher, step.coarse)
         if w_student is not None:
-            self.log.add("w_student", w_student.nan_to_num(0.0), n)
+            self.log_weights("w_student", w_student, step.coarse)
         return [distill_weights(w_teacher if w_student is None else w_student, w_teacher, lam)]

@@ -1,0 +1,120 @@
+"""What NLKD costs per training step, and how close ``nlkd train`` gets to a bare PyTorch loop.
+
+    python benchmarks/bench_step.py [--camvid ../shared/data/camvid] [--steps 20]
+
+1. Step time of ``nlkd`` (student scored every step, teacher scores cached) vs ``baseline`` with the
+   same model, batch and size: steps interleaved in one run, median per step, ratio (target <= 1.05).
+2. One ``nlkd train`` epoch on CamVid (data loading, augmentation, strategy, logging; training part
+   only) vs a bare 20-line loop over the same model with all tensors preloaded: throughput ratio
+   (target >= 0.9). Skipped when CamVid is absent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from nlkd.config import StrategyConfig, TrainConfig
+from nlkd.models import create_model
+from nlkd.optim import build_optimizer
+from nlkd.strategies import StepInputs, create_strategy
+from nlkd.weighting import per_image_cross_entropy, weighted_loss
+
+
+def step_ratio(steps: int, batch: int, size: tuple[int, int], classes: int) -> None:
+    torch.manual_seed(0)
+    model = create_model("unet", classes, encoder="resnet18")
+    opt = build_optimizer("adamw", model.parameters(), 1e-3, 1e-4)
+    images = torch.randn(batch, 3, *size)
+    target = torch.randint(0, classes, (batch, *size))
+    teacher = torch.rand(batch)
+    strategies = {
+        "baseline": create_strategy(StrategyConfig(name="baseline"), classes, None, 10),
+        "nlkd": create_strategy(StrategyConfig(name="nlkd", warmup_epochs=0), classes, None, 10),
+    }
+    times: dict[str, list[float]] = {k: [] for k in strategies}
+    for i in range(steps + 2):
+        for name, strategy in strategies.items():
+            t0 = time.perf_counter()
+            logits = model(images)
+            ce = per_image_cross_entropy(logits, target)
+            w = strategy.weights(StepInputs(torch.arange(batch), target, [logits], [ce], 5, 0, 10, teacher))[0]
+            loss = weighted_loss(ce, w)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if i >= 2:  # warm-up
+                times[name].append(time.perf_counter() - t0)
+    base, ours = statistics.median(times["baseline"]), statistics.median(times["nlkd"])
+    print(f"| step, U-Net-R18, batch {batch} at {size[0]}×{size[1]}, {classes} classes | baseline "
+          f"{1e3 * base:.0f} ms | nlkd (cached teacher) {1e3 * ours:.0f} ms | ratio {ours / base:.3f} (target ≤ 1.05) |")
+
+
+def epoch_ratio(camvid: Path, size: tuple[int, int], batch: int) -> None:
+    from nlkd.data.folder import FolderDataset
+    from nlkd.data.info import DatasetInfo
+    from nlkd.train import train
+
+    work = Path(tempfile.mkdtemp(prefix="bench_step_"))
+    root = work / "data"
+    for kind in ("images", "labels"):
+        for split in ("train", "val"):
+            (root / kind).mkdir(parents=True, exist_ok=True)
+            (root / kind / split).symlink_to((camvid / kind / split).resolve())
+    (root / "dataset.yaml").write_text("num_classes: 11\nignore_index: 11\n")
+    info = DatasetInfo(11, 11)
+    # Bare loop: same model and optimiser, every batch preloaded as tensors, no augmentation.
+    ds = FolderDataset(root, "train", info=info, size=size)
+    xs = [torch.stack([ds[j]["image"] for j in range(i, i + batch)]) for i in range(0, len(ds) - batch + 1, batch)]
+    ys = [torch.stack([ds[j]["mask"] for j in range(i, i + batch)]) for i in range(0, len(ds) - batch + 1, batch)]
+    torch.manual_seed(0)
+    model = create_model("unet", 11, encoder="resnet18")
+    opt = build_optimizer("adamw", model.parameters(), 1e-3, 1e-4)
+    model.train()
+    t0 = time.perf_counter()
+    for x, y in zip(xs, ys):
+        loss = torch.nn.functional.cross_entropy(model(x), y.masked_fill(y == 11, -100), ignore_index=-100)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    bare = time.perf_counter() - t0
+    n = len(xs) * batch
+    scores = work / "scores.csv"  # cached teacher scores, so the epoch runs the full nlkd strategy
+    scores.write_text("id,weight\n" + "".join(f"{i},{0.5 + (k % 7) / 20}\n" for k, i in enumerate(ds.ids)))
+    cfg = TrainConfig(epochs=1, batch_size=batch, out=str(work / "run"), device="cpu")
+    cfg.data.root, cfg.data.size = str(root), list(size)
+    cfg.strategy.name, cfg.strategy.teacher_scores, cfg.strategy.warmup_epochs = "nlkd", str(scores), 0
+    train(cfg, log=lambda *a, **k: None)
+    rec = json.loads((work / "run" / "metrics.jsonl").read_text().splitlines()[-1])
+    ours = rec["train_seconds"]
+    print(f"| epoch on CamVid train ({n} images at {size[0]}×{size[1]}, batch {batch}) | bare loop {n / bare:.1f} img/s "
+          f"| nlkd train {n / ours:.1f} img/s | throughput ratio {bare / ours:.3f} (target ≥ 0.9) |")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--camvid", type=Path, default=Path(__file__).resolve().parents[2] / "shared/data/camvid")
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"# bench_step — {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+          f"{args.threads} threads; command: {' '.join(sys.argv)}")
+    step_ratio(args.steps, 8, (96, 128), 11)
+    if (args.camvid / "images" / "train").is_dir():
+        epoch_ratio(args.camvid, (96, 128), 8)
+    else:
+        print(f"(CamVid not found at {args.camvid}: epoch comparison skipped)")
+
+
+if __name__ == "__main__":
+    main()
