@@ -41,7 +41,7 @@ def prepare_data(camvid: Path, root: Path, seed: int) -> None:
         names = "\n".join(f"  - {n}" for n in CLASS_NAMES)
         yaml.write_text(f"num_classes: 11\nignore_index: 11\nclass_names:\n{names}\n")
     if not (root / "labels" / "train_de50" / "manifest.json").exists():
-        cmd = ["nlkd", "corrupt", "--src", str(root / "labels" / "train"), "--dst", str(root / "labels" / "train_de50"),
+        cmd = [str(Path(sys.executable).with_name("nlkd")), "corrupt", "--src", str(root / "labels" / "train"), "--dst", str(root / "labels" / "train_de50"),
                "--ratio", "0.5", "--mode", "dilate_erode", "--seed", str(seed), "--ignore-index", "11"]  # fmt: skip
         print("$", " ".join(cmd), flush=True)
         subprocess.run(cmd, check=True)

@@ -33,7 +33,7 @@ from torch.utils.data import Subset
 from tqdm import tqdm
 
 from nlkd.data.folder import FolderDataset, make_loader
-from nlkd.errors import DataError, NLKDError
+from nlkd.errors import DataError
 from nlkd.io import atomic_write_text
 
 # ``metrics`` exposes per-image BF only; the per-class counts come from its private counter so that
@@ -131,8 +131,12 @@ class AuditTable:
 
     def __post_init__(self) -> None:
         n, c = len(self.ids), len(self.class_names)
-        for name, shape in (("bf", (n,)), ("iou", (n,)), ("pixel_disagreement", (n,)),
-                            ("class_disagreement", (n, c))):  # fmt: skip
+        for name, shape in (
+            ("bf", (n,)),
+            ("iou", (n,)),
+            ("pixel_disagreement", (n,)),
+            ("class_disagreement", (n, c)),
+        ):
             if getattr(self, name) is None:
                 setattr(self, name, np.full(shape, np.nan))
 
@@ -140,8 +144,12 @@ class AuditTable:
     def for_dataset(cls, dataset: FolderDataset) -> AuditTable:
         """An empty (all-NaN) table over ``dataset``'s images."""
         s = dataset.samples
-        return cls([x.id for x in s], [str(x.image_path) for x in s], [str(x.mask_path) for x in s],
-                   list(dataset.info.class_names))  # fmt: skip
+        return cls(
+            [x.id for x in s],
+            [str(x.image_path) for x in s],
+            [str(x.mask_path) for x in s],
+            list(dataset.info.class_names),
+        )
 
     @property
     def quality(self) -> np.ndarray:
@@ -172,9 +180,17 @@ class AuditTable:
         q = self.quality
         for i in self.order() if rows is None else rows:
             nums = (q[i], self.bf[i], self.iou[i])
-            w.writerow([self.ids[i], *(f"{v:.6f}" for v in nums), ";".join(self.worst_classes(i)),
-                        f"{self.pixel_disagreement[i]:.6f}", self.image_paths[i], self.mask_paths[i],
-                        *(f"{v:.6f}" for v in self.class_disagreement[i])])  # fmt: skip
+            w.writerow(
+                [
+                    self.ids[i],
+                    *(f"{v:.6f}" for v in nums),
+                    ";".join(self.worst_classes(i)),
+                    f"{self.pixel_disagreement[i]:.6f}",
+                    self.image_paths[i],
+                    self.mask_paths[i],
+                    *(f"{v:.6f}" for v in self.class_disagreement[i]),
+                ]
+            )
         return buf.getvalue()
 
     def load_rows(self, path: Path, key: str | None) -> np.ndarray:
@@ -183,8 +199,10 @@ class AuditTable:
         lines = path.read_text(encoding="utf-8").splitlines()
         found = lines[0][len("# key=") :] if lines and lines[0].startswith("# key=") else None
         if key is not None and found != key:
-            raise DataError(f"{path} was written for another teacher, label files, size or tolerance; "
-                            "drop --resume to start over, or choose another --out")  # fmt: skip
+            raise DataError(
+                f"{path} was written for another teacher, label files, size or tolerance; "
+                "drop --resume to start over, or choose another --out"
+            )
         rows = list(csv.reader(ln for ln in lines if not ln.startswith("#")))
         if not rows or rows[0] != self.header():
             raise DataError(f"{path}: unexpected columns (another data set or nlkd version?); drop --resume")
@@ -195,7 +213,11 @@ class AuditTable:
             for r in rows[1:]:
                 i = where.get(r[0])
                 if i is not None:
-                    self.bf[i], self.iou[i], self.pixel_disagreement[i] = float(r[2]), float(r[3]), float(r[5])
+                    self.bf[i], self.iou[i], self.pixel_disagreement[i] = (
+                        float(r[2]),
+                        float(r[3]),
+                        float(r[5]),
+                    )
                     self.class_disagreement[i] = [float(v) for v in r[n_fixed:]]
                     done[i] = True
         except (ValueError, IndexError) as e:
@@ -306,6 +328,7 @@ class Detection:
     tpr: np.ndarray
     precision: np.ndarray
     recall: np.ndarray
+    bad_ids: set[str]
     unknown_ids: list[str]
 
 
@@ -316,8 +339,17 @@ def detection(table: AuditTable, bad: set[str], source: str) -> Detection:
     y = np.array([i in bad for i in table.ids])[keep]
     s = -q[keep]
     unknown = sorted(bad - set(table.ids))
-    return Detection(source, int(keep.sum()), int(y.sum()), auroc(s, y), average_precision(s, y),
-                     *roc_curve(s, y), *precision_recall_curve(s, y), unknown)  # fmt: skip
+    return Detection(
+        source,
+        int(keep.sum()),
+        int(y.sum()),
+        auroc(s, y),
+        average_precision(s, y),
+        *roc_curve(s, y),
+        *precision_recall_curve(s, y),
+        bad & set(table.ids),
+        unknown,
+    )
 
 
 def known_bad_ids(label_dir: Path, known_bad: str | None) -> tuple[set[str], str] | None:
@@ -352,8 +384,10 @@ class Teachers:
         device: torch.device | str = "cpu",
     ) -> None:
         if len(models) != len(sources) or not models or (fold_of is None and len(models) != 1):
-            raise ValueError(f"need one source per model and one model without folds, got "
-                             f"{len(models)} models, {len(sources)} sources, fold_of={fold_of is not None}")  # fmt: skip
+            raise ValueError(
+                f"need one source per model and one model without folds, got "
+                f"{len(models)} models, {len(sources)} sources, fold_of={fold_of is not None}"
+            )
         self.models, self.sources = [m.to(device).eval() for m in models], [Path(s) for s in sources]
         self.fold_of, self.device = fold_of, torch.device(device)
 
@@ -406,8 +440,9 @@ def audit_dataset(
     bar = tqdm(loader, desc="auditing", unit="batch", leave=False, disable=not todo)
     for step, batch in enumerate(bar, start=1):
         logits = teachers(batch["image"], batch["id"])
-        s = audit_batch(logits.argmax(1), batch["mask"].to(logits.device), info.num_classes, tolerance,
-                        info.ignore_index)  # fmt: skip
+        s = audit_batch(
+            logits.argmax(1), batch["mask"].to(logits.device), info.num_classes, tolerance, info.ignore_index
+        )
         idx = batch["index"].numpy()
         table.bf[idx], table.iou[idx], table.pixel_disagreement[idx] = s.bf, s.iou, s.pixel_disagreement
         table.class_disagreement[idx] = s.class_disagreement
@@ -445,17 +480,34 @@ def run_audit(
         log(f"starting over: {partial} is ignored (pass --resume to keep its rows)")
     if not resume:
         partial.unlink(missing_ok=True)
-    table = audit_dataset(teachers, dataset, tolerance=tolerance, batch_size=batch_size, partial=partial,
-                          key=key, resume=resume, save_every=save_every)  # fmt: skip
+    table = audit_dataset(
+        teachers,
+        dataset,
+        tolerance=tolerance,
+        batch_size=batch_size,
+        partial=partial,
+        key=key,
+        resume=resume,
+        save_every=save_every,
+    )
     found = detection(table, *known_bad) if known_bad is not None else None
     atomic_write_text(out_dir / "scores.csv", table.to_csv())
     atomic_write_text(out_dir / "teacher_scores.csv", table.score_table().to_csv("bfmiou"))
     write_report(out_dir, table, dataset, teachers, top=top, found=found, meta=meta or {})
-    record = {"key": key, **(meta or {}), "n_images": len(table.ids),
-              "mean_quality": float(np.nanmean(table.quality)) if np.isfinite(table.quality).any() else None}  # fmt: skip
+    record = {
+        "key": key,
+        **(meta or {}),
+        "n_images": len(table.ids),
+        "mean_quality": float(np.nanmean(table.quality)) if np.isfinite(table.quality).any() else None,
+    }
     if found is not None:
-        record["detection"] = {"source": found.source, "n": found.n, "n_bad": found.n_bad,
-                               "auroc": _json_float(found.auroc), "average_precision": _json_float(found.average_precision)}  # fmt: skip
+        record["detection"] = {
+            "source": found.source,
+            "n": found.n,
+            "n_bad": found.n_bad,
+            "auroc": _json_float(found.auroc),
+            "average_precision": _json_float(found.average_precision),
+        }
     atomic_write_text(summary, json.dumps(record, indent=2) + "\n")
     partial.unlink(missing_ok=True)
     return table, found
@@ -463,8 +515,3 @@ def run_audit(
 
 def _json_float(x: float) -> float | None:
     return None if math.isnan(x) else x
-
-
-def _check_positive(name: str, value: int) -> None:
-    if value < 1:
-        raise NLKDError(f"{name} must be at least 1, got {value}")

@@ -1,7 +1,8 @@
 """The ``nlkd`` command. Each sub-command lives in ``nlkd/commands/<name>.py`` and exposes
 ``register(subparsers)``, which adds its parser and sets ``func=run`` (``run(args) -> int``).
 
-User-fixable problems (:class:`nlkd.errors.NLKDError`) print one line on stderr and exit with 2.
+User-fixable problems (:class:`nlkd.errors.NLKDError`, and ``OSError`` such as a full disk) print one
+line on stderr and exit with 2.
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except NLKDError as e:
+        print(f"nlkd {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # full disk, permission denied, missing output folder: one line, not a traceback
         print(f"nlkd {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

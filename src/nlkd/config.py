@@ -24,6 +24,7 @@ __all__ = [
     "StrategyConfig",
     "TrainConfig",
     "apply_overrides",
+    "check_config",
     "config_from_dict",
     "config_to_dict",
     "load_config",
@@ -152,6 +153,11 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
         return [_coerce(v, item, key) for v in value]
     if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
+    if hint is float and isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
     if hint in (int, str, bool) and type(value) is hint:
         return value
     if hint is Any:
@@ -178,20 +184,89 @@ def config_from_dict(data: dict[str, Any], cls: type = TrainConfig, prefix: str 
     return cls(**kwargs)
 
 
+def _positive_pair(v: Any) -> bool:
+    return v is None or (len(v) == 2 and all(isinstance(x, int) and x >= 1 for x in v))
+
+
+def _scale_range(v: Any) -> bool:
+    return v is None or (len(v) == 2 and 0 < v[0] <= v[1])
+
+
+# Values the types alone do not pin down: dotted key -> (accepts the value?, what is expected).
+_CHECKS: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
+    "data.format": (
+        lambda v: v in ("folder", "cityscapes", "supervisely"),
+        "folder, cityscapes or supervisely",
+    ),
+    "data.size": (_positive_pair, "[H, W] with H, W >= 1, or null"),
+    "data.scale": (_scale_range, "[lo, hi] with 0 < lo <= hi, or null"),
+    "data.num_workers": (lambda v: v >= 0, "an int >= 0"),
+    "optim.lr": (lambda v: v > 0 and v != float("inf"), "a finite number > 0"),
+    "optim.weight_decay": (lambda v: v >= 0, "a number >= 0"),
+    "optim.warmup_steps": (lambda v: v >= 0, "an int >= 0"),
+    "optim.grad_clip": (lambda v: v is None or v > 0, "a number > 0, or null"),
+    "strategy.metric": (lambda v: v in ("bfmiou", "bf", "miou"), "bfmiou, bf or miou"),
+    "strategy.reduction": (lambda v: v in ("mean", "sum", "normalized"), "mean, sum or normalized"),
+    "strategy.tolerance": (lambda v: 0 < v < float("inf"), "a finite number of pixels > 0"),
+    "strategy.final_lambda": (lambda v: 0 <= v <= 1, "a number in [0, 1]"),
+    "strategy.warmup_epochs": (lambda v: v is None or v >= 0, "an int >= 0, or null"),
+    "epochs": (lambda v: v >= 1, "an int >= 1"),
+    "batch_size": (lambda v: v >= 1, "an int >= 1"),
+    "eval_tolerance": (lambda v: 0 < v < float("inf"), "a finite number of pixels > 0"),
+    "threads": (lambda v: v is None or v >= 1, "an int >= 1, or null"),
+}
+
+
+def check_config(cfg: TrainConfig) -> TrainConfig:
+    """Check values the types do not pin down (choices, ranges); a bad one is a one-line ConfigError.
+
+    Returns ``cfg`` unchanged. Model, optimiser, schedule and strategy names are checked by their
+    factories, which list the valid names.
+    """
+    for key, (ok, expected) in _CHECKS.items():
+        node: Any = cfg
+        for part in key.split("."):
+            node = getattr(node, part)
+        if not ok(node):
+            raise ConfigError(f"config key {key!r} expects {expected}, got {node!r}")
+    return cfg
+
+
 def apply_overrides(cfg: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
-    """Return a copy of ``cfg`` with dotted-key overrides applied (``{"optim.lr": 0.01}``)."""
+    """Return a copy of ``cfg`` with dotted-key overrides applied (``{"optim.lr": 0.01}``).
+
+    Keys below a mapping field are free (``model.options.depth=3``); any other unknown key is a
+    :class:`ConfigError` listing the valid keys at that level. The result passes :func:`check_config`.
+    """
     data = config_to_dict(cfg)
     for key, value in overrides.items():
-        node = data
         parts = key.split(".")
-        for part in parts[:-1]:
-            if not isinstance(node.get(part), dict):
-                raise ConfigError(f"unknown config key {key!r}")
+        node: dict[str, Any] = data
+        cls: Any = type(cfg)  # the config dataclass at this level; None inside a free-form mapping
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            if cls is not None:
+                fields = _fields(cls)
+                if part not in fields:
+                    where = ".".join(parts[:i]) or "the top level"
+                    raise ConfigError(
+                        f"unknown config key {key!r}; valid keys at {where}: {', '.join(sorted(fields))}"
+                    )
+                hint = typing.get_type_hints(cls)[part]
+                cls = hint if dataclasses.is_dataclass(hint) else None
+                if not last and cls is None and typing.get_origin(hint) is not dict:
+                    raise ConfigError(
+                        f"unknown config key {key!r}: {'.'.join(parts[: i + 1])} is not a section"
+                    )
+            if last:
+                node[part] = value
+                break
+            if node.get(part) is None and cls is None:
+                node[part] = {}
+            if not isinstance(node[part], dict):
+                raise ConfigError(f"unknown config key {key!r}: {'.'.join(parts[: i + 1])} is not a section")
             node = node[part]
-        if parts[-1] not in node:
-            raise ConfigError(f"unknown config key {key!r}; valid keys here: {', '.join(sorted(node))}")
-        node[parts[-1]] = value
-    return config_from_dict(data)
+    return check_config(config_from_dict(data))
 
 
 def parse_set(items: list[str]) -> dict[str, Any]:

@@ -91,7 +91,7 @@ def read_mask(path: str | os.PathLike[str]) -> np.ndarray:
     if arr.ndim != 2:
         raise DataError(f"{path}: mask has shape {arr.shape}; expected (H, W)")
     if arr.dtype.kind not in "biu":
-        raise DataError(f"{path}: mask holds {arr.dtype} values; expected integer class indices (mode L or P)")
+        raise DataError(f"{path}: mask holds {arr.dtype} values; expected integer class indices (mode L, P)")
     return arr
 
 

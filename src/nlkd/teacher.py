@@ -8,6 +8,7 @@ whose key differs is reported as stale and recomputed, never silently reused.
 
 from __future__ import annotations
 
+import copy
 import csv
 import hashlib
 import io
@@ -78,7 +79,12 @@ def score_dataset(
     device: torch.device | str = "cpu",
     batch_size: int = 16,
 ) -> ScoreTable:
-    """Score every annotation of ``dataset`` against ``model``'s prediction (BF, IoU, BFmIoU)."""
+    """Score every annotation of ``dataset`` against ``model``'s prediction (BF, IoU, BFmIoU).
+
+    A training set is scored without its augmentation (a shallow copy with ``train=False``)."""
+    if getattr(dataset, "train", False):
+        dataset = copy.copy(dataset)
+        dataset.train = False
     info = dataset.info
     bfs, ious, ids = [], [], []
     for batch, pred in predict_batches(model, dataset, torch.device(device), batch_size, progress="scoring"):
@@ -120,7 +126,7 @@ def cache_key(teacher: Path, dataset: FolderDataset, metric: str, tolerance: flo
     h.update(_file_digest(teacher).encode())
     for s in dataset.samples:
         st = os.stat(s.mask_path)
-        h.update(f"{s.id}:{st.st_size}:{st.st_mtime_ns};".encode())
+        h.update(f"{s.id}:{s.mask_path.resolve()}:{st.st_size}:{st.st_mtime_ns};".encode())
     h.update(f"{dataset.size}|{metric}|{tolerance}".encode())
     return h.hexdigest()[:20]
 
@@ -156,6 +162,8 @@ def teacher_scores(
         raise DataError("this strategy needs a teacher: pass --teacher CKPT (or strategy.teacher_scores=CSV)")
     from nlkd.checkpoint import model_from_checkpoint  # local: checkpoint imports models (heavy)
 
+    if not Path(teacher).is_file():
+        raise DataError(f"{teacher}: teacher checkpoint not found")
     cache = cache_dir / CACHE_NAME
     key = cache_key(Path(teacher), dataset, metric, tolerance)
     old = _cached_key(cache)

@@ -32,7 +32,7 @@ from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
 from nlkd.checkpoint import build_model, load_checkpoint, make_checkpoint
-from nlkd.config import TrainConfig, config_to_dict
+from nlkd.config import TrainConfig, check_config, config_to_dict
 from nlkd.data.folder import FolderDataset, make_loader
 from nlkd.data.info import DatasetInfo, load_dataset_info
 from nlkd.data.validate import check_split
@@ -81,10 +81,17 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
         name = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise NLKDError(f"device {name!r} requested but CUDA is not available; use --set device=cpu")
-    return torch.device(name)
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise NLKDError(f"device {name!r} not understood; use auto, cpu, cuda or cuda:N") from None
 
 
 def dataset_info(cfg: TrainConfig) -> DatasetInfo:
+    if not cfg.data.root:
+        raise NLKDError("no data set given: pass --data ROOT")
+    if not Path(cfg.data.root).is_dir():
+        raise DataError(f"{cfg.data.root}: data folder not found")
     if cfg.data.format == "cityscapes":
         from nlkd.data.formats import CITYSCAPES_INFO
 
@@ -172,6 +179,7 @@ def _check_resume_config(ckpt: dict[str, Any], cfg: TrainConfig, path: Path) -> 
 
 def train(cfg: TrainConfig, resume: bool = False, log: Any = print) -> dict[str, Any]:
     """Train as configured; returns the last epoch's record (also the last line of metrics.jsonl)."""
+    check_config(cfg)
     dd = setup_distributed(cfg.device)
     device = resolve_device(cfg.device, dd.local_rank)
     if cfg.threads:
@@ -267,8 +275,10 @@ def train(cfg: TrainConfig, resume: bool = False, log: Any = print) -> dict[str,
             weights = strategy.weights(inputs)
             total = sum(weighted_loss(ls, w, cfg.strategy.reduction) for ls, w in zip(losses, weights))
             if not torch.isfinite(total):
-                raise NLKDError(f"loss became {float(total)} at epoch {epoch + 1}, step {step + 1}; stopped, "
-                                f"{out / 'last.pt'} is the last good checkpoint")  # fmt: skip
+                last = out / "last.pt"
+                kept = f"{last} is the last good checkpoint" if last.is_file() else "no checkpoint written"
+                where = f"epoch {epoch + 1}, step {step + 1}"
+                raise NLKDError(f"loss became {float(total)} at {where}; stopped, {kept}")
             for opt in optimizers:
                 opt.zero_grad(set_to_none=True)
             scaler.scale(total).backward()
@@ -284,6 +294,9 @@ def train(cfg: TrainConfig, resume: bool = False, log: Any = print) -> dict[str,
             n_seen += len(target)
             bar.set_postfix(loss=f"{loss_sum / n_seen:.4f}")
         train_seconds = time.perf_counter() - t0
+        if dd.enabled:
+            loss_sum, n_seen = _gather_epoch_logs(loss_sum, n_seen, strategy)
+            _broadcast_buffers(models[0])
         val = evaluate(models[0].module if dd.enabled else models[0], val_ds, device, cfg.eval_tolerance,
                        rank=dd.rank, world_size=dd.world_size)  # fmt: skip
         record = {"epoch": epoch + 1, "train_loss": loss_sum / max(n_seen, 1), **strategy.log.pop(),
@@ -297,15 +310,38 @@ def train(cfg: TrainConfig, resume: bool = False, log: Any = print) -> dict[str,
                                    optimizers=[opt.state_dict() for opt in optimizers],
                                    schedulers=[s.state_dict() for s in schedulers],
                                    strategy=strategy.state_dict())  # fmt: skip
-            save_checkpoint(ckpt, out / "last.pt")
-            if improved:
+            if improved:  # best.pt first: a crash in between leaves last.pt behind, and --resume redoes it
                 save_checkpoint(ckpt, out / "best.pt")
+            save_checkpoint(ckpt, out / "last.pt")
             atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
             _plot(out)
             say(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
     if dd.enabled:
         dist.barrier()  # a barrier before teardown avoids a gloo abort seen with torch 2.14.1
     return record
+
+
+def _gather_epoch_logs(loss_sum: float, n_seen: int, strategy: Any) -> tuple[float, int]:
+    """Under DDP: the epoch's loss sum and image count, and the strategy's logged means, over all
+    processes (each process saw only its share of the batches)."""
+    parts: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, (loss_sum, n_seen, dict(strategy.log.sums), dict(strategy.log.counts)))
+    sums: dict[str, float] = {}
+    counts: dict[str, int] = {}
+    for _, _, s, c in parts:  # keys may differ between processes (e.g. no coarse image in a share)
+        for k in s:
+            sums[k] = sums.get(k, 0.0) + s[k]
+            counts[k] = counts.get(k, 0) + c[k]
+    strategy.log.sums, strategy.log.counts = sums, counts
+    return sum(p[0] for p in parts), sum(p[1] for p in parts)
+
+
+def _broadcast_buffers(model: nn.Module) -> None:
+    """Give every process rank 0's buffers (BatchNorm running statistics). DDP broadcasts them before
+    each forward, so after the last training step the other ranks still hold statistics updated by
+    their own last batch; evaluation must use the weights and statistics that are saved."""
+    for b in model.buffers():
+        dist.broadcast(b, src=0)
 
 
 def _plot(out: Path) -> None:

@@ -28,6 +28,12 @@ def open_split(args: argparse.Namespace):
     from nlkd.data.validate import check_split
     from nlkd.train import resolve_device
 
+    from pathlib import Path
+
+    from nlkd.errors import DataError
+
+    if not Path(args.data).is_dir():
+        raise DataError(f"{args.data}: data folder not found")
     device = resolve_device(args.device)
     model, cfg, ckpt_info = model_from_checkpoint(args.checkpoint, device)
     if args.format == "folder":
@@ -37,8 +43,6 @@ def open_split(args: argparse.Namespace):
     else:
         info = ckpt_info
     if info.num_classes != ckpt_info.num_classes:
-        from nlkd.errors import DataError
-
         raise DataError(
             f"{args.data}: {info.num_classes} classes, but {args.checkpoint} predicts {ckpt_info.num_classes}"
         )

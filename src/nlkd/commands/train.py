@@ -47,7 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size", type=size_arg, metavar="HxW", help="training resolution, e.g. 96x128")
     p.add_argument("--model", help="unet | deeplabv3plus | ocrnet | pointrend")
     p.add_argument("--encoder", help="encoder of unet/deeplabv3plus/pointrend, e.g. resnet18")
-    p.add_argument("--strategy", help="baseline | reweight | nlkd | ...")
+    p.add_argument("--strategy", help="baseline | reweight | nlkd | fixed | discard | decoupling | coteaching | coteaching_plus")
     p.add_argument("--teacher", metavar="CKPT", help="teacher checkpoint for reweight/nlkd")
     p.add_argument("--teacher-scores", metavar="CSV", help="per-image teacher scores (e.g. out-of-fold)")
     p.add_argument("--metric", choices=["bfmiou", "bf", "miou"])
@@ -80,4 +80,15 @@ def run(args: argparse.Namespace) -> int:
     else:
         cfg = load_config(args.config, overrides)
     train(cfg, resume=args.resume)
+    _destroy_process_group()
     return 0
+
+
+def _destroy_process_group() -> None:
+    """Leave the ``torchrun`` process group cleanly. ``train`` ends with a barrier, so no collective is in
+    flight here (with torch 2.14.1, tearing down right after the last all-reduce sometimes aborted a
+    rank)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
