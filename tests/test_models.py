@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from nlkd.errors import ConfigError
 from nlkd.models import auxiliary_loss, create_model, list_models, register_model
 from nlkd.models.pointrend import PointRend, point_sample, sample_uncertain_points, uncertainty
-from nlkd.models.registry import _REGISTRY, per_image_cross_entropy
+from nlkd.models.registry import _REGISTRY
+from nlkd.weighting import per_image_cross_entropy
 
 NUM_CLASSES = 3
 IGNORE = 255

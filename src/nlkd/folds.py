@@ -116,8 +116,10 @@ def train_fold_teachers(
     checkpoints = []
     for f in range(k):
         root, run = out_dir / f"fold_{f}" / "data", out_dir / f"fold_{f}" / "run"
-        for split, keep in ((TRAIN, [p for p in pairs if folds[p.id] != f]),
-                            (HELDOUT, [p for p in pairs if folds[p.id] == f])):  # fmt: skip
+        for split, keep in (
+            (TRAIN, [p for p in pairs if folds[p.id] != f]),
+            (HELDOUT, [p for p in pairs if folds[p.id] == f]),
+        ):
             _link_dir(root / "images" / split, [p.image_path for p in keep])
             _link_dir(root / "labels" / split, [p.mask_path for p in keep])
         val_labels = d.val_labels or d.val_split

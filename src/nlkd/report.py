@@ -99,7 +99,7 @@ def render_gallery(
         old.unlink()
     order = [i for i in table.order() if np.isfinite(table.quality[i])]
     n = len(order)
-    picks = [("worst", r, order[r]) for r in range(min(top, n))]
+    picks = [("worst", r + 1, order[r]) for r in range(min(top, n))]
     picks += [("best", n - r, order[n - 1 - r]) for r in range(min(top, n))]
     info, q = dataset.info, table.quality
     items = []
@@ -151,8 +151,9 @@ def _class_bars(table: AuditTable, path: Path) -> None:
         )
     ax.set_xticks(x, table.class_names, rotation=45, ha="right")
     ax.set_ylabel("mean 1 − BF_c over images")
-    ax.set_ylim(0, 1.05)
-    ax.set_title("Boundary disagreement per class (n = images where the class has a boundary)")
+    ax.set_ylim(0, 1.1)
+    ax.set_title("Boundary disagreement per class")
+    ax.set_xlabel("n = images where the class has a boundary in annotation or prediction", fontsize=8)
     _save(fig, path)
 
 
@@ -163,13 +164,9 @@ def _curves(found: Detection, path: Path) -> None:
     roc.plot([0, 1], [0, 1], "--", color="0.6", label="chance")
     roc.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC: low quality = bad")
     prev = found.n_bad / max(found.n, 1)
-    pr.step(
-        found.recall,
-        found.precision,
-        where="post",
-        color="C0",
-        label=f"BFmIoU (AP {found.average_precision:.3f})",
-    )
+    # AP = sum of (R_n - R_n-1) * P_n: precision P_n holds over the recall step (R_n-1, R_n].
+    recall, precision = np.r_[0.0, found.recall], np.r_[found.precision[:1], found.precision]
+    pr.step(recall, precision, where="pre", color="C0", label=f"BFmIoU (AP {found.average_precision:.3f})")
     pr.axhline(prev, linestyle="--", color="0.6", label=f"chance ({prev:.2f})")
     pr.set(xlabel="recall", ylabel="precision", title="Precision-recall", ylim=(0, 1.05))
     for ax in (roc, pr):

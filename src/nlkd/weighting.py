@@ -46,19 +46,18 @@ def per_image_cross_entropy(logits: Tensor, target: Tensor, ignore_index: int | 
     """Mean pixel cross-entropy of each image over its valid pixels (Eq. 4, averaged per image).
 
     Args:
-        logits: (B, C, H, W) unnormalised scores.
-        target: (B, H, W) integer labels; ``ignore_index`` pixels do not count.
+        logits: (B, C, H, W) unnormalised scores (or (B, C, *S), e.g. (B, C, N) sampled points).
+        target: (B, H, W) integer labels (or (B, *S)); ``ignore_index`` pixels do not count.
 
     Returns:
         (B,) per-image loss, differentiable; 0 for an image without valid pixels.
     """
-    if logits.ndim != 4 or target.shape != (logits.shape[0], *logits.shape[2:]):
+    if logits.ndim < 3 or target.shape != (logits.shape[0], *logits.shape[2:]):
         raise ValueError(
-            f"logits (B, C, H, W) and target (B, H, W) expected, got {tuple(logits.shape)} "
-            f"and {tuple(target.shape)}"
+            f"logits (B, C, H, W) and target (B, H, W) expected, got {tuple(logits.shape)} and {tuple(target.shape)}"
         )
     ii = -100 if ignore_index is None else ignore_index
-    ce = F.cross_entropy(logits, target.long(), ignore_index=ii, reduction="none")  # (B, H, W), 0 at ignored
+    ce = F.cross_entropy(logits, target.long(), ignore_index=ii, reduction="none")  # 0 at ignored pixels
     if ignore_index is None:
         return ce.flatten(1).mean(1)
     n_valid = (target != ignore_index).flatten(1).sum(1)

@@ -22,23 +22,22 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def open_split(args: argparse.Namespace):
     """Model of ``args.checkpoint`` and the data set ``args.data/args.split`` at the checkpoint's size."""
+    from pathlib import Path
+
     from nlkd.checkpoint import model_from_checkpoint
     from nlkd.data.folder import FolderDataset
     from nlkd.data.info import load_dataset_info
     from nlkd.data.validate import check_split
-    from nlkd.train import resolve_device
-
-    from pathlib import Path
-
     from nlkd.errors import DataError
+    from nlkd.train import resolve_device
 
     if not Path(args.data).is_dir():
         raise DataError(f"{args.data}: data folder not found")
     device = resolve_device(args.device)
     model, cfg, ckpt_info = model_from_checkpoint(args.checkpoint, device)
     if args.format == "folder":
-        info = load_dataset_info(args.data, args.num_classes or ckpt_info.num_classes,
-                                 args.ignore_index if args.ignore_index is not None else ckpt_info.ignore_index)  # fmt: skip
+        ignore = args.ignore_index if args.ignore_index is not None else ckpt_info.ignore_index
+        info = load_dataset_info(args.data, args.num_classes or ckpt_info.num_classes, ignore)
         check_split(args.data, args.split, info.num_classes, info.ignore_index, args.labels)
     else:
         info = ckpt_info

@@ -27,9 +27,9 @@ from nlkd.errors import ConfigError
 from nlkd.models.registry import (
     AuxiliaryLossModule,
     pad_to_multiple,
-    per_image_cross_entropy,
     register_model,
 )
+from nlkd.weighting import per_image_cross_entropy
 
 __all__ = ["OCRHead", "OCRNet", "build_ocrnet"]
 

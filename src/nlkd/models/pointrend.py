@@ -29,10 +29,10 @@ from nlkd.errors import ConfigError
 from nlkd.models.registry import (
     AuxiliaryLossModule,
     pad_to_multiple,
-    per_image_cross_entropy,
     register_model,
 )
 from nlkd.models.smp_models import check_encoder
+from nlkd.weighting import per_image_cross_entropy
 
 __all__ = [
     "PointHead",

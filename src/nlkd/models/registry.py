@@ -29,7 +29,6 @@ __all__ = [
     "create_model",
     "list_models",
     "pad_to_multiple",
-    "per_image_cross_entropy",
     "register_model",
 ]
 
@@ -165,25 +164,6 @@ class AuxiliaryLossModule(nn.Module):
         state = self.__dict__.copy()
         state["_extras"] = None
         return state
-
-
-def per_image_cross_entropy(logits: Tensor, target: Tensor, ignore_index: int | None) -> Tensor:
-    """Mean cross-entropy per image over valid positions, 0 for an image without any.
-
-    Args:
-        logits: ``(B, C, *S)`` unnormalised scores (``S`` = ``(H, W)`` pixels or ``(N,)`` points).
-        target: ``(B, *S)`` int64 class indices; entries equal to ``ignore_index`` are skipped.
-        ignore_index: the ignored label, or ``None`` for none.
-
-    Returns:
-        ``(B,)`` float.
-    """
-    if ignore_index is None:
-        ce = F.cross_entropy(logits, target, reduction="none")
-        return ce.flatten(1).mean(dim=1)
-    ce = F.cross_entropy(logits, target, ignore_index=ignore_index, reduction="none")
-    valid = (target != ignore_index).flatten(1).sum(dim=1).clamp(min=1)
-    return ce.flatten(1).sum(dim=1) / valid
 
 
 def pad_to_multiple(x: Tensor, multiple: int) -> tuple[Tensor, tuple[int, int]]:

@@ -1,0 +1,206 @@
+"""``nlkd audit``: rank every annotation of a split by its agreement with a teacher, and show the worst.
+
+    nlkd audit --checkpoint runs/teacher/last.pt --data data/camvid --split train --labels train_coarse \
+        --out runs/audit [--top 8] [--known-bad bad_ids.txt] [--tolerance 2] [--resume]
+    nlkd audit --checkpoint runs/teacher/last.pt ... --folds 5 [--epochs 30] [--model unet]
+
+Writes OUT/scores.csv (one row per image, worst first), OUT/teacher_scores.csv (``nlkd score`` format,
+for ``nlkd train --teacher-scores``), OUT/gallery/*.png, OUT/figures/*.png, OUT/audit.json and
+OUT/report.html. With a ``manifest.json`` in the label folder (``nlkd corrupt``) or ``--known-bad``, the
+report also scores the ranking as a detector of the bad annotations (ROC, precision-recall, AUROC,
+AP). ``--folds K`` first trains K teachers (the checkpoint's training config, changed by ``--epochs``,
+``--model``, ``--seed``), each on K−1 folds, and judges every image with the one that never saw it.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from nlkd.commands._common import add_data_args, size_arg
+from nlkd.config import TrainConfig
+
+__all__ = ["add_fold_args", "fold_config", "register", "run"]
+
+
+def _int_at_least(lo: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < lo:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {lo}, got {value}")
+        return value
+
+    return parse
+
+
+def _tolerance(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of pixels, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number of pixels > 0, got {text!r}")
+    return value
+
+
+def add_fold_args(p: argparse.ArgumentParser, default_dir: str) -> None:
+    """``--folds K`` and the options of the fold teachers' training (shared with ``nlkd score``)."""
+    p.add_argument(
+        "--folds",
+        type=_int_at_least(2),
+        default=None,
+        metavar="K",
+        help="train K out-of-fold teachers; score each image with the one that never saw it",
+    )
+    p.add_argument(
+        "--folds-dir", default=None, metavar="DIR", help=f"fold data and runs (default: {default_dir})"
+    )
+    p.add_argument("--epochs", type=_int_at_least(1), default=None, help="fold teachers' epochs")
+    p.add_argument("--model", default=None, help="fold teachers' model (default: the checkpoint's)")
+    p.add_argument("--seed", type=int, default=None, help="fold assignment and training seed")
+
+
+def fold_config(args: argparse.Namespace) -> TrainConfig:
+    """The fold teachers' training config: the checkpoint's (if given) or the defaults, on the split to
+    score, changed by the command-line options."""
+    from nlkd.checkpoint import checkpoint_config, load_checkpoint
+    from nlkd.config import ModelConfig
+
+    cfg = checkpoint_config(load_checkpoint(args.checkpoint)) if args.checkpoint else TrainConfig()
+    d = cfg.data
+    d.root, d.train_split, d.labels, d.format = args.data, args.split, args.labels, args.format
+    if args.num_classes is not None:
+        d.num_classes = args.num_classes
+    if args.ignore_index is not None:
+        d.ignore_index = args.ignore_index
+    if args.size is not None:
+        d.size = args.size
+    if args.epochs is not None:
+        cfg.epochs = args.epochs
+    if args.model is not None and args.model != cfg.model.name:
+        cfg.model = ModelConfig(name=args.model)  # the old model's encoder/options need not apply
+    if args.seed is not None:
+        cfg.seed = args.seed
+    cfg.device = args.device
+    return cfg
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "audit",
+        help="rank annotations by agreement with a teacher; gallery and HTML report",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--checkpoint", default=None, metavar="CKPT", help="teacher (with --folds: its config)")
+    add_data_args(p)
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument(
+        "--top", type=_int_at_least(0), default=8, metavar="K", help="worst and best K in the gallery"
+    )
+    p.add_argument(
+        "--known-bad",
+        default=None,
+        metavar="FILE",
+        help="ids of bad annotations, one per line (default: the label folder's manifest.json, if any)",
+    )
+    p.add_argument("--tolerance", type=_tolerance, default=2.0, help="BF tolerance in pixels (default 2)")
+    p.add_argument("--size", type=size_arg, default=None, metavar="HxW", help="default: the checkpoint's")
+    p.add_argument("--batch-size", type=_int_at_least(1), default=8)
+    p.add_argument(
+        "--save-every",
+        type=_int_at_least(1),
+        default=10,
+        metavar="N",
+        help="rewrite the partial CSV every N batches (default 10)",
+    )
+    p.add_argument("--resume", action="store_true", help="skip images already in OUT's partial scores")
+    p.add_argument("--device", default="auto")
+    add_fold_args(p, "OUT/folds")
+    p.set_defaults(func=run)
+
+
+def _teachers(args: argparse.Namespace, out: Path):
+    """(teachers, dataset info, size, description) for the single-checkpoint or the fold case."""
+    from nlkd.audit import Teachers
+    from nlkd.checkpoint import model_from_checkpoint
+    from nlkd.data.info import load_dataset_info
+    from nlkd.data.validate import check_split
+    from nlkd.errors import ConfigError, DataError
+    from nlkd.train import dataset_info, resolve_device
+
+    device = resolve_device(args.device)
+    if args.folds:
+        from nlkd.folds import fold_teachers, train_fold_teachers
+
+        cfg = fold_config(args)
+        folds_dir = Path(args.folds_dir) if args.folds_dir else out / "folds"
+        folds, checkpoints = train_fold_teachers(cfg, args.folds, folds_dir)
+        what = f"{args.folds} out-of-fold teachers ({cfg.model.name}, {cfg.epochs} epochs) in {folds_dir}"
+        return fold_teachers(checkpoints, folds, device), dataset_info(cfg), cfg.data.size, what
+    if args.checkpoint is None:
+        raise ConfigError("pass --checkpoint CKPT (the teacher), or --folds K to train out-of-fold teachers")
+    model, cfg, ckpt_info = model_from_checkpoint(args.checkpoint, device)
+    info = ckpt_info
+    if args.format == "folder":
+        ignore = args.ignore_index if args.ignore_index is not None else ckpt_info.ignore_index
+        info = load_dataset_info(args.data, args.num_classes or ckpt_info.num_classes, ignore)
+        check_split(args.data, args.split, info.num_classes, info.ignore_index, args.labels)
+    if info.num_classes != ckpt_info.num_classes:
+        raise DataError(
+            f"{args.data}: {info.num_classes} classes, but {args.checkpoint} predicts {ckpt_info.num_classes}"
+        )
+    teachers = Teachers([model], [Path(args.checkpoint)], device=device)
+    return teachers, info, args.size or cfg.data.size, str(args.checkpoint)
+
+
+def run(args: argparse.Namespace) -> int:
+    from nlkd.audit import known_bad_ids, run_audit
+    from nlkd.data.folder import FolderDataset
+
+    out = Path(args.out)
+    teachers, info, size, what = _teachers(args, out)
+    dataset = FolderDataset(
+        args.data,
+        args.split,
+        args.labels,
+        info=info,
+        size=tuple(size) if size else None,
+        cache=False,
+        format=args.format,
+    )
+    label_dir = Path(args.data) / "labels" / (args.labels or args.split)
+    known = known_bad_ids(label_dir, args.known_bad)
+    meta = {
+        "teacher": what,
+        "data": str(args.data),
+        "split": args.split,
+        "labels": args.labels or args.split,
+        "size": "native" if not size else f"{size[0]}x{size[1]}",
+        "tolerance": args.tolerance,
+    }
+    table, found = run_audit(
+        teachers,
+        dataset,
+        out,
+        tolerance=args.tolerance,
+        batch_size=args.batch_size,
+        resume=args.resume,
+        save_every=args.save_every,
+        top=args.top,
+        known_bad=known,
+        meta=meta,
+    )
+    order = [i for i in table.order() if table.quality[i] == table.quality[i]]
+    worst = ", ".join(f"{table.ids[i]} ({table.quality[i]:.3f})" for i in order[:3])
+    print(f"audited {len(table.ids)} images -> {out / 'report.html'}, {out / 'scores.csv'}")
+    print(f"lowest quality: {worst or 'none (no image has valid pixels)'}")
+    if found is not None:
+        print(
+            f"known bad ({found.source}): AUROC {found.auroc:.3f}, AP {found.average_precision:.3f} "
+            f"({found.n_bad} of {found.n} images)"
+        )
+    return 0
