@@ -78,7 +78,7 @@ def test_synth(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert yaml.safe_load((root / "dataset.yaml").read_text())["num_classes"] >= 2
     manifest = json.loads((root / "labels" / "train_coarse" / "manifest.json").read_text())
     assert len(manifest["corrupted"]) == 2
-    mask = np.asarray(Image.open(root / "labels" / "val" / f"{sorted(manifest['corrupted'])[0]}.png"))
+    mask = np.asarray(Image.open(root / "labels" / "train_coarse" / f"{sorted(manifest['corrupted'])[0]}.png"))
     assert mask.shape == (24, 32)
 
 

@@ -4,6 +4,7 @@ all-reduced, so every process returns the same numbers."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import Subset
@@ -38,7 +39,7 @@ def evaluate(
         logits = model(batch["image"].to(device))
         if full_resolution:
             idx = int(batch["index"][0])
-            target = torch.from_numpy(dataset.get_full_mask(idx)).long().unsqueeze(0).to(device)
+            target = torch.from_numpy(dataset.get_full_mask(idx).astype(np.int64)).unsqueeze(0).to(device)
             logits = nn.functional.interpolate(
                 logits, size=target.shape[-2:], mode="bilinear", align_corners=False
             )

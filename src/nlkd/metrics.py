@@ -198,6 +198,12 @@ def _boundary_counts(pred: Tensor, target: Tensor, num_classes: int, tolerance: 
     partner = torch.where(on_target, pos + block, pos - block)  # the same pixel in the other map
     want = torch.where(on_target, key + b * c, key - b * c)  # the key a matching pixel there holds
     total = torch.bincount(key.long(), minlength=n_keys)
+    # A pixel whose class has no boundary at all in the other map's image can never match: count it
+    # as unmatched now and drop it from the work list.
+    hopeless = total.index_select(0, want.long()) == 0
+    unmatched = torch.bincount(key[hopeless].long(), minlength=n_keys)
+    keep = torch.nonzero(~hopeless).squeeze(1)
+    partner, want = partner.index_select(0, keep), want.index_select(0, keep)
 
     last = len(offsets) - 1
     for i, (dy, dx) in enumerate(offsets):
@@ -208,7 +214,7 @@ def _boundary_counts(pred: Tensor, target: Tensor, num_classes: int, tolerance: 
             partner, want = partner.index_select(0, keep), want.index_select(0, keep)
     # A remaining pixel is unmatched; its own key is its wanted key moved back to its side.
     own = torch.where(want >= b * c, want - b * c, want + b * c)
-    unmatched = torch.bincount(own.long(), minlength=n_keys)
+    unmatched += torch.bincount(own.long(), minlength=n_keys)
     return torch.stack([total, total - unmatched]).view(2, 2, b, c).transpose(0, 1)
 
 

@@ -2,13 +2,12 @@
 
 A :class:`Cell` is one row (and column) of a table: the changes to the scale's base config, the label
 folder trained on, and the slug of the cell whose network is its teacher. :func:`build_table` returns
-a :class:`TablePlan` with teachers listed before their students; :func:`render_markdown` turns the
-per-cell results into ``DIR/<table>.md`` with the paper's numbers (:data:`PAPER`) beside ours.
+a :class:`TablePlan` with teachers listed before their students. :data:`PAPER` holds the paper's
+numbers under our row and column labels, :data:`NOTES` what to keep in mind when comparing.
 """
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +15,17 @@ from typing import Any
 
 from nlkd.errors import ConfigError
 
-__all__ = ["PAPER", "PRETTY", "TABLES", "Cell", "NoiseSpec", "TablePlan", "build_table", "render_markdown"]
+__all__ = [
+    "NOTES",
+    "PAPER",
+    "PAPER_SETTING",
+    "PRETTY",
+    "TABLES",
+    "Cell",
+    "NoiseSpec",
+    "TablePlan",
+    "build_table",
+]
 
 TABLES: tuple[str, ...] = ("table1", "table2", "table3", "table4", "table5")
 PRETTY = {"unet": "U-Net", "deeplabv3plus": "DeepLabv3+", "ocrnet": "OCRNet", "pointrend": "PointRend"}
@@ -216,9 +225,12 @@ def _table4(b: _Builder, **_: Any) -> list[NoiseSpec]:
 
 def _table5(b: _Builder, **_: Any) -> list[NoiseSpec]:
     rows: list[Row] = [("baseline", "U-Net, baseline", {}, None)]
-    for strategy, label in (("decoupling", "Decoupling"), ("coteaching", "Co-teaching")) + (
+    two_network = (
+        ("decoupling", "Decoupling"),
+        ("coteaching", "Co-teaching"),
         ("coteaching_plus", "Co-teaching+"),
-    ):
+    )
+    for strategy, label in two_network:
         changes = {"strategy.name": strategy, "strategy.peer_model": "deeplabv3plus"}
         rows.append((strategy.replace("_", "-"), f"{label} (peer DeepLabv3+)", changes, None))
     rows.append(("nlkd", "NLKD (teacher DeepLabv3+)", _NLKD, "deeplabv3plus"))
@@ -328,61 +340,7 @@ NOTES: dict[str, list[str]] = {
     ],
     "table5": ["Two-network rows report network A (U-Net). The paper's NLKD row uses DeepLabv3+ as teacher."],
 }
-_COMMON = (
+PAPER_SETTING = (
     "Paper: Supervisely person (Tables 1, 2, 4, 5; coarse = dilate/erode) and Cityscapes, full "
     "resolution, 100 epochs on GPUs. Compare orderings and gaps, not absolute numbers."
 )
-
-
-def _mean_std(values: Sequence[float]) -> str:
-    if not values:
-        return "not run"
-    mean = statistics.fmean(values)
-    return f"{mean:.2f}" if len(values) == 1 else f"{mean:.2f} ± {statistics.stdev(values):.2f}"
-
-
-def render_markdown(
-    plan: TablePlan,
-    results: dict[str, list[dict[str, Any]]],
-    *,
-    n_seeds: int,
-    command: str,
-    settings: str,
-    failures: Sequence[str] = (),
-) -> str:
-    """``DIR/<table>.md``: one line per cell, ours (mean ± sample std over seeds) beside the paper's.
-
-    Args:
-        results: cell slug -> last ``metrics.jsonl`` records of its finished seeds (``val_miou``,
-            ``val_bf`` as fractions).
-        n_seeds: seeds asked for (the Seeds column shows finished/asked).
-        command: the command line that produced the table.
-        settings: one paragraph describing scale, training and evaluation.
-        failures: one line per failed run.
-    """
-    paper = PAPER.get(plan.name, {})
-    col = [plan.column_name] if plan.column_name else []
-    head = ["Method", *col, "mIoU (ours)", "BF (ours)", "mIoU (paper)", "BF (paper)", "Seeds"]
-    lines = [f"# {plan.name}: {plan.title}", "", "Produced by:", "", f"    {command}", "", settings, ""]
-    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for cell in plan.cells:
-        recs = results.get(cell.slug, [])
-        ours = [_mean_std([100 * float(r[k]) for r in recs]) for k in ("val_miou", "val_bf")]
-        theirs = paper.get((cell.row, cell.column))
-        ref = [f"{v:.2f}" for v in theirs] if theirs else ["—", "—"]
-        where = [cell.column] if col else []
-        lines.append("| " + " | ".join([cell.row, *where, *ours, *ref, f"{len(recs)}/{n_seeds}"]) + " |")
-    notes = [_COMMON, *NOTES.get(plan.name, []), *plan.notes]
-    lines += [
-        "",
-        "mIoU and BF in percent on the clean validation split. Ours: mean ± sample standard deviation "
-        "over the finished seeds. '—': the paper reports no such run.",
-        "",
-        "Notes:",
-        "",
-        *(f"- {n}" for n in notes),
-    ]
-    if failures:
-        lines += ["", "Failed runs:", "", *(f"- {f}" for f in failures)]
-    lines += ["", f"![{plan.name}]({plan.name}.png)", ""]
-    return "\n".join(lines)

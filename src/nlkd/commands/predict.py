@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
             image = read_image(path)
             h, w = image.shape[:2]
             x = resize_image(image, tuple(cfg.data.size)) if cfg.data.size else image
-            logits = model(to_tensor(x).unsqueeze(0).to(device))
+            logits = model(to_tensor(x.transpose(2, 0, 1)).unsqueeze(0).to(device))  # to_tensor: (3, H, W)
             logits = torch.nn.functional.interpolate(
                 logits, size=(h, w), mode="bilinear", align_corners=False
             )

@@ -1,0 +1,350 @@
+"""Run the paper's tables as grids of training runs: the engine behind ``nlkd reproduce``.
+
+    nlkd reproduce table2 --data ROOT --out DIR --scale cpu --seeds 0 1 2
+
+A table (:func:`nlkd.tables.build_table`) is a list of cells; each cell is trained once per seed in
+``DIR/<table>/<cell slug>/seed<k>/`` with ``train(cfg, resume=True)``, teachers before their
+students, so an interrupted grid continues where it stopped and finished runs cost nothing. The
+cell's config is the scale's base config (``configs/cpu.yaml`` or ``configs/paper.yaml``), then
+``--epochs`` and ``--set``, then the cell's own changes. Coarse label folders are written once into
+the data root by :func:`nlkd.noise.corrupt_dataset`; an existing one must carry the same manifest.
+After every round of seeds ``DIR/<table>.md`` and ``DIR/<table>.png`` are rewritten from the
+finished runs (validation metrics of each run's last epoch, on the clean ``val`` split).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+from nlkd.config import TrainConfig, apply_overrides, load_config
+from nlkd.data.folder import IMAGE_EXTENSIONS
+from nlkd.data.info import DatasetInfo, load_dataset_info
+from nlkd.errors import DataError, NLKDError
+from nlkd.io import atomic_write_bytes, atomic_write_text
+from nlkd.noise import corrupt_dataset, load_manifest
+from nlkd.tables import NOTES, PAPER, PAPER_SETTING, Cell, NoiseSpec, TablePlan, build_table
+
+__all__ = [
+    "SCALES",
+    "Scale",
+    "Setup",
+    "cell_config",
+    "collect_results",
+    "make_setup",
+    "plan_table",
+    "plot_table",
+    "prepare_data",
+    "render_markdown",
+    "run_dir",
+    "run_table",
+    "write_report",
+]
+
+Log = Callable[[str], Any]
+
+
+@dataclass(frozen=True)
+class Scale:
+    """A set of experiment settings: the base config file and the grid choices kept in code."""
+
+    name: str
+    seeds: tuple[int, ...]  # default --seeds
+    ratios: tuple[float, ...]  # Table 2's noise ratios
+    teacher_model: str | None  # reweight/NLKD teacher trained on the same labels; None = the baseline row
+
+    @property
+    def config_path(self) -> Path:
+        return Path(str(files("nlkd").joinpath("configs", f"{self.name}.yaml")))
+
+
+SCALES: dict[str, Scale] = {
+    "cpu": Scale("cpu", (0, 1, 2), (0.0, 0.1, 0.3, 0.5), None),
+    "paper": Scale("paper", (0, 1, 2), (0.0, 0.1, 0.2, 0.3, 0.4, 0.5), "pointrend"),
+}
+
+
+@dataclass
+class Setup:
+    """Everything fixed for one ``nlkd reproduce`` call: data root, output folder, base config."""
+
+    scale: Scale
+    root: Path
+    out: Path
+    base: TrainConfig
+    info: DatasetInfo
+    noise_seed: int = 0  # seed of corrupt_dataset; the coarse labels are the same for every run
+    ratios: tuple[float, ...] = ()
+
+
+def make_setup(
+    scale: str,
+    root: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    epochs: int | None = None,
+    overrides: dict[str, Any] | None = None,
+    ratios: Sequence[float] | None = None,
+) -> Setup:
+    """Base config = ``configs/<scale>.yaml`` + ``epochs`` + ``overrides``, with the data root set."""
+    if scale not in SCALES:
+        raise NLKDError(f"unknown scale {scale!r}; choose one of: {', '.join(SCALES)}")
+    sc, root = SCALES[scale], Path(root).resolve()
+    if not (root / "labels" / "train").is_dir():
+        raise DataError(f"{root / 'labels' / 'train'}: clean training labels not found (ROOT/labels/train)")
+    changes = {"data.root": str(root), **({"epochs": epochs} if epochs is not None else {})}
+    base = load_config(sc.config_path, {**changes, **(overrides or {})})
+    info = load_dataset_info(root, base.data.num_classes, base.data.ignore_index)
+    return Setup(sc, root, Path(out).resolve(), base, info, ratios=tuple(ratios or sc.ratios))
+
+
+def plan_table(setup: Setup, name: str) -> TablePlan:
+    """The cells of table ``name`` for this setup (see :func:`nlkd.tables.build_table`)."""
+    return build_table(name, root=setup.root, ratios=setup.ratios, teacher_model=setup.scale.teacher_model,
+                       base_model=setup.base.model.name, ignore_index=setup.info.ignore_index)  # fmt: skip
+
+
+def run_dir(setup: Setup, table: str, slug: str, seed: int) -> Path:
+    return setup.out / table / slug / f"seed{seed}"
+
+
+def cell_config(setup: Setup, plan: TablePlan, cell: Cell, seed: int) -> TrainConfig:
+    """The training config of ``cell`` for ``seed`` (its teacher: the teacher cell's ``last.pt``)."""
+    changes: dict[str, Any] = {"data.train_split": cell.split, "data.labels": cell.labels, "seed": seed}
+    changes["out"] = str(run_dir(setup, plan.name, cell.slug, seed))
+    if cell.teacher is not None:
+        changes["strategy.teacher"] = str(run_dir(setup, plan.name, cell.teacher, seed) / "last.pt")
+    return apply_overrides(setup.base, {**changes, **cell.changes})
+
+
+def _check_manifest(dst: Path, manifest: dict[str, Any], expected: dict[str, Any]) -> None:
+    diffs = [f"{k} {manifest.get(k)!r} (want {v!r})" for k, v in expected.items() if manifest.get(k) != v]
+    if diffs:
+        raise DataError(
+            f"{dst}: exists with other settings ({'; '.join(diffs)}); delete it or use another ROOT"
+        )
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    try:
+        dst.symlink_to(os.path.relpath(src, dst.parent))
+    except OSError:  # no symlinks (e.g. Windows without privileges): copy
+        dst.write_bytes(src.read_bytes())
+
+
+def _clean_subset(root: Path, spec: NoiseSpec, corrupted: list[str]) -> None:
+    """Table 1: split ``<name>_clean`` (links to the uncorrupted pairs) and the list of coarse ids."""
+    bad = set(corrupted)
+    for kind, exts in (("images", IMAGE_EXTENSIONS), ("labels", (".png",))):
+        src, dst = root / kind / "train", root / kind / spec.clean_split
+        wanted = {p.name: p for p in src.iterdir() if p.suffix.lower() in exts and p.stem not in bad}
+        dst.mkdir(parents=True, exist_ok=True)
+        extra = sorted(p.name for p in dst.iterdir() if p.name not in wanted)
+        if extra:
+            raise DataError(f"{dst / extra[0]}: not part of the clean subset; delete {dst} and run again")
+        for name, path in wanted.items():
+            if not (dst / name).exists():
+                _link_or_copy(path, dst / name)
+    listing = root / "splits" / f"{spec.name}.txt"
+    text = "".join(f"{i}\n" for i in corrupted)
+    if not listing.is_file() or listing.read_text() != text:
+        atomic_write_text(listing, text)
+
+
+def prepare_data(setup: Setup, plan: TablePlan, log: Log = print) -> None:
+    """Write the plan's coarse label folders (and Table 1's clean subset) unless they exist."""
+    src = setup.root / "labels" / "train"
+    for spec in plan.noise:
+        dst = setup.root / "labels" / spec.name
+        ignore = setup.info.ignore_index
+        if spec.mode == "polygon" and ignore is None:
+            ignore = 255
+        expected = {"mode": spec.mode, "ratio": float(spec.ratio), "seed": setup.noise_seed, "params": {},
+                    "ignore_index": ignore, "source": str(src.resolve())}  # fmt: skip
+        manifest = load_manifest(dst)
+        if manifest is None:
+            log(f"== writing {dst} ({spec.mode}, {spec.ratio:.1%} of the masks, seed {setup.noise_seed})")
+            manifest = corrupt_dataset(src, dst, spec.ratio, spec.mode, setup.noise_seed, ignore)  # type: ignore[arg-type]
+        _check_manifest(dst, manifest, expected)
+        if spec.subset:
+            _clean_subset(setup.root, spec, list(manifest["corrupted"]))
+
+
+def _last_record(run: Path, epochs: int) -> dict[str, Any] | None:
+    """The last ``metrics.jsonl`` record of a finished run (``epoch == epochs``), else None."""
+    path = run / "metrics.jsonl"
+    if not path.is_file():
+        return None
+    lines = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    try:
+        record = json.loads(lines[-1]) if lines else None
+    except json.JSONDecodeError:
+        return None
+    return record if isinstance(record, dict) and record.get("epoch") == epochs else None
+
+
+def collect_results(setup: Setup, plan: TablePlan, seeds: Sequence[int]) -> dict[str, list[dict[str, Any]]]:
+    """Cell slug -> last records of its finished runs, one per finished seed."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for cell in plan.cells:
+        recs = [_last_record(run_dir(setup, plan.name, cell.slug, s), setup.base.epochs) for s in seeds]
+        out[cell.slug] = [r for r in recs if r is not None]
+    return out
+
+
+def _settings(setup: Setup, seeds: Sequence[int]) -> str:
+    c = setup.base
+    size = "native size" if c.data.size is None else f"{c.data.size[0]}×{c.data.size[1]}"
+    teacher = setup.scale.teacher_model or "the baseline trained on the same labels"
+    return (f"Scale `{setup.scale.name}` ({setup.scale.config_path.name}): {c.epochs} epochs, batch {c.batch_size}, "
+            f"{size}, {c.optim.name} lr {c.optim.lr:g} wd {c.optim.weight_decay:g} ({c.optim.schedule} schedule), "
+            f"student {c.model.name}; reweight/NLKD teacher (Tables 1–3): {teacher}. Seeds "
+            f"{' '.join(map(str, seeds))}; metrics of each run's last epoch on `{c.data.val_split}`, "
+            f"BF tolerance {c.eval_tolerance:g} px.")  # fmt: skip
+
+
+def _mean_sd(records: list[dict[str, Any]], key: str) -> tuple[float, float] | None:
+    """(mean, sample std) in percent of ``key`` over records; None without records."""
+    values = [100 * float(r[key]) for r in records]
+    if not values:
+        return None
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def render_markdown(plan: TablePlan, results: dict[str, list[dict[str, Any]]], *, n_seeds: int, command: str,
+                    settings: str, failures: Sequence[str] = ()) -> str:  # fmt: skip
+    """``DIR/<table>.md``: one line per cell, ours (mean ± sample std over seeds) beside the paper's.
+
+    Args:
+        results: cell slug -> last records of its finished runs (``val_miou``, ``val_bf`` as fractions).
+        n_seeds: seeds asked for (the Seeds column shows finished/asked).
+        command: the command line that produced the table; settings: a paragraph on the setup.
+        failures: one line per failed run.
+    """
+    paper = PAPER.get(plan.name, {})
+    col = [plan.column_name] if plan.column_name else []
+    head = ["Method", *col, "mIoU (ours)", "BF (ours)", "mIoU (paper)", "BF (paper)", "Seeds"]
+    lines = [f"# {plan.name}: {plan.title}", "", "Produced by:", "", f"    {command}", "", settings, ""]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for cell in plan.cells:
+        recs = results.get(cell.slug, [])
+        ours = []
+        for key in ("val_miou", "val_bf"):
+            ms = _mean_sd(recs, key)
+            ours.append(
+                "not run" if ms is None else f"{ms[0]:.2f}" + (f" ± {ms[1]:.2f}" if len(recs) > 1 else "")
+            )
+        theirs = paper.get((cell.row, cell.column))
+        ref = [f"{v:.2f}" for v in theirs] if theirs else ["—", "—"]
+        where = [cell.column] if col else []
+        lines.append("| " + " | ".join([cell.row, *where, *ours, *ref, f"{len(recs)}/{n_seeds}"]) + " |")
+    lines += ["", "mIoU and BF in percent on the clean validation split. Ours: mean ± sample standard deviation "
+              "over the finished seeds. '—': the paper reports no such run.", "", "Notes:", ""]  # fmt: skip
+    lines += [f"- {n}" for n in (PAPER_SETTING, *NOTES.get(plan.name, []), *plan.notes)]
+    if failures:
+        lines += ["", "Failed runs:", "", *(f"- {f}" for f in failures)]
+    return "\n".join([*lines, "", f"![{plan.name}]({plan.name}.png)", ""])
+
+
+def plot_table(plan: TablePlan, results: dict[str, list[dict[str, Any]]], out_png: Path) -> None:
+    """mIoU and BF panels: lines over the noise ratio (cells with ``x``, Table 2), else one bar per cell;
+    error bars are the std over seeds, the paper's numbers are dashed lines / black ticks."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(13, 5), layout="constrained")
+    FigureCanvasAgg(fig)
+    paper = PAPER.get(plan.name, {})
+    lines = all(c.x is not None for c in plan.cells)
+    for k, (ax, key, metric) in enumerate(zip(fig.subplots(1, 2), ("val_miou", "val_bf"), ("mIoU", "BF"))):
+        nan = (math.nan, 0.0)
+        groups = (
+            {c.row: [d for d in plan.cells if d.row == c.row] for c in plan.cells}
+            if lines
+            else {"": plan.cells}
+        )
+        for j, cells in enumerate(groups.values()):
+            stats = [_mean_sd(results.get(c.slug, []), key) or nan for c in cells]
+            ref = [
+                (i, paper[(c.row, c.column)][k]) for i, c in enumerate(cells) if (c.row, c.column) in paper
+            ]
+            if lines:
+                xs = [c.x for c in cells]
+                ax.errorbar(xs, *zip(*stats), marker="o", capsize=3, color=f"C{j % 10}", label=cells[0].row)
+                if ref:
+                    ax.plot([xs[i] for i, _ in ref], [v for _, v in ref], "--", color=f"C{j % 10}", alpha=0.6)
+            else:
+                ax.bar(
+                    range(len(cells)),
+                    [m for m, _ in stats],
+                    yerr=[s for _, s in stats],
+                    capsize=3,
+                    label="ours",
+                )
+                if ref:
+                    ax.scatter(*zip(*ref), marker="_", s=500, color="k", zorder=3, label="paper")
+                names = [f"{c.row}\n{c.column}" if c.column else c.row for c in cells]
+                ax.set_xticks(range(len(cells)), names, rotation=30, ha="right", fontsize=8)
+        if lines:
+            ax.plot([], [], "k--", alpha=0.6, label="paper")
+            ax.set_xlabel(f"{plan.column_name.lower()} ratio (%)")
+        ax.set_title(f"{metric} (%) on the clean validation split")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"{plan.name}: {plan.title}")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    atomic_write_bytes(out_png, buf.getvalue())
+
+
+def write_report(
+    setup: Setup, plan: TablePlan, seeds: Sequence[int], command: str, failures: list[str]
+) -> Path:
+    """Write ``DIR/<table>.md`` and ``DIR/<table>.png`` from the finished runs; returns the markdown path."""
+    results = collect_results(setup, plan, seeds)
+    text = render_markdown(plan, results, n_seeds=len(seeds), command=command,
+                           settings=_settings(setup, seeds), failures=failures)  # fmt: skip
+    md = setup.out / f"{plan.name}.md"
+    atomic_write_text(md, text)
+    plot_table(plan, results, setup.out / f"{plan.name}.png")
+    return md
+
+
+def run_table(
+    setup: Setup, plan: TablePlan, seeds: Sequence[int], command: str, log: Log = print
+) -> list[str]:
+    """Train every cell of ``plan`` for every seed (seed by seed, teachers first) and write the report.
+
+    A run that fails with an :class:`NLKDError` (e.g. a diverging loss) is reported and skipped with
+    its students; the others go on. Returns one line per failed run (empty when all finished).
+    """
+    from nlkd.train import train
+
+    prepare_data(setup, plan, log)
+    failures: list[str] = []
+    failed: set[tuple[str, int]] = set()
+    for seed in seeds:
+        for i, cell in enumerate(plan.cells, start=1):
+            if cell.teacher is not None and (cell.teacher, seed) in failed:
+                failed.add((cell.slug, seed))
+                failures.append(f"{cell.slug} seed {seed}: not run, its teacher {cell.teacher} failed")
+                continue
+            cfg = cell_config(setup, plan, cell, seed)
+            log(f"== {plan.name} seed {seed} [{i}/{len(plan.cells)}] {cell.slug}: {cell.row} -> {cfg.out}")
+            try:
+                train(cfg, resume=True, log=log)
+            except NLKDError as e:
+                failed.add((cell.slug, seed))
+                failures.append(f"{cell.slug} seed {seed}: {e}")
+                log(f"!! {cell.slug} seed {seed} failed: {e}")
+        md = write_report(setup, plan, seeds, command, failures)
+        log(f"== {plan.name}: {md} updated after seed {seed}")
+    return failures
