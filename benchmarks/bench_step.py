@@ -55,8 +55,10 @@ def step_ratio(steps: int, batch: int, size: tuple[int, int], classes: int) -> N
             if i >= 2:  # warm-up
                 times[name].append(time.perf_counter() - t0)
     base, ours = statistics.median(times["baseline"]), statistics.median(times["nlkd"])
-    print(f"| step, U-Net-R18, batch {batch} at {size[0]}×{size[1]}, {classes} classes | baseline "
-          f"{1e3 * base:.0f} ms | nlkd (cached teacher) {1e3 * ours:.0f} ms | ratio {ours / base:.3f} (target ≤ 1.05) |")
+    print(
+        f"| step, U-Net-R18, batch {batch} at {size[0]}×{size[1]}, {classes} classes | baseline "
+        f"{1e3 * base:.0f} ms | nlkd (cached teacher) {1e3 * ours:.0f} ms | ratio {ours / base:.3f} (target ≤ 1.05) |"
+    )
 
 
 def epoch_ratio(camvid: Path, size: tuple[int, int], batch: int) -> None:
@@ -96,8 +98,50 @@ def epoch_ratio(camvid: Path, size: tuple[int, int], batch: int) -> None:
     train(cfg, log=lambda *a, **k: None)
     rec = json.loads((work / "run" / "metrics.jsonl").read_text().splitlines()[-1])
     ours = rec["train_seconds"]
-    print(f"| epoch on CamVid train ({n} images at {size[0]}×{size[1]}, batch {batch}) | bare loop {n / bare:.1f} img/s "
-          f"| nlkd train {n / ours:.1f} img/s | throughput ratio {bare / ours:.3f} (target ≥ 0.9) |")
+    print(
+        f"| epoch on CamVid train ({n} images at {size[0]}×{size[1]}, batch {batch}) | bare loop {n / bare:.1f} img/s "
+        f"| nlkd train {n / ours:.1f} img/s | throughput ratio {bare / ours:.3f} (target ≥ 0.9) |"
+    )
+
+
+def ddp_ratio(epochs: int = 2) -> None:
+    """One process with 2 threads vs 2 DDP processes (gloo) with 1 thread each, same global batch."""
+    import subprocess
+
+    from nlkd.data.synth import make_synthetic
+
+    work = Path(tempfile.mkdtemp(prefix="bench_ddp_"))
+    make_synthetic(work / "data", seed=0, n_train=160, n_val=8, n_test=8)
+    common = ["train", "--data", str(work / "data"), "--epochs", str(epochs), "--batch-size", "8", "--size", "96x128"]
+    runs = {
+        "1 process × 2 threads": [sys.executable, "-m", "nlkd", *common, "--set", "threads=2"],
+        "2 processes (DDP, gloo) × 1 thread": [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "nlkd",
+            *common,
+            "--set",
+            "threads=1",
+        ],
+    }
+    rates = {}
+    for name, cmd in runs.items():
+        out = work / name.split()[0]
+        subprocess.run(
+            [*cmd, "--out", str(out)], check=True, capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1"}
+        )
+        recs = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+        rates[name] = 160 / statistics.median(r["train_seconds"] for r in recs)
+    a, b = rates.values()
+    print(
+        f"| DDP on synthetic data (160 images at 96×128, global batch 8, {epochs} epochs) | "
+        + " | ".join(f"{k}: {v:.1f} img/s" for k, v in rates.items())
+        + f" | ratio {b / a:.2f} |"
+    )
 
 
 def main() -> None:
@@ -105,15 +149,20 @@ def main() -> None:
     ap.add_argument("--camvid", type=Path, default=Path(__file__).resolve().parents[2] / "shared/data/camvid")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--ddp", action="store_true", help="also compare 2 DDP processes with 1 process")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"# bench_step — {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-          f"{args.threads} threads; command: {' '.join(sys.argv)}")
+    print(
+        f"# bench_step — {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"{args.threads} threads; command: {' '.join(sys.argv)}"
+    )
     step_ratio(args.steps, 8, (96, 128), 11)
     if (args.camvid / "images" / "train").is_dir():
         epoch_ratio(args.camvid, (96, 128), 8)
     else:
         print(f"(CamVid not found at {args.camvid}: epoch comparison skipped)")
+    if args.ddp:
+        ddp_ratio()
 
 
 if __name__ == "__main__":

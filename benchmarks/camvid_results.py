@@ -24,8 +24,19 @@ from pathlib import Path
 
 import numpy as np
 
-CLASS_NAMES = ["sky", "building", "pole", "road", "pavement", "tree", "signsymbol", "fence", "car",
-               "pedestrian", "bicyclist"]  # fmt: skip
+CLASS_NAMES = [
+    "sky",
+    "building",
+    "pole",
+    "road",
+    "pavement",
+    "tree",
+    "signsymbol",
+    "fence",
+    "car",
+    "pedestrian",
+    "bicyclist",
+]
 
 
 def prepare_data(camvid: Path, root: Path, seed: int) -> None:
@@ -41,8 +52,22 @@ def prepare_data(camvid: Path, root: Path, seed: int) -> None:
         names = "\n".join(f"  - {n}" for n in CLASS_NAMES)
         yaml.write_text(f"num_classes: 11\nignore_index: 11\nclass_names:\n{names}\n")
     if not (root / "labels" / "train_de50" / "manifest.json").exists():
-        cmd = [str(Path(sys.executable).with_name("nlkd")), "corrupt", "--src", str(root / "labels" / "train"), "--dst", str(root / "labels" / "train_de50"),
-               "--ratio", "0.5", "--mode", "dilate_erode", "--seed", str(seed), "--ignore-index", "11"]  # fmt: skip
+        cmd = [
+            str(Path(sys.executable).with_name("nlkd")),
+            "corrupt",
+            "--src",
+            str(root / "labels" / "train"),
+            "--dst",
+            str(root / "labels" / "train_de50"),
+            "--ratio",
+            "0.5",
+            "--mode",
+            "dilate_erode",
+            "--seed",
+            str(seed),
+            "--ignore-index",
+            "11",
+        ]
         print("$", " ".join(cmd), flush=True)
         subprocess.run(cmd, check=True)
 
@@ -76,8 +101,9 @@ def run_jobs(jobs: list[Job], n_workers: int, logs: Path) -> None:
             print("$", " ".join(ready.cmd), flush=True)
             t0 = time.time()
             with open(logs / f"{ready.name}.log", "w") as log:
-                rc = subprocess.run(ready.cmd, stdout=log, stderr=subprocess.STDOUT,
-                                    env={**os.environ, "OMP_NUM_THREADS": "1"}).returncode  # fmt: skip
+                rc = subprocess.run(
+                    ready.cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"}
+                ).returncode
             ready.ok = rc == 0
             print(f"{'done' if rc == 0 else 'FAILED'} {ready.name} in {time.time() - t0:.0f}s", flush=True)
             ready.done.set()
@@ -109,8 +135,13 @@ def main() -> None:
     ap.add_argument("--size", default="96x128")
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--methods", nargs="+", default=["clean", "baseline", "reweight", "nlkd"])
-    ap.add_argument("--variant", action="append", default=[], metavar="NAME=ARGS",
-                    help="extra student: NAME=--strategy nlkd --set strategy.reduction=normalized")  # fmt: skip
+    ap.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME=ARGS",
+        help="extra student: NAME=--strategy nlkd --set strategy.reduction=normalized",
+    )
     args = ap.parse_args()
     data, runs, logs = args.work / "data", args.work / "runs", args.work / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -119,8 +150,25 @@ def main() -> None:
     variants = dict(v.split("=", 1) for v in args.variant)
     jobs: list[Job] = []
     for seed in args.seeds:
-        common = ["--data", str(data), "--val-split", "val", "--model", "unet", "--epochs", str(args.epochs),
-                  "--batch-size", "8", "--size", args.size, "--seed", str(seed), "--set", "threads=1", "--resume"]  # fmt: skip
+        common = [
+            "--data",
+            str(data),
+            "--val-split",
+            "val",
+            "--model",
+            "unet",
+            "--epochs",
+            str(args.epochs),
+            "--batch-size",
+            "8",
+            "--size",
+            args.size,
+            "--seed",
+            str(seed),
+            "--set",
+            "threads=1",
+            "--resume",
+        ]
         base = None
         specs = []
         for m in args.methods:
@@ -145,7 +193,7 @@ def main() -> None:
 
 
 def report(args: argparse.Namespace, runs: Path, data: Path, methods: list[str]) -> None:
-    print(f"\n| method | val mIoU (mean ± std) | val BF (mean ± std) | seeds |\n|---|---|---|---|")
+    print("\n| method | val mIoU (mean ± std) | val BF (mean ± std) | seeds |\n|---|---|---|---|")
     for m in methods:
         recs = [last_record(runs / f"{m}_s{s}") for s in args.seeds if (runs / f"{m}_s{s}" / "metrics.jsonl").exists()]
         recs = [r for r in recs if r["epoch"] == args.epochs]
@@ -153,8 +201,9 @@ def report(args: argparse.Namespace, runs: Path, data: Path, methods: list[str])
             continue
         mi = [100 * r["val_miou"] for r in recs]
         bf = [100 * r["val_bf"] for r in recs]
-        sd = (lambda v: statistics.stdev(v) if len(v) > 1 else 0.0)
-        print(f"| {m} | {statistics.mean(mi):.2f} ± {sd(mi):.2f} | {statistics.mean(bf):.2f} ± {sd(bf):.2f} | {len(recs)} |")
+        sd = statistics.stdev if len(recs) > 1 else (lambda v: 0.0)  # noqa: E731
+        row = f"{statistics.mean(mi):.2f} ± {sd(mi):.2f} | {statistics.mean(bf):.2f} ± {sd(bf):.2f}"
+        print(f"| {m} | {row} | {len(recs)} |")
     manifest = json.loads((data / "labels" / "train_de50" / "manifest.json").read_text())
     bad = set(manifest["corrupted"])
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
@@ -169,13 +218,18 @@ def report(args: argparse.Namespace, runs: Path, data: Path, methods: list[str])
         scores = read_scores_csv(csv)
         b = np.array([v for k, v in scores.items() if k in bad])
         g = np.array([v for k, v in scores.items() if k not in bad])
-        print(f"seed {s}: teacher weight corrupted {b.mean():.3f} vs clean {g.mean():.3f}, "
-              f"detection AUROC {auroc(b, g):.3f}")  # fmt: skip
+        print(
+            f"seed {s}: teacher weight corrupted {b.mean():.3f} vs clean {g.mean():.3f}, "
+            f"detection AUROC {auroc(b, g):.3f}"
+        )
         groups["corrupted annotations"] += list(b)
         groups["clean annotations"] += list(g)
     if groups["clean annotations"]:
-        weight_histogram({k: np.array(v) for k, v in groups.items()}, args.work / "teacher_weights.png",
-                         "CamVid, 50 % dilate/erode: teacher (baseline) BFmIoU weight per training image")  # fmt: skip
+        weight_histogram(
+            {k: np.array(v) for k, v in groups.items()},
+            args.work / "teacher_weights.png",
+            "CamVid, 50 % dilate/erode: teacher (baseline) BFmIoU weight per training image",
+        )
         print(f"plot: {args.work / 'teacher_weights.png'}")
 
 

@@ -47,9 +47,32 @@ def teacher(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_every_documented_train_flag_exists() -> None:
     args = build_parser().parse_args(
-        ["train", "--data", "R", "--labels", "L", "--val-split", "val", "--model", "unet", "--strategy", "nlkd",
-         "--teacher", "T.pt", "--epochs", "3", "--batch-size", "2", "--size", "16x24", "--seed", "5",
-         "--out", "D", "--resume"]  # fmt: skip
+        [
+            "train",
+            "--data",
+            "R",
+            "--labels",
+            "L",
+            "--val-split",
+            "val",
+            "--model",
+            "unet",
+            "--strategy",
+            "nlkd",
+            "--teacher",
+            "T.pt",
+            "--epochs",
+            "3",
+            "--batch-size",
+            "2",
+            "--size",
+            "16x24",
+            "--seed",
+            "5",
+            "--out",
+            "D",
+            "--resume",
+        ]  # fmt: skip
     )
     assert (args.data, args.labels, args.val_split, args.model, args.strategy, args.teacher) == (
         "R", "L", "val", "unet", "nlkd", "T.pt"
@@ -133,7 +156,9 @@ def test_train_baseline_run_folder(teacher: Path, tiny_data: Path) -> None:
     assert Image.open(teacher / "curves.png").size[0] > 100
 
 
-def test_train_nlkd_with_teacher(teacher: Path, tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_train_nlkd_with_teacher(
+    teacher: Path, tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "nlkd"
     rc, stdout, _ = run(capsys, "train", "--data", str(tiny_data), "--labels", "train_coarse", "--strategy", "nlkd",
                         "--teacher", str(teacher / "last.pt"), *COMMON, "--out", str(out))  # fmt: skip
@@ -175,7 +200,9 @@ def test_score(teacher: Path, tiny_data: Path, tmp_path: Path, capsys: pytest.Ca
         assert bfmiou == pytest.approx((bf + iou) / 2, abs=2e-6) and weight == bfmiou
 
 
-def test_score_metric_column(teacher: Path, tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_score_metric_column(
+    teacher: Path, tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     dst = tmp_path / "s.csv"
     rc, _, _ = run(capsys, "score", "--checkpoint", str(teacher / "last.pt"), "--data", str(tiny_data),
                    "--split", "val", "--metric", "bf", "--device", "cpu", "--out", str(dst))  # fmt: skip

@@ -146,9 +146,7 @@ def test_loader_is_deterministic_and_collates_ids(root: Path) -> None:
     assert isinstance(a[0]["id"], list) and isinstance(a[0]["id"][0], str)
     assert a[0]["index"].dtype == torch.int64 and a[0]["image"].shape == (3, 3, H, W)
     assert [x["id"] for x in a] == [x["id"] for x in b]
-    assert all(
-        torch.equal(x["image"], y["image"]) and torch.equal(x["mask"], y["mask"]) for x, y in zip(a, b)
-    )
+    assert all(torch.equal(x["image"], y["image"]) and torch.equal(x["mask"], y["mask"]) for x, y in zip(a, b))
     assert any(not torch.equal(x["image"], y["image"]) for x, y in zip(a, c))
     assert not torch.equal(a[0]["image"], a[2]["image"]) or a[0]["id"] != a[2]["id"]  # epochs differ
     w = run(1, workers=1)

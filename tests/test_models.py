@@ -47,9 +47,7 @@ def _batch(height: int = 64, width: int = 64) -> tuple[torch.Tensor, torch.Tenso
     target[1, :, width // 3 :] = 2
     target[1, height // 3 : 2 * height // 3, : width // 2] = 1
     gen = torch.Generator().manual_seed(0)
-    images = F.one_hot(target, 3).permute(0, 3, 1, 2).float() + 0.3 * torch.randn(
-        2, 3, height, width, generator=gen
-    )
+    images = F.one_hot(target, 3).permute(0, 3, 1, 2).float() + 0.3 * torch.randn(2, 3, height, width, generator=gen)
     return images, target
 
 
@@ -95,9 +93,7 @@ def test_auxiliary_loss_per_image(name: str) -> None:
     model(images)
     target[0, :10] = IGNORE
     for ignore_index in (IGNORE, None):
-        aux = auxiliary_loss(
-            model, target.clamp(max=NUM_CLASSES - 1) if ignore_index is None else target, ignore_index
-        )
+        aux = auxiliary_loss(model, target.clamp(max=NUM_CLASSES - 1) if ignore_index is None else target, ignore_index)
         assert aux.shape == (2,)
         assert (aux >= 0).all()
     # an image with no valid pixel contributes 0
@@ -262,11 +258,7 @@ def test_subdivision_with_enough_points_repredicts_every_pixel() -> None:
     with torch.no_grad():
         out = model(images)
         coarse, fine = model.coarse_head(model.encoder(images)[2:])
-        ys, xs = torch.meshgrid(
-            (torch.arange(64) + 0.5) / 32 - 1, (torch.arange(64) + 0.5) / 32 - 1, indexing="ij"
-        )
+        ys, xs = torch.meshgrid((torch.arange(64) + 0.5) / 32 - 1, (torch.arange(64) + 0.5) / 32 - 1, indexing="ij")
         grid = torch.stack([xs, ys], dim=2).reshape(1, -1, 2)
-        expected = model.point_head(point_sample(fine, grid), point_sample(coarse, grid)).view(
-            1, NUM_CLASSES, 64, 64
-        )
+        expected = model.point_head(point_sample(fine, grid), point_sample(coarse, grid)).view(1, NUM_CLASSES, 64, 64)
     assert torch.allclose(out, expected, atol=1e-5)

@@ -68,9 +68,7 @@ def test_deterministic(small_root: Path, tmp_path: Path) -> None:
     again = files(make_synthetic(tmp_path / "again", seed=3, **SMALL))
     before = files(small_root)
     manifest = "labels/train_coarse/manifest.json"
-    assert {k: v for k, v in again.items() if k != manifest} == {
-        k: v for k, v in before.items() if k != manifest
-    }
+    assert {k: v for k, v in again.items() if k != manifest} == {k: v for k, v in before.items() if k != manifest}
     strip = [{k: v for k, v in json.loads(f[manifest]).items() if k != "source"} for f in (again, before)]
     assert strip[0] == strip[1]
     other = files(make_synthetic(tmp_path / "other", seed=4, **SMALL))

@@ -86,9 +86,7 @@ def test_size_mismatch(root: Path) -> None:
 
 def test_values_out_of_range(root: Path) -> None:
     _mask(root / "labels/train/c.png", values=(0, 12, 200, 10, 11))
-    assert _problems(root) == [
-        f"{root / 'labels/train/c.png'}: values [12, 200] outside 0..10 (ignore_index 11)"
-    ]
+    assert _problems(root) == [f"{root / 'labels/train/c.png'}: values [12, 200] outside 0..10 (ignore_index 11)"]
     assert _problems(root, ignore_index=None) == [
         f"{root / 'labels/train/a.png'}: values [11] outside 0..10 (no ignore_index)",
         f"{root / 'labels/train/b.png'}: values [11] outside 0..10 (no ignore_index)",
@@ -113,9 +111,7 @@ def test_palette_mask_is_an_index_mask(root: Path) -> None:
 
 def test_duplicate_id(root: Path) -> None:
     _image(root / "images/train/a.png")
-    assert _problems(root) == [
-        f"{root / 'images/train/a.png'}: second image for id 'a' (also a.jpg); keep one"
-    ]
+    assert _problems(root) == [f"{root / 'images/train/a.png'}: second image for id 'a' (also a.jpg); keep one"]
 
 
 def test_empty_split_and_missing_folders(tmp_path: Path) -> None:

@@ -95,9 +95,7 @@ def test_weighter_uses_teacher_only_during_warmup_then_mixes():
     w_teacher = bfmiou(teacher, t, 2).float()
     torch.testing.assert_close(weighter(student, t, epoch=0, teacher_pred=teacher), w_teacher)
     w_student = bfmiou(student, t, 2).float()
-    torch.testing.assert_close(
-        weighter(student, t, epoch=2, teacher_pred=teacher), 0.5 * w_student + 0.5 * w_teacher
-    )
+    torch.testing.assert_close(weighter(student, t, epoch=2, teacher_pred=teacher), 0.5 * w_student + 0.5 * w_teacher)
     cached = weighter(student, t, epoch=2, teacher_weight=torch.tensor([1.0, 0.0]))
     torch.testing.assert_close(cached, 0.5 * w_student + 0.5 * torch.tensor([1.0, 0.0]))
     with pytest.raises(ValueError, match="exactly one"):

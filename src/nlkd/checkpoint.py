@@ -45,11 +45,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError, ValueError) as e:
         raise DataError(f"{path}: corrupt or truncated checkpoint ({str(e).splitlines()[0][:120]})") from None
-    if (
-        not isinstance(ckpt, dict)
-        or ckpt.get("format") != FORMAT
-        or any(k not in ckpt for k in REQUIRED_KEYS)
-    ):
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT or any(k not in ckpt for k in REQUIRED_KEYS):
         raise DataError(f"{path}: not an nlkd checkpoint (expected a file written by 'nlkd train')")
     return ckpt
 
@@ -72,9 +68,7 @@ def model_from_checkpoint(
     try:
         model.load_state_dict(ckpt["models"][0])
     except RuntimeError as e:
-        raise NLKDError(
-            f"checkpoint does not fit model {cfg.model.name!r}: {str(e).splitlines()[0]}"
-        ) from None
+        raise NLKDError(f"checkpoint does not fit model {cfg.model.name!r}: {str(e).splitlines()[0]}") from None
     return model.to(device).eval(), cfg, info
 
 

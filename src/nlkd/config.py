@@ -249,15 +249,11 @@ def apply_overrides(cfg: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
                 fields = _fields(cls)
                 if part not in fields:
                     where = ".".join(parts[:i]) or "the top level"
-                    raise ConfigError(
-                        f"unknown config key {key!r}; valid keys at {where}: {', '.join(sorted(fields))}"
-                    )
+                    raise ConfigError(f"unknown config key {key!r}; valid keys at {where}: {', '.join(sorted(fields))}")
                 hint = typing.get_type_hints(cls)[part]
                 cls = hint if dataclasses.is_dataclass(hint) else None
                 if not last and cls is None and typing.get_origin(hint) is not dict:
-                    raise ConfigError(
-                        f"unknown config key {key!r}: {'.'.join(parts[: i + 1])} is not a section"
-                    )
+                    raise ConfigError(f"unknown config key {key!r}: {'.'.join(parts[: i + 1])} is not a section")
             if last:
                 node[part] = value
                 break

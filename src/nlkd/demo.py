@@ -53,8 +53,10 @@ def format_table(results: dict[str, dict[str, Any]]) -> str:
             gap = clean - base
             share = (ours - base) / gap if abs(gap) > 1e-9 else float("nan")
             verdict = "beats" if ours > base else "does NOT beat"
-            lines.append(f"nlkd {verdict} baseline on {label}: {100 * (ours - base):+.2f} points, "
-                         f"{100 * share:.0f}% of the clean/baseline gap ({100 * gap:.2f}) recovered")  # fmt: skip
+            lines.append(
+                f"nlkd {verdict} baseline on {label}: {100 * (ours - base):+.2f} points, "
+                f"{100 * share:.0f}% of the clean/baseline gap ({100 * gap:.2f}) recovered"
+            )
     return "\n".join(lines)
 
 
@@ -71,8 +73,13 @@ def _comparison_png(runs: dict[str, Path], data: Path, out_png: Path, n: int = 4
             item = ds[i]
             preds = {m: model(item["image"][None]).argmax(1)[0].numpy() for m, model in models.items()}
             rows.append({"image": ds.get_image(i), "target": item["mask"].numpy(), "preds": preds})
-    prediction_grid(rows, out_png, cfg_info[2].palette, cfg_info[2].ignore_index,
-                    title="clean test images: ground truth and each method's prediction")  # fmt: skip
+    prediction_grid(
+        rows,
+        out_png,
+        cfg_info[2].palette,
+        cfg_info[2].ignore_index,
+        title="clean test images: ground truth and each method's prediction",
+    )
 
 
 def _weights_png(run: Path, data: Path, out_png: Path) -> None:

@@ -33,16 +33,12 @@ def evaluate(
     shard = dataset if world_size == 1 else Subset(dataset, list(range(rank, len(dataset), world_size)))
     was_training = model.training
     model.eval()
-    for batch in make_loader(
-        shard, batch_size=batch_size if not full_resolution else 1, shuffle=False, seed=0
-    ):
+    for batch in make_loader(shard, batch_size=batch_size if not full_resolution else 1, shuffle=False, seed=0):
         logits = model(batch["image"].to(device))
         if full_resolution:
             idx = int(batch["index"][0])
             target = torch.from_numpy(dataset.get_full_mask(idx).astype(np.int64)).unsqueeze(0).to(device)
-            logits = nn.functional.interpolate(
-                logits, size=target.shape[-2:], mode="bilinear", align_corners=False
-            )
+            logits = nn.functional.interpolate(logits, size=target.shape[-2:], mode="bilinear", align_corners=False)
         else:
             target = batch["mask"].to(device)
         metrics.update(logits.argmax(1), target)

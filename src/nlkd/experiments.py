@@ -108,8 +108,14 @@ def make_setup(
 
 def plan_table(setup: Setup, name: str) -> TablePlan:
     """The cells of table ``name`` for this setup (see :func:`nlkd.tables.build_table`)."""
-    return build_table(name, root=setup.root, ratios=setup.ratios, teacher_model=setup.scale.teacher_model,
-                       base_model=setup.base.model.name, ignore_index=setup.info.ignore_index)  # fmt: skip
+    return build_table(
+        name,
+        root=setup.root,
+        ratios=setup.ratios,
+        teacher_model=setup.scale.teacher_model,
+        base_model=setup.base.model.name,
+        ignore_index=setup.info.ignore_index,
+    )
 
 
 def run_dir(setup: Setup, table: str, slug: str, seed: int) -> Path:
@@ -125,21 +131,6 @@ def cell_config(setup: Setup, plan: TablePlan, cell: Cell, seed: int) -> TrainCo
     return apply_overrides(setup.base, {**changes, **cell.changes})
 
 
-def _check_manifest(dst: Path, manifest: dict[str, Any], expected: dict[str, Any]) -> None:
-    diffs = [f"{k} {manifest.get(k)!r} (want {v!r})" for k, v in expected.items() if manifest.get(k) != v]
-    if diffs:
-        raise DataError(
-            f"{dst}: exists with other settings ({'; '.join(diffs)}); delete it or use another ROOT"
-        )
-
-
-def _link_or_copy(src: Path, dst: Path) -> None:
-    try:
-        dst.symlink_to(os.path.relpath(src, dst.parent))
-    except OSError:  # no symlinks (e.g. Windows without privileges): copy
-        dst.write_bytes(src.read_bytes())
-
-
 def _clean_subset(root: Path, spec: NoiseSpec, corrupted: list[str]) -> None:
     """Table 1: split ``<name>_clean`` (links to the uncorrupted pairs) and the list of coarse ids."""
     bad = set(corrupted)
@@ -151,8 +142,12 @@ def _clean_subset(root: Path, spec: NoiseSpec, corrupted: list[str]) -> None:
         if extra:
             raise DataError(f"{dst / extra[0]}: not part of the clean subset; delete {dst} and run again")
         for name, path in wanted.items():
-            if not (dst / name).exists():
-                _link_or_copy(path, dst / name)
+            if (dst / name).exists():
+                continue
+            try:
+                (dst / name).symlink_to(os.path.relpath(path, dst))
+            except OSError:  # no symlinks (e.g. Windows without the privilege): copy
+                (dst / name).write_bytes(path.read_bytes())
     listing = root / "splits" / f"{spec.name}.txt"
     text = "".join(f"{i}\n" for i in corrupted)
     if not listing.is_file() or listing.read_text() != text:
@@ -167,48 +162,52 @@ def prepare_data(setup: Setup, plan: TablePlan, log: Log = print) -> None:
         ignore = setup.info.ignore_index
         if spec.mode == "polygon" and ignore is None:
             ignore = 255
-        expected = {"mode": spec.mode, "ratio": float(spec.ratio), "seed": setup.noise_seed, "params": {},
-                    "ignore_index": ignore, "source": str(src.resolve())}  # fmt: skip
+        expected = {
+            "mode": spec.mode,
+            "ratio": float(spec.ratio),
+            "seed": setup.noise_seed,
+            "params": {},
+            "ignore_index": ignore,
+            "source": str(src.resolve()),
+        }
         manifest = load_manifest(dst)
         if manifest is None:
             log(f"== writing {dst} ({spec.mode}, {spec.ratio:.1%} of the masks, seed {setup.noise_seed})")
             manifest = corrupt_dataset(src, dst, spec.ratio, spec.mode, setup.noise_seed, ignore)  # type: ignore[arg-type]
-        _check_manifest(dst, manifest, expected)
+        diffs = [f"{k} {manifest.get(k)!r} (want {v!r})" for k, v in expected.items() if manifest.get(k) != v]
+        if diffs:
+            raise DataError(f"{dst}: exists with other settings ({'; '.join(diffs)}); delete it or use another ROOT")
         if spec.subset:
             _clean_subset(setup.root, spec, list(manifest["corrupted"]))
 
 
-def _last_record(run: Path, epochs: int) -> dict[str, Any] | None:
-    """The last ``metrics.jsonl`` record of a finished run (``epoch == epochs``), else None."""
-    path = run / "metrics.jsonl"
-    if not path.is_file():
-        return None
-    lines = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
-    try:
-        record = json.loads(lines[-1]) if lines else None
-    except json.JSONDecodeError:
-        return None
-    return record if isinstance(record, dict) and record.get("epoch") == epochs else None
-
-
 def collect_results(setup: Setup, plan: TablePlan, seeds: Sequence[int]) -> dict[str, list[dict[str, Any]]]:
-    """Cell slug -> last records of its finished runs, one per finished seed."""
+    """Cell slug -> the last ``metrics.jsonl`` records of its finished runs (``epoch == epochs``)."""
     out: dict[str, list[dict[str, Any]]] = {}
     for cell in plan.cells:
-        recs = [_last_record(run_dir(setup, plan.name, cell.slug, s), setup.base.epochs) for s in seeds]
-        out[cell.slug] = [r for r in recs if r is not None]
+        out[cell.slug] = []
+        for seed in seeds:
+            path = run_dir(setup, plan.name, cell.slug, seed) / "metrics.jsonl"
+            lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
+            record = json.loads(lines[-1]) if lines else {}  # written atomically: the last line is whole
+            if record.get("epoch") == setup.base.epochs:
+                out[cell.slug].append(record)
     return out
 
 
 def _settings(setup: Setup, seeds: Sequence[int]) -> str:
-    c = setup.base
+    c, scale = setup.base, setup.scale
     size = "native size" if c.data.size is None else f"{c.data.size[0]}×{c.data.size[1]}"
-    teacher = setup.scale.teacher_model or "the baseline trained on the same labels"
-    return (f"Scale `{setup.scale.name}` ({setup.scale.config_path.name}): {c.epochs} epochs, batch {c.batch_size}, "
-            f"{size}, {c.optim.name} lr {c.optim.lr:g} wd {c.optim.weight_decay:g} ({c.optim.schedule} schedule), "
-            f"student {c.model.name}; reweight/NLKD teacher (Tables 1–3): {teacher}. Seeds "
-            f"{' '.join(map(str, seeds))}; metrics of each run's last epoch on `{c.data.val_split}`, "
-            f"BF tolerance {c.eval_tolerance:g} px.")  # fmt: skip
+    return " ".join(
+        [
+            f"Scale `{scale.name}` (configs/{scale.config_path.name}): {c.epochs} epochs, batch {c.batch_size},",
+            f"{size}, {c.optim.name} lr {c.optim.lr:g} wd {c.optim.weight_decay:g}, {c.optim.schedule} schedule,",
+            f"student {c.model.name}; teacher of reweight/NLKD in Tables 1–3:",
+            f"{scale.teacher_model or 'the baseline trained on the same labels'}.",
+            f"Seeds {' '.join(map(str, seeds))};",
+            f"metrics of each run's last epoch on `{c.data.val_split}`, BF tolerance {c.eval_tolerance:g} px.",
+        ]
+    )
 
 
 def _mean_sd(records: list[dict[str, Any]], key: str) -> tuple[float, float] | None:
@@ -219,8 +218,15 @@ def _mean_sd(records: list[dict[str, Any]], key: str) -> tuple[float, float] | N
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def render_markdown(plan: TablePlan, results: dict[str, list[dict[str, Any]]], *, n_seeds: int, command: str,
-                    settings: str, failures: Sequence[str] = ()) -> str:  # fmt: skip
+def render_markdown(
+    plan: TablePlan,
+    results: dict[str, list[dict[str, Any]]],
+    *,
+    n_seeds: int,
+    command: str,
+    settings: str,
+    failures: Sequence[str] = (),
+) -> str:
     """``DIR/<table>.md``: one line per cell, ours (mean ± sample std over seeds) beside the paper's.
 
     Args:
@@ -239,15 +245,19 @@ def render_markdown(plan: TablePlan, results: dict[str, list[dict[str, Any]]], *
         ours = []
         for key in ("val_miou", "val_bf"):
             ms = _mean_sd(recs, key)
-            ours.append(
-                "not run" if ms is None else f"{ms[0]:.2f}" + (f" ± {ms[1]:.2f}" if len(recs) > 1 else "")
-            )
+            ours.append("not run" if ms is None else f"{ms[0]:.2f}" + (f" ± {ms[1]:.2f}" if len(recs) > 1 else ""))
         theirs = paper.get((cell.row, cell.column))
         ref = [f"{v:.2f}" for v in theirs] if theirs else ["—", "—"]
         where = [cell.column] if col else []
         lines.append("| " + " | ".join([cell.row, *where, *ours, *ref, f"{len(recs)}/{n_seeds}"]) + " |")
-    lines += ["", "mIoU and BF in percent on the clean validation split. Ours: mean ± sample standard deviation "
-              "over the finished seeds. '—': the paper reports no such run.", "", "Notes:", ""]  # fmt: skip
+    lines += [
+        "",
+        "mIoU and BF in percent on the clean validation split. Ours: mean ± sample std over the",
+        "finished seeds. '—': the paper reports no such run.",
+        "",
+        "Notes:",
+        "",
+    ]
     lines += [f"- {n}" for n in (PAPER_SETTING, *NOTES.get(plan.name, []), *plan.notes)]
     if failures:
         lines += ["", "Failed runs:", "", *(f"- {f}" for f in failures)]
@@ -266,16 +276,10 @@ def plot_table(plan: TablePlan, results: dict[str, list[dict[str, Any]]], out_pn
     lines = all(c.x is not None for c in plan.cells)
     for k, (ax, key, metric) in enumerate(zip(fig.subplots(1, 2), ("val_miou", "val_bf"), ("mIoU", "BF"))):
         nan = (math.nan, 0.0)
-        groups = (
-            {c.row: [d for d in plan.cells if d.row == c.row] for c in plan.cells}
-            if lines
-            else {"": plan.cells}
-        )
+        groups = {c.row: [d for d in plan.cells if d.row == c.row] for c in plan.cells} if lines else {"": plan.cells}
         for j, cells in enumerate(groups.values()):
             stats = [_mean_sd(results.get(c.slug, []), key) or nan for c in cells]
-            ref = [
-                (i, paper[(c.row, c.column)][k]) for i, c in enumerate(cells) if (c.row, c.column) in paper
-            ]
+            ref = [(i, paper[(c.row, c.column)][k]) for i, c in enumerate(cells) if (c.row, c.column) in paper]
             if lines:
                 xs = [c.x for c in cells]
                 ax.errorbar(xs, *zip(*stats), marker="o", capsize=3, color=f"C{j % 10}", label=cells[0].row)
@@ -305,22 +309,19 @@ def plot_table(plan: TablePlan, results: dict[str, list[dict[str, Any]]], out_pn
     atomic_write_bytes(out_png, buf.getvalue())
 
 
-def write_report(
-    setup: Setup, plan: TablePlan, seeds: Sequence[int], command: str, failures: list[str]
-) -> Path:
+def write_report(setup: Setup, plan: TablePlan, seeds: Sequence[int], command: str, failures: list[str]) -> Path:
     """Write ``DIR/<table>.md`` and ``DIR/<table>.png`` from the finished runs; returns the markdown path."""
     results = collect_results(setup, plan, seeds)
-    text = render_markdown(plan, results, n_seeds=len(seeds), command=command,
-                           settings=_settings(setup, seeds), failures=failures)  # fmt: skip
+    text = render_markdown(
+        plan, results, n_seeds=len(seeds), command=command, settings=_settings(setup, seeds), failures=failures
+    )
     md = setup.out / f"{plan.name}.md"
     atomic_write_text(md, text)
     plot_table(plan, results, setup.out / f"{plan.name}.png")
     return md
 
 
-def run_table(
-    setup: Setup, plan: TablePlan, seeds: Sequence[int], command: str, log: Log = print
-) -> list[str]:
+def run_table(setup: Setup, plan: TablePlan, seeds: Sequence[int], command: str, log: Log = print) -> list[str]:
     """Train every cell of ``plan`` for every seed (seed by seed, teachers first) and write the report.
 
     A run that fails with an :class:`NLKDError` (e.g. a diverging loss) is reported and skipped with

@@ -100,9 +100,7 @@ def train_fold_teachers(
 
     d = cfg.data
     if d.format != "folder":
-        raise ConfigError(
-            f"--folds needs the folder layout (ROOT/images, ROOT/labels), got format {d.format!r}"
-        )
+        raise ConfigError(f"--folds needs the folder layout (ROOT/images, ROOT/labels), got format {d.format!r}")
     if d.val_split in (TRAIN, HELDOUT):
         raise ConfigError(f"data.val_split {d.val_split!r} clashes with the fold split names; rename it")
     info = dataset_info(cfg)
@@ -129,9 +127,7 @@ def train_fold_teachers(
             _link_path(root / "dataset.yaml", src / "dataset.yaml")
         n_train = sum(v != f for v in folds.values())
         resume = (run / "last.pt").is_file()
-        log(
-            f"fold {f + 1}/{k}: {'resuming' if resume else 'training'} a teacher on {n_train} images -> {run}"
-        )
+        log(f"fold {f + 1}/{k}: {'resuming' if resume else 'training'} a teacher on {n_train} images -> {run}")
         train(_fold_config(cfg, root, run), resume=resume, log=lambda s, f=f: log(f"fold {f + 1}/{k}: {s}"))
         checkpoints.append(run / "last.pt")
     return folds, checkpoints

@@ -80,8 +80,7 @@ def read_mask(path: str | os.PathLike[str]) -> np.ndarray:
             im.load()
             if im.mode in ("RGB", "RGBA", "CMYK", "YCbCr", "LAB", "HSV"):
                 raise DataError(
-                    f"{path}: mask is {im.mode} colour; expected a single-channel class-index PNG "
-                    "(mode L or P)"
+                    f"{path}: mask is {im.mode} colour; expected a single-channel class-index PNG (mode L or P)"
                 )
             arr = np.asarray(im)
     except FileNotFoundError:

@@ -53,9 +53,7 @@ _NO_LABEL = -1
 # ----------------------------------------------------------------------------- input handling
 
 
-def _prepare(
-    pred: Tensor, target: Tensor, num_classes: int, ignore_index: int | None
-) -> tuple[Tensor, Tensor]:
+def _prepare(pred: Tensor, target: Tensor, num_classes: int, ignore_index: int | None) -> tuple[Tensor, Tensor]:
     """Check inputs and return (pred, target) as int16 (or int32) maps with -1 on removed pixels.
 
     Args:
@@ -63,9 +61,7 @@ def _prepare(
         target: (B, H, W) integer labels in [0, num_classes) or ``ignore_index``.
     """
     if not isinstance(pred, Tensor) or not isinstance(target, Tensor):
-        raise TypeError(
-            f"pred and target must be tensors, got {type(pred).__name__}, {type(target).__name__}"
-        )
+        raise TypeError(f"pred and target must be tensors, got {type(pred).__name__}, {type(target).__name__}")
     if pred.ndim != 3 or pred.shape != target.shape:
         raise ValueError(
             f"pred and target must both have shape (B, H, W); got {tuple(pred.shape)}, {tuple(target.shape)}"
@@ -82,12 +78,8 @@ def _prepare(
         for name, t in (("target", checked), ("pred", pred)):
             lo, hi = (int(v) for v in torch.aminmax(t))
             if lo < 0 or hi >= num_classes:
-                extra = (
-                    f" (ignore_index={ignore_index})" if name == "target" and ignore_index is not None else ""
-                )
-                raise ValueError(
-                    f"{name} holds value {lo if lo < 0 else hi} outside 0..{num_classes - 1}{extra}"
-                )
+                extra = f" (ignore_index={ignore_index})" if name == "target" and ignore_index is not None else ""
+                raise ValueError(f"{name} holds value {lo if lo < 0 else hi} outside 0..{num_classes - 1}{extra}")
     pred, target = pred.to(dtype).contiguous(), target.to(dtype).contiguous()
     if ignore_index is not None and target.numel():
         target = target.masked_fill(invalid, _NO_LABEL)
@@ -159,9 +151,7 @@ def boundary_map(labels: Tensor, num_classes: int, ignore_index: int | None = No
 def _disk_offsets(tolerance: float) -> tuple[tuple[int, int], ...]:
     """Integer offsets (dy, dx) with dy² + dx² < tolerance², nearest first."""
     r = math.ceil(tolerance) - 1
-    offs = [
-        (dy, dx) for dy in range(-r, r + 1) for dx in range(-r, r + 1) if dy * dy + dx * dx < tolerance**2
-    ]
+    offs = [(dy, dx) for dy in range(-r, r + 1) for dx in range(-r, r + 1) if dy * dy + dx * dx < tolerance**2]
     return tuple(sorted(offs, key=lambda o: (o[0] ** 2 + o[1] ** 2, o)))
 
 
@@ -264,9 +254,7 @@ def _nanmean_rows(x: Tensor) -> Tensor:
     return torch.nanmean(x, dim=-1)
 
 
-def confusion_matrices(
-    pred: Tensor, target: Tensor, num_classes: int, ignore_index: int | None = None
-) -> Tensor:
+def confusion_matrices(pred: Tensor, target: Tensor, num_classes: int, ignore_index: int | None = None) -> Tensor:
     """Per-image confusion matrices over valid pixels.
 
     Args:
@@ -372,9 +360,7 @@ class SegmentationMetrics:
         self.reset()
 
     def reset(self) -> None:
-        self.confusion = torch.zeros(
-            self.num_classes, self.num_classes, dtype=torch.int64, device=self.device
-        )
+        self.confusion = torch.zeros(self.num_classes, self.num_classes, dtype=torch.int64, device=self.device)
         self.bf_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         self.bf_count = torch.zeros((), dtype=torch.int64, device=self.device)
 

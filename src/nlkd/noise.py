@@ -230,9 +230,7 @@ def _check_folders(src: Path, dst: Path) -> None:
     if d.exists() and not d.is_dir():
         raise DataError(f"{dst}: destination exists and is not a folder")
     if d.is_dir() and any(d.iterdir()) and not (d / MANIFEST_NAME).is_file():
-        raise DataError(
-            f"{dst}: destination is not empty and has no {MANIFEST_NAME}; choose a new folder or delete it"
-        )
+        raise DataError(f"{dst}: destination is not empty and has no {MANIFEST_NAME}; choose a new folder or delete it")
 
 
 def corrupt_dataset(

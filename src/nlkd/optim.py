@@ -280,9 +280,7 @@ def build_scheduler(
     if steps_per_epoch < 1:
         raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}")
     if not 0 <= warmup_steps < total_steps:
-        raise ConfigError(
-            f"optim.warmup_steps: must lie in [0, total_steps={total_steps}), got {warmup_steps}"
-        )
+        raise ConfigError(f"optim.warmup_steps: must lie in [0, total_steps={total_steps}), got {warmup_steps}")
     # ceil(q/4 * total_steps / steps_per_epoch) epochs, in integer arithmetic
     milestones = tuple(-(-q * total_steps // (4 * steps_per_epoch)) * steps_per_epoch for q in (1, 2, 3))
     factor = _LRFactor(name, total_steps, warmup_steps, milestones)

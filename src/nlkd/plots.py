@@ -118,9 +118,7 @@ def overlay(
     """
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise ValueError(
-            f"image must be an (H, W, 3) uint8 array, got shape {image.shape} dtype {image.dtype}"
-        )
+        raise ValueError(f"image must be an (H, W, 3) uint8 array, got shape {image.shape} dtype {image.dtype}")
     if np.shape(mask) != image.shape[:2]:
         raise ValueError(f"mask shape {np.shape(mask)} does not match image shape {image.shape[:2]}")
     if not 0.0 <= alpha <= 1.0:

@@ -33,9 +33,7 @@ _DIM = 0.35  # brightness of the photo under the disagreement map
 _RED = np.array([230, 20, 20], dtype=np.float32)
 
 
-def disagreement_map(
-    image: np.ndarray, pred: np.ndarray, target: np.ndarray, ignore_index: int | None
-) -> np.ndarray:
+def disagreement_map(image: np.ndarray, pred: np.ndarray, target: np.ndarray, ignore_index: int | None) -> np.ndarray:
     """Red where prediction and annotation differ, on a dimmed grey photo; ignored pixels stay dimmed.
 
     Args:
@@ -123,8 +121,7 @@ def render_gallery(
                 ax.set_xticks([])
                 ax.set_yticks([])
             fig.suptitle(
-                f"{table.ids[i]} — quality {q[i]:.3f} (BF {table.bf[i]:.3f}, IoU {table.iou[i]:.3f}), "
-                f"rank {rank}/{n}",
+                f"{table.ids[i]} — quality {q[i]:.3f} (BF {table.bf[i]:.3f}, IoU {table.iou[i]:.3f}), rank {rank}/{n}",
                 fontsize=10,
             )
             name = f"{kind}_{len([it for it in items if it.kind == kind]) + 1:02d}.png"

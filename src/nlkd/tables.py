@@ -95,9 +95,7 @@ class TablePlan:
             if cell.slug in seen:
                 raise ValueError(f"table {self.name}: cell slug {cell.slug!r} appears twice")
             if cell.teacher is not None and cell.teacher not in seen:
-                raise ValueError(
-                    f"table {self.name}: cell {cell.slug!r} comes before its teacher {cell.teacher!r}"
-                )
+                raise ValueError(f"table {self.name}: cell {cell.slug!r} comes before its teacher {cell.teacher!r}")
             seen.add(cell.slug)
 
 
@@ -147,9 +145,7 @@ class _Builder:
                 teacher_slug = _slug("teacher", model, suffix)
                 if all(c.slug != teacher_slug for c in self.cells):
                     label = f"teacher: {PRETTY.get(model, model)}, baseline"
-                    self.cells.append(
-                        Cell(teacher_slug, label, changes={**extra, **self.model(model)}, **where)
-                    )
+                    self.cells.append(Cell(teacher_slug, label, changes={**extra, **self.model(model)}, **where))
             self.cells.append(Cell(slug, row, teacher=teacher_slug, changes={**extra, **changes}, **where))
 
 

@@ -103,9 +103,7 @@ def dataset_info(cfg: TrainConfig) -> DatasetInfo:
     return load_dataset_info(cfg.data.root, cfg.data.num_classes, cfg.data.ignore_index)
 
 
-def build_datasets(
-    cfg: TrainConfig, info: DatasetInfo, check: bool = True
-) -> tuple[FolderDataset, FolderDataset]:
+def build_datasets(cfg: TrainConfig, info: DatasetInfo, check: bool = True) -> tuple[FolderDataset, FolderDataset]:
     """Training set (augmented, ``cfg.data.labels``) and validation set; pairs checked first."""
     d = cfg.data
     if not d.root:
@@ -115,8 +113,9 @@ def build_datasets(
         check_split(d.root, d.train_split, info.num_classes, info.ignore_index, d.labels)
         check_split(d.root, d.val_split, info.num_classes, info.ignore_index, d.val_labels)
     common = {"info": info, "size": size, "format": d.format}
-    train_ds = FolderDataset(d.root, d.train_split, d.labels, train=True, seed=cfg.seed, scale=_pair(d.scale),
-                             hflip=d.hflip, **common)  # fmt: skip
+    train_ds = FolderDataset(
+        d.root, d.train_split, d.labels, train=True, seed=cfg.seed, scale=_pair(d.scale), hflip=d.hflip, **common
+    )
     val_ds = FolderDataset(d.root, d.val_split, d.val_labels, train=False, **common)
     return train_ds, val_ds
 
@@ -192,20 +191,18 @@ def train(cfg: TrainConfig, resume: bool = False, log: Any = print) -> dict[str,
 
     _seed_everything(cfg.seed)
     peer = cfg.strategy.peer_model
-    models = [
-        build_model(cfg, info, peer if k == 1 else None).to(device) for k in range(strategy.num_networks)
-    ]
+    models = [build_model(cfg, info, peer if k == 1 else None).to(device) for k in range(strategy.num_networks)]
     n_per_rank = cfg.batch_size // dd.world_size
     if n_per_rank < 1 or cfg.batch_size % dd.world_size:
         raise NLKDError(f"batch_size {cfg.batch_size} must be a multiple of the {dd.world_size} processes")
     drop_last = len(train_ds) > cfg.batch_size
-    steps_per_epoch = (
-        (len(train_ds) // cfg.batch_size) if drop_last else math.ceil(len(train_ds) / cfg.batch_size)
-    )
+    steps_per_epoch = (len(train_ds) // cfg.batch_size) if drop_last else math.ceil(len(train_ds) / cfg.batch_size)
     o = cfg.optim
     optimizers = [build_optimizer(o.name, m.parameters(), o.lr, o.weight_decay) for m in models]
-    schedulers = [build_scheduler(o.schedule, opt, cfg.epochs * steps_per_epoch, steps_per_epoch, o.warmup_steps)
-                  for opt in optimizers]  # fmt: skip
+    schedulers = [
+        build_scheduler(o.schedule, opt, cfg.epochs * steps_per_epoch, steps_per_epoch, o.warmup_steps)
+        for opt in optimizers
+    ]
     use_amp = cfg.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
@@ -233,8 +230,16 @@ def train(cfg: TrainConfig, resume: bool = False, log: Any = print) -> dict[str,
     if strategy.needs_teacher:
         s = cfg.strategy
         if dd.main:
-            scores = teacher_scores(train_ds, teacher=s.teacher, scores_csv=s.teacher_scores, metric=s.metric,
-                                    tolerance=s.tolerance, cache_dir=out, device=device, log=say)  # fmt: skip
+            scores = teacher_scores(
+                train_ds,
+                teacher=s.teacher,
+                scores_csv=s.teacher_scores,
+                metric=s.metric,
+                tolerance=s.tolerance,
+                cache_dir=out,
+                device=device,
+                log=say,
+            )
         if dd.enabled:  # rank 0 computes (and caches) the scores once; every rank receives them
             box = [scores]
             dist.broadcast_object_list(box, src=0)
@@ -244,8 +249,10 @@ def train(cfg: TrainConfig, resume: bool = False, log: Any = print) -> dict[str,
     coarse = _coarse_flags(cfg, train_ds, strategy.needs_coarse_flags)
     coarse = None if coarse is None else coarse.to(device)
     if dd.enabled:
-        models = [nn.parallel.DistributedDataParallel(m, device_ids=[device.index] if device.type == "cuda" else None)
-                  for m in models]  # fmt: skip
+        models = [
+            nn.parallel.DistributedDataParallel(m, device_ids=[device.index] if device.type == "cuda" else None)
+            for m in models
+        ]
 
     record: dict[str, Any] = history[-1] if history else {}
     for epoch in range(start_epoch, cfg.epochs):
@@ -253,11 +260,16 @@ def train(cfg: TrainConfig, resume: bool = False, log: Any = print) -> dict[str,
         seed = cfg.seed * 1_000_003 + epoch
         sampler = None
         if dd.enabled:
-            sampler = DistributedSampler(
-                train_ds, dd.world_size, dd.rank, shuffle=True, seed=seed, drop_last=drop_last
-            )
-        loader = make_loader(train_ds, n_per_rank, shuffle=sampler is None, seed=seed, num_workers=cfg.data.num_workers,
-                             drop_last=drop_last, sampler=sampler)  # fmt: skip
+            sampler = DistributedSampler(train_ds, dd.world_size, dd.rank, shuffle=True, seed=seed, drop_last=drop_last)
+        loader = make_loader(
+            train_ds,
+            n_per_rank,
+            shuffle=sampler is None,
+            seed=seed,
+            num_workers=cfg.data.num_workers,
+            drop_last=drop_last,
+            sampler=sampler,
+        )
         for m in models:
             m.train()
         loss_sum, n_seen = 0.0, 0
@@ -267,11 +279,22 @@ def train(cfg: TrainConfig, resume: bool = False, log: Any = print) -> dict[str,
             index = batch["index"].to(device)
             with torch.autocast(device.type, enabled=use_amp):
                 logits = [m(images) for m in models]
-            losses = [per_image_cross_entropy(lg.float(), target, info.ignore_index)
-                      + auxiliary_loss(m, target, info.ignore_index) for m, lg in zip(models, logits)]  # fmt: skip
-            inputs = StepInputs(index, target, logits, losses, epoch, step, steps_per_epoch,
-                                None if scores is None else scores[index],
-                                None if coarse is None else coarse[index])  # fmt: skip
+            losses = [
+                per_image_cross_entropy(lg.float(), target, info.ignore_index)
+                + auxiliary_loss(m, target, info.ignore_index)
+                for m, lg in zip(models, logits)
+            ]
+            inputs = StepInputs(
+                index,
+                target,
+                logits,
+                losses,
+                epoch,
+                step,
+                steps_per_epoch,
+                None if scores is None else scores[index],
+                None if coarse is None else coarse[index],
+            )
             weights = strategy.weights(inputs)
             total = sum(weighted_loss(ls, w, cfg.strategy.reduction) for ls, w in zip(losses, weights))
             if not torch.isfinite(total):
@@ -297,19 +320,41 @@ def train(cfg: TrainConfig, resume: bool = False, log: Any = print) -> dict[str,
         if dd.enabled:
             loss_sum, n_seen = _gather_epoch_logs(loss_sum, n_seen, strategy)
             _broadcast_buffers(models[0])
-        val = evaluate(models[0].module if dd.enabled else models[0], val_ds, device, cfg.eval_tolerance,
-                       rank=dd.rank, world_size=dd.world_size)  # fmt: skip
-        record = {"epoch": epoch + 1, "train_loss": loss_sum / max(n_seen, 1), **strategy.log.pop(),
-                  "lr": optimizers[0].param_groups[0]["lr"], "val_miou": val["miou"], "val_bf": val["bf"],
-                  "val_pixel_accuracy": val["pixel_accuracy"], "train_seconds": train_seconds, "seconds": time.perf_counter() - t0}  # fmt: skip
+        val = evaluate(
+            models[0].module if dd.enabled else models[0],
+            val_ds,
+            device,
+            cfg.eval_tolerance,
+            rank=dd.rank,
+            world_size=dd.world_size,
+        )
+        record = {
+            "epoch": epoch + 1,
+            "train_loss": loss_sum / max(n_seen, 1),
+            **strategy.log.pop(),
+            "lr": optimizers[0].param_groups[0]["lr"],
+            "val_miou": val["miou"],
+            "val_bf": val["bf"],
+            "val_pixel_accuracy": val["pixel_accuracy"],
+            "train_seconds": train_seconds,
+            "seconds": time.perf_counter() - t0,
+        }
         history.append(record)
         improved = record["val_miou"] > best
         best = max(best, record["val_miou"])
         if dd.main:
-            ckpt = make_checkpoint(cfg, info, models, epoch, history=history, best=best, rng=_rng_state(),
-                                   optimizers=[opt.state_dict() for opt in optimizers],
-                                   schedulers=[s.state_dict() for s in schedulers],
-                                   strategy=strategy.state_dict())  # fmt: skip
+            ckpt = make_checkpoint(
+                cfg,
+                info,
+                models,
+                epoch,
+                history=history,
+                best=best,
+                rng=_rng_state(),
+                optimizers=[opt.state_dict() for opt in optimizers],
+                schedulers=[s.state_dict() for s in schedulers],
+                strategy=strategy.state_dict(),
+            )
             if improved:  # best.pt first: a crash in between leaves last.pt behind, and --resume redoes it
                 save_checkpoint(ckpt, out / "best.pt")
             save_checkpoint(ckpt, out / "last.pt")

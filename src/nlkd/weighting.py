@@ -206,9 +206,7 @@ class NLKDWeighter:
     ) -> tuple[Tensor | None, Tensor, float]:
         """(w_student or None while λ = 0, w_teacher, λ) — what :meth:`__call__` mixes."""
         if (teacher_pred is None) == (teacher_weight is None):
-            raise ValueError(
-                "pass exactly one of teacher_pred (predictions) or teacher_weight (cached scores)"
-            )
+            raise ValueError("pass exactly one of teacher_pred (predictions) or teacher_weight (cached scores)")
         lam = self.schedule(epoch, step, steps_per_epoch)
         if teacher_weight is None:
             w_teacher = self.score(teacher_pred, target)

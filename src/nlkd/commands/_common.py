@@ -17,13 +17,9 @@ def size_arg(text: str) -> list[int]:
 
 
 def add_data_args(p: argparse.ArgumentParser, split_default: str | None = "train") -> None:
-    p.add_argument(
-        "--data", required=True, metavar="ROOT", help="data set root (images/<split>, labels/<split>)"
-    )
+    p.add_argument("--data", required=True, metavar="ROOT", help="data set root (images/<split>, labels/<split>)")
     p.add_argument("--split", default=split_default, help=f"split to use (default: {split_default})")
-    p.add_argument(
-        "--labels", default=None, metavar="NAME", help="label folder under labels/ (default: the split)"
-    )
+    p.add_argument("--labels", default=None, metavar="NAME", help="label folder under labels/ (default: the split)")
     p.add_argument("--format", default="folder", choices=["folder", "cityscapes", "supervisely"])
     p.add_argument("--num-classes", type=int, default=None, help="default: from ROOT/dataset.yaml")
     p.add_argument("--ignore-index", type=int, default=None, help="default: from ROOT/dataset.yaml")

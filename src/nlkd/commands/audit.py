@@ -55,9 +55,7 @@ def add_fold_args(p: argparse.ArgumentParser, default_dir: str) -> None:
         metavar="K",
         help="train K out-of-fold teachers; score each image with the one that never saw it",
     )
-    p.add_argument(
-        "--folds-dir", default=None, metavar="DIR", help=f"fold data and runs (default: {default_dir})"
-    )
+    p.add_argument("--folds-dir", default=None, metavar="DIR", help=f"fold data and runs (default: {default_dir})")
     p.add_argument("--epochs", type=_int_at_least(1), default=None, help="fold teachers' epochs")
     p.add_argument("--model", default=None, help="fold teachers' model (default: the checkpoint's)")
     p.add_argument("--seed", type=int, default=None, help="fold assignment and training seed")
@@ -98,9 +96,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", default=None, metavar="CKPT", help="teacher (with --folds: its config)")
     add_data_args(p)
     p.add_argument("--out", required=True, metavar="DIR")
-    p.add_argument(
-        "--top", type=_int_at_least(0), default=8, metavar="K", help="worst and best K in the gallery"
-    )
+    p.add_argument("--top", type=_int_at_least(0), default=8, metavar="K", help="worst and best K in the gallery")
     p.add_argument(
         "--known-bad",
         default=None,

@@ -53,9 +53,7 @@ def _mode_params(args: argparse.Namespace) -> dict[str, Any]:
             raise ConfigError(f"--{key.replace('_', '-')}: not used by --mode {args.mode}")
         params[key] = value
     if "radius" in params and not 0 <= params["radius"][0] <= params["radius"][1]:
-        raise ConfigError(
-            f"--radius: expected 0 <= LO <= HI, got {params['radius'][0]} {params['radius'][1]}"
-        )
+        raise ConfigError(f"--radius: expected 0 <= LO <= HI, got {params['radius'][0]} {params['radius'][1]}")
     if params.get("tolerance_px", 1.0) <= 0 or params.get("band_px", 0.0) < 0:
         raise ConfigError("--tolerance-px must be > 0 and --band-px >= 0")
     return params

@@ -8,8 +8,9 @@ from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="the end-to-end demo on synthetic data (about 10 minutes on 2 CPU cores)",
-                       description=__doc__)  # fmt: skip
+    p = sub.add_parser(
+        "demo", help="the end-to-end demo on synthetic data (about 10 minutes on 2 CPU cores)", description=__doc__
+    )
     p.add_argument("--out", default="runs/demo", help="where data, runs and pictures go (default runs/demo)")
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)

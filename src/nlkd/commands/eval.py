@@ -46,8 +46,9 @@ def open_split(args: argparse.Namespace):
             f"{args.data}: {info.num_classes} classes, but {args.checkpoint} predicts {ckpt_info.num_classes}"
         )
     size = args.size or cfg.data.size
-    dataset = FolderDataset(args.data, args.split, args.labels, info=info, size=tuple(size) if size else None,
-                            format=args.format)  # fmt: skip
+    dataset = FolderDataset(
+        args.data, args.split, args.labels, info=info, size=tuple(size) if size else None, format=args.format
+    )
     return model, dataset, device
 
 

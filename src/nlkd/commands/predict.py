@@ -42,9 +42,7 @@ def run(args: argparse.Namespace) -> int:
             h, w = image.shape[:2]
             x = resize_image(image, tuple(cfg.data.size)) if cfg.data.size else image
             logits = model(to_tensor(x.transpose(2, 0, 1)).unsqueeze(0).to(device))  # to_tensor: (3, H, W)
-            logits = torch.nn.functional.interpolate(
-                logits, size=(h, w), mode="bilinear", align_corners=False
-            )
+            logits = torch.nn.functional.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
             pred = logits.argmax(1)[0].cpu().numpy().astype(np.uint8)
             write_mask(out / f"{path.stem}.png", pred)
             write_rgb(out / f"{path.stem}_overlay.png", overlay(image, pred, info.palette, None))

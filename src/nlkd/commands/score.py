@@ -14,12 +14,8 @@ from nlkd.commands._common import add_data_args, size_arg
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "score", help="score every annotation of a split with a trained model", description=__doc__
-    )
-    p.add_argument(
-        "--checkpoint", default=None, metavar="CKPT", help="the teacher (with --folds: its config)"
-    )
+    p = sub.add_parser("score", help="score every annotation of a split with a trained model", description=__doc__)
+    p.add_argument("--checkpoint", default=None, metavar="CKPT", help="the teacher (with --folds: its config)")
     add_data_args(p)
     p.add_argument("--size", type=size_arg, default=None, metavar="HxW", help="default: the checkpoint's")
     p.add_argument("--metric", default="bfmiou", choices=["bfmiou", "bf", "miou"], help="the 'weight' column")

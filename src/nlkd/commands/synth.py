@@ -26,9 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--n-test", type=int, default=40, help="test images (default 40)")
     p.add_argument("--height", type=int, default=96, help="image height in px (default 96)")
     p.add_argument("--width", type=int, default=128, help="image width in px (default 128)")
-    p.add_argument(
-        "--coarse-ratio", type=float, default=0.5, help="fraction of train_coarse masks corrupted (0.5)"
-    )
+    p.add_argument("--coarse-ratio", type=float, default=0.5, help="fraction of train_coarse masks corrupted (0.5)")
     p.set_defaults(func=run)
 
 

@@ -34,8 +34,7 @@ FLAG_KEYS = {
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train a model (teacher, baseline or NLKD student)",
-                       description=__doc__)  # fmt: skip
+    p = sub.add_parser("train", help="train a model (teacher, baseline or NLKD student)", description=__doc__)
     p.add_argument("--config", default=None, help="YAML config (keys as in nlkd.config.TrainConfig)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any config key")
     p.add_argument("--data", metavar="ROOT")
@@ -47,7 +46,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size", type=size_arg, metavar="HxW", help="training resolution, e.g. 96x128")
     p.add_argument("--model", help="unet | deeplabv3plus | ocrnet | pointrend")
     p.add_argument("--encoder", help="encoder of unet/deeplabv3plus/pointrend, e.g. resnet18")
-    p.add_argument("--strategy", help="baseline | reweight | nlkd | fixed | discard | decoupling | coteaching | coteaching_plus")
+    p.add_argument(
+        "--strategy", help="baseline | reweight | nlkd | fixed | discard | decoupling | coteaching | coteaching_plus"
+    )
     p.add_argument("--teacher", metavar="CKPT", help="teacher checkpoint for reweight/nlkd")
     p.add_argument("--teacher-scores", metavar="CSV", help="per-image teacher scores (e.g. out-of-fold)")
     p.add_argument("--metric", choices=["bfmiou", "bf", "miou"])

@@ -88,19 +88,13 @@ def list_pairs(root: str | os.PathLike[str], split: str, labels: str | None = No
     hint = f"run `nlkd validate --data {root} --split {split}` for the full list"
     dupes = [paths for paths in scan.images.values() if len(paths) > 1]
     if dupes:
-        raise DataError(
-            f"{dupes[0][0]}: {len(dupes)} ids have several images (e.g. {dupes[0][1].name}); {hint}"
-        )
+        raise DataError(f"{dupes[0][0]}: {len(dupes)} ids have several images (e.g. {dupes[0][1].name}); {hint}")
     no_mask = [ps[0] for i, ps in scan.images.items() if i not in scan.masks]
     if no_mask:
-        raise DataError(
-            f"{no_mask[0]}: no mask in {scan.mask_dir} ({len(no_mask)} images without mask); {hint}"
-        )
+        raise DataError(f"{no_mask[0]}: no mask in {scan.mask_dir} ({len(no_mask)} images without mask); {hint}")
     no_image = [p for i, p in scan.masks.items() if i not in scan.images]
     if no_image:
-        raise DataError(
-            f"{no_image[0]}: no image in {scan.image_dir} ({len(no_image)} masks without image); {hint}"
-        )
+        raise DataError(f"{no_image[0]}: no image in {scan.image_dir} ({len(no_image)} masks without image); {hint}")
     return [Sample(i, ps[0], scan.masks[i]) for i, ps in sorted(scan.images.items())]
 
 

@@ -92,9 +92,7 @@ SUPERVISELY_INFO = DatasetInfo(
 _IMAGE_EXTS = (".jpg", ".jpeg", ".png")
 
 
-def list_pairs_cityscapes(
-    root: str | os.PathLike[str], split: str, labels: str | None = None
-) -> list[Sample]:
+def list_pairs_cityscapes(root: str | os.PathLike[str], split: str, labels: str | None = None) -> list[Sample]:
     """Cityscapes pairs of ``split`` (train, val, test, train_extra), sorted by id ``<name>``.
 
     ``labels`` is the annotation folder: ``gtFine`` (default) or ``gtCoarse``. Raises
@@ -141,9 +139,7 @@ def _supervisely_datasets(root: Path, split: str) -> list[Path]:
     return [root / name for name in names]
 
 
-def list_pairs_supervisely(
-    root: str | os.PathLike[str], split: str, labels: str | None = None
-) -> list[Sample]:
+def list_pairs_supervisely(root: str | os.PathLike[str], split: str, labels: str | None = None) -> list[Sample]:
     """Supervisely pairs of the data set folder(s) named by ``split``; ids are ``<dataset>/<stem>``.
 
     ``labels`` is the annotation folder name inside each data set (default ``ann``).
@@ -196,17 +192,13 @@ def _draw_object(obj: dict[str, Any], out: np.ndarray) -> None:
             return
         region = np.zeros_like(out)
         cv2.fillPoly(region, [exterior.reshape(-1, 1, 2)], 1)
-        holes = [
-            np.round(np.asarray(p, dtype=np.float64)).astype(np.int32) for p in points.get("interior", [])
-        ]
+        holes = [np.round(np.asarray(p, dtype=np.float64)).astype(np.int32) for p in points.get("interior", [])]
         holes = [p.reshape(-1, 1, 2) for p in holes if len(p) >= 3]
         if holes:
             cv2.fillPoly(region, holes, 0)
         out |= region
     elif geometry == "rectangle":
-        (x0, y0), (x1, y1) = (
-            np.round(np.asarray(p, dtype=np.float64)).astype(int) for p in obj["points"]["exterior"]
-        )
+        (x0, y0), (x1, y1) = (np.round(np.asarray(p, dtype=np.float64)).astype(int) for p in obj["points"]["exterior"])
         out[max(min(y0, y1), 0) : max(y0, y1) + 1, max(min(x0, x1), 0) : max(x0, x1) + 1] = 1
     else:
         raise ValueError(f"unsupported geometryType {geometry!r} (expected bitmap, polygon or rectangle)")

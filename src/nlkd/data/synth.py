@@ -111,9 +111,7 @@ def _textures(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     return tex
 
 
-def render_scene(
-    rng: np.random.Generator, size: tuple[int, int] = (96, 128)
-) -> tuple[np.ndarray, np.ndarray]:
+def render_scene(rng: np.random.Generator, size: tuple[int, int] = (96, 128)) -> tuple[np.ndarray, np.ndarray]:
     """One synthetic scene.
 
     Args:
@@ -144,9 +142,7 @@ def _prepare_root(root: Path) -> None:
         raise DataError(f"{root}: exists and is not a folder")
     if root.is_dir() and any(root.iterdir()):
         if not (root / _MARKER).is_file():
-            raise DataError(
-                f"{root}: folder is not empty and was not made by `nlkd synth`; choose a new folder"
-            )
+            raise DataError(f"{root}: folder is not empty and was not made by `nlkd synth`; choose a new folder")
         for name in ("images", "labels"):
             shutil.rmtree(root / name, ignore_errors=True)
         (root / "dataset.yaml").unlink(missing_ok=True)

@@ -57,8 +57,7 @@ def _check_mask(path: Path, info: DatasetInfo) -> tuple[tuple[int, int] | None, 
             im.load()
             if im.mode in _COLOUR_MODES:
                 return None, (
-                    f"{im.mode} colour mask; expected a single-channel class-index PNG (mode L or P) "
-                    "with values 0..C-1"
+                    f"{im.mode} colour mask; expected a single-channel class-index PNG (mode L or P) with values 0..C-1"
                 )
             arr = np.asarray(im)
     except _DECODE_ERRORS as e:
@@ -112,9 +111,7 @@ def validate_report(
         if not folder.is_dir():
             problems.append(f"{folder}: folder not found")
         elif not files:
-            kind = (
-                "images (" + ", ".join(IMAGE_EXTENSIONS) + ")" if folder == scan.image_dir else "masks (.png)"
-            )
+            kind = "images (" + ", ".join(IMAGE_EXTENSIONS) + ")" if folder == scan.image_dir else "masks (.png)"
             problems.append(f"{folder}: no {kind}; the split is empty")
     if problems:
         return report

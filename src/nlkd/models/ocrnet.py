@@ -74,9 +74,7 @@ class OCRHead(nn.Module):
             _conv_bn_relu(in_channels, in_channels, 3), nn.Conv2d(in_channels, num_classes, 1)
         )
         self.pixel_rep = _conv_bn_relu(in_channels, mid_channels, 3)
-        self.query = nn.Sequential(
-            _conv_bn_relu(mid_channels, key_channels), _conv_bn_relu(key_channels, key_channels)
-        )
+        self.query = nn.Sequential(_conv_bn_relu(mid_channels, key_channels), _conv_bn_relu(key_channels, key_channels))
         self.key = nn.Sequential(
             _linear_bn_relu(mid_channels, key_channels), _linear_bn_relu(key_channels, key_channels)
         )
@@ -135,9 +133,7 @@ class OCRNet(AuxiliaryLossModule):
         outputs = self.backbone(padded)
         feats = [outputs[i] for i in self.feature_ids]
         size = feats[0].shape[-2:]
-        feats = [feats[0]] + [
-            F.interpolate(f, size=size, mode="bilinear", align_corners=False) for f in feats[1:]
-        ]
+        feats = [feats[0]] + [F.interpolate(f, size=size, mode="bilinear", align_corners=False) for f in feats[1:]]
         logits, region_logits = self.head(torch.cat(feats, dim=1))
         extras = {"batch": x.shape[0], "region_logits": region_logits} if self.training else None
         self._store_extras(extras, (height, width))
@@ -179,8 +175,7 @@ def build_ocrnet(
     """
     if not isinstance(backbone, str) or not timm.is_model(backbone):
         raise ConfigError(
-            f"model 'ocrnet': unknown timm backbone {backbone!r}; "
-            f"HRNet names: {', '.join(timm.list_models('hrnet*'))}"
+            f"model 'ocrnet': unknown timm backbone {backbone!r}; HRNet names: {', '.join(timm.list_models('hrnet*'))}"
         )
     for key, value in (("mid_channels", mid_channels), ("key_channels", key_channels)):
         if not isinstance(value, int) or value < 1:

@@ -105,17 +105,13 @@ class SemanticFPN(nn.Module):
     def __init__(self, in_channels: list[int], num_classes: int, pyramid_channels: int, seg_channels: int):
         super().__init__()
         self.lateral = nn.ModuleList(nn.Conv2d(c, pyramid_channels, 1) for c in in_channels)
-        self.output = nn.ModuleList(
-            nn.Conv2d(pyramid_channels, pyramid_channels, 3, padding=1) for _ in in_channels
-        )
+        self.output = nn.ModuleList(nn.Conv2d(pyramid_channels, pyramid_channels, 3, padding=1) for _ in in_channels)
         self.branches = nn.ModuleList()
         for level in range(len(in_channels)):
             blocks: list[nn.Module] = []
             for i in range(max(level, 1)):
                 blocks += [
-                    nn.Conv2d(
-                        pyramid_channels if i == 0 else seg_channels, seg_channels, 3, padding=1, bias=False
-                    ),
+                    nn.Conv2d(pyramid_channels if i == 0 else seg_channels, seg_channels, 3, padding=1, bias=False),
                     nn.GroupNorm(min(32, seg_channels), seg_channels),
                     nn.ReLU(inplace=True),
                 ]
@@ -128,9 +124,7 @@ class SemanticFPN(nn.Module):
         """Maps at strides 4..32 -> (coarse logits ``(B, C, h, w)``, ``P2 (B, P, h, w)``), stride 4."""
         laterals = [conv(f) for conv, f in zip(self.lateral, features)]
         for i in range(len(laterals) - 2, -1, -1):  # top-down pathway
-            laterals[i] = laterals[i] + F.interpolate(
-                laterals[i + 1], size=laterals[i].shape[-2:], mode="nearest"
-            )
+            laterals[i] = laterals[i] + F.interpolate(laterals[i + 1], size=laterals[i].shape[-2:], mode="nearest")
         pyramid = [conv(p) for conv, p in zip(self.output, laterals)]
         merged = sum(branch(p) for branch, p in zip(self.branches, pyramid))
         return self.classifier(merged), pyramid[0]
@@ -211,15 +205,11 @@ class PointRend(AuxiliaryLossModule):
             )
         grid = to_grid(points, scale)
         point_logits = self.point_head(point_sample(fine, grid), point_sample(coarse, grid))
-        self._store_extras(
-            {"batch": x.shape[0], "points": points, "point_logits": point_logits}, (height, width)
-        )
+        self._store_extras({"batch": x.shape[0], "points": points, "point_logits": point_logits}, (height, width))
         upsampled = F.interpolate(coarse, size=(padded_h, padded_w), mode="bilinear", align_corners=False)
         return upsampled[..., :height, :width]
 
-    def _subdivide(
-        self, coarse: Tensor, fine: Tensor, padded_size: tuple[int, int], size: tuple[int, int]
-    ) -> Tensor:
+    def _subdivide(self, coarse: Tensor, fine: Tensor, padded_size: tuple[int, int], size: tuple[int, int]) -> Tensor:
         """Upsample ×2 and re-predict the most uncertain points until ``padded_size`` is reached."""
         logits = coarse
         while logits.shape[-2] < padded_size[0]:

@@ -91,9 +91,7 @@ def create_model(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
     unknown = sorted(set(kwargs) - set(accepted))
     if unknown:
         accepted_text = ", ".join(accepted) or "none"
-        raise ConfigError(
-            f"model {name!r}: unknown option(s) {', '.join(unknown)}; accepted: {accepted_text}"
-        )
+        raise ConfigError(f"model {name!r}: unknown option(s) {', '.join(unknown)}; accepted: {accepted_text}")
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
         raise ConfigError(f"model {name!r}: num_classes must be an int >= 2, got {num_classes!r}")
     return factory(num_classes, **kwargs)

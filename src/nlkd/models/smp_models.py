@@ -37,8 +37,7 @@ def check_encoder(model: str, encoder: str) -> None:
         close = difflib.get_close_matches(encoder, names, n=3)
         hint = f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
         raise ConfigError(
-            f"model {model!r}: unknown encoder {encoder!r}{hint}; valid: {', '.join(names)} "
-            "or 'tu-<timm model name>'"
+            f"model {model!r}: unknown encoder {encoder!r}{hint}; valid: {', '.join(names)} or 'tu-<timm model name>'"
         )
 
 
@@ -68,9 +67,7 @@ def _wrap(net: nn.Module) -> SmpSegmenter:
 
 
 @register_model("unet")
-def build_unet(
-    num_classes: int, *, encoder: str = "resnet18", encoder_weights: str | None = None
-) -> nn.Module:
+def build_unet(num_classes: int, *, encoder: str = "resnet18", encoder_weights: str | None = None) -> nn.Module:
     """U-Net (Ronneberger et al., 2015) with an smp encoder.
 
     Args:

@@ -98,9 +98,7 @@ def small_loss_mask(loss: Tensor, index: Tensor, n_keep: int, candidates: Tensor
     [False, True, False, True]
     """
     if loss.ndim != 1 or index.shape != loss.shape:
-        raise ValueError(
-            f"loss and index must both have shape (B,), got {tuple(loss.shape)}, {tuple(index.shape)}"
-        )
+        raise ValueError(f"loss and index must both have shape (B,), got {tuple(loss.shape)}, {tuple(index.shape)}")
     n_cand = loss.numel() if candidates is None else int(candidates.sum())
     if not 0 <= n_keep <= n_cand:
         raise ValueError(f"n_keep must lie in [0, {n_cand}] (the number of candidates), got {n_keep}")
@@ -125,9 +123,7 @@ class _TwoNetworks(Strategy):
             raise ConfigError(f"strategy.forget_rate must lie in [0, 1], got {cfg.forget_rate!r}")
         if cfg.forget_epochs is not None and cfg.forget_epochs < 1:
             raise ConfigError(f"strategy.forget_epochs must be >= 1 (or null), got {cfg.forget_epochs!r}")
-        self.forget_epochs = (
-            cfg.forget_epochs if cfg.forget_epochs is not None else max(1, round(0.1 * epochs))
-        )
+        self.forget_epochs = cfg.forget_epochs if cfg.forget_epochs is not None else max(1, round(0.1 * epochs))
 
     def keep_rate(self, step: StepInputs) -> float:
         """R(t) at this step, t = epoch + step / steps_per_epoch."""

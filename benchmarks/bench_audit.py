@@ -1,0 +1,176 @@
+"""Finding corrupted annotations with one teacher: BFmIoU quality (nlkd) vs cleanlab vs cross-entropy.
+
+Run from the repository root (needs ``pip install cleanlab``, the ``bench`` extra)::
+
+    .venv/bin/python benchmarks/bench_audit.py --data data/camvid --checkpoint runs/teacher/last.pt \
+        --labels train_coarse --split train
+
+Ground truth: the ``manifest.json`` that ``nlkd corrupt`` wrote into the label folder (its ``corrupted``
+ids are the bad annotations). One pass over the split at the teacher's training resolution (or
+``--size``), batch by batch, scores every image three ways from the same teacher logits:
+
+* **BFmIoU (nlkd)**: (BF + IoU) / 2 of the teacher's argmax against the annotation; low = bad.
+* **cleanlab**: ``cleanlab.segmentation.rank.get_label_quality_scores(labels, pred_probs)`` with its
+  default ``softmin`` method on the teacher's softmax probabilities; low = bad. A softmin image score
+  depends on that image alone, so calling it batch by batch gives exactly the whole-split result while
+  only one batch of probabilities (B × C × H × W) is ever in memory.
+* **cross-entropy**: mean pixel cross-entropy of the teacher's logits against the annotation over the
+  valid pixels (``nlkd.weighting.per_image_cross_entropy``); high = bad.
+
+cleanlab has no ignore index: ignored pixels are given the teacher's own argmax as their label, so they
+count as agreeing pixels (pixel score = the teacher's top probability) rather than as label errors.
+Prints a markdown table of AUROC and average precision per scorer, the command and the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from nlkd.audit import audit_batch, auroc, average_precision
+from nlkd.checkpoint import model_from_checkpoint
+from nlkd.config import parse_size
+from nlkd.data.folder import FolderDataset, make_loader
+from nlkd.data.info import load_dataset_info
+from nlkd.data.validate import check_split
+from nlkd.errors import NLKDError
+from nlkd.noise import load_manifest
+from nlkd.train import resolve_device
+from nlkd.weighting import per_image_cross_entropy
+
+
+def _load() -> str:
+    try:
+        return ", ".join(f"{v:.2f}" for v in os.getloadavg())
+    except OSError:  # not available on this platform
+        return "n/a"
+
+
+@torch.no_grad()
+def score_split(model, dataset: FolderDataset, device: torch.device, batch_size: int, tolerance: float):
+    """Stream the split once; returns ``(scores: name -> (N,) suspicion, higher = worse), seconds per
+    scorer, forward seconds, number of ignored pixels relabelled for cleanlab)``."""
+    from cleanlab.segmentation.rank import get_label_quality_scores
+
+    info = dataset.info
+    out: dict[str, list[np.ndarray]] = {"bfmiou": [], "cleanlab": [], "ce": []}
+    seconds = dict.fromkeys(out, 0.0)
+    forward, relabelled = 0.0, 0
+    for batch in make_loader(dataset, batch_size=batch_size, shuffle=False, seed=0):
+        t0 = time.perf_counter()
+        logits = model(batch["image"].to(device)).float()
+        target = batch["mask"].to(device)
+        pred = logits.argmax(1)
+        forward += time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        s = audit_batch(pred, target, info.num_classes, tolerance, info.ignore_index)
+        out["bfmiou"].append(-(s.bf + s.iou) / 2)
+        seconds["bfmiou"] += time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        labels = target
+        if info.ignore_index is not None:  # cleanlab has no ignore index: ignored pixels agree with the teacher
+            ignored = target == info.ignore_index
+            relabelled += int(ignored.sum())
+            labels = torch.where(ignored, pred, target)
+        probs = torch.softmax(logits, 1).cpu().numpy()
+        quality, _ = get_label_quality_scores(labels.cpu().numpy(), probs, verbose=False)
+        out["cleanlab"].append(-np.asarray(quality, dtype=np.float64))
+        seconds["cleanlab"] += time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        out["ce"].append(per_image_cross_entropy(logits, target, info.ignore_index).double().cpu().numpy())
+        seconds["ce"] += time.perf_counter() - t0
+    return {k: np.concatenate(v) for k, v in out.items()}, seconds, forward, relabelled
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the options, score the split three ways, print the markdown report; returns the exit code."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", required=True, metavar="ROOT")
+    parser.add_argument("--checkpoint", required=True, metavar="CKPT", help="the teacher")
+    parser.add_argument("--labels", required=True, metavar="NAME", help="label folder with a manifest.json")
+    parser.add_argument("--split", default="train")
+    parser.add_argument("--size", default=None, metavar="HxW", help="default: the teacher's training size")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--tolerance", type=float, default=2.0, help="BF tolerance in pixels")
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args(argv)
+    try:
+        import cleanlab
+    except ImportError:
+        print(
+            "bench_audit: cleanlab is not installed; pip install cleanlab (or pip install -e '.[bench]')",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        device = resolve_device(args.device)
+        model, cfg, ckpt_info = model_from_checkpoint(args.checkpoint, device)
+        info = load_dataset_info(args.data, ckpt_info.num_classes, ckpt_info.ignore_index)
+        n_pairs = check_split(args.data, args.split, info.num_classes, info.ignore_index, args.labels)
+        label_dir = Path(args.data) / "labels" / args.labels
+        manifest = load_manifest(label_dir)
+        if manifest is None:
+            raise NLKDError(f"{label_dir}: no manifest.json (write the labels with `nlkd corrupt`)")
+        size = parse_size(args.size) if args.size else cfg.data.size
+        dataset = FolderDataset(
+            args.data, args.split, args.labels, info=info, cache=False, size=tuple(size) if size else None
+        )
+    except NLKDError as e:
+        print(f"bench_audit: error: {e}", file=sys.stderr)
+        return 2
+    bad = np.array([i in set(manifest["corrupted"]) for i in dataset.ids])
+    t0 = time.perf_counter()
+    scores, seconds, forward, relabelled = score_split(model, dataset, device, args.batch_size, args.tolerance)
+    total = time.perf_counter() - t0
+
+    command = " ".join([os.path.relpath(sys.argv[0]), *(sys.argv[1:] if argv is None else argv)])
+    print(f"Command: `python {command}`\n")
+    print(
+        f"Machine: {platform.platform()}, {platform.machine()}, {os.cpu_count()} logical CPUs; Python "
+        f"{platform.python_version()}; torch {torch.__version__}, {torch.get_num_threads()} thread(s); "
+        f"cleanlab {cleanlab.__version__}; device {device}; load average at start {_load()}\n"
+    )
+    where = "native size" if not size else f"{size[0]}x{size[1]}"
+    print(
+        f"Data: {args.data} split {args.split!r}, labels {args.labels!r}: {n_pairs} images at {where}, "
+        f"{int(bad.sum())} corrupted ({manifest.get('mode', '?')}, ratio {manifest.get('ratio', '?')}); "
+        f"teacher {args.checkpoint} ({cfg.model.name}); BF tolerance {args.tolerance} px\n"
+    )
+    names = {
+        "bfmiou": "BFmIoU quality (nlkd)",
+        "cleanlab": "cleanlab get_label_quality_scores (softmin)",
+        "ce": "mean pixel cross-entropy",
+    }
+    print("| scorer | bad when | AUROC | AP | seconds |")
+    print("|---|---|---:|---:|---:|")
+    for key, name in names.items():
+        s = scores[key]
+        ok = np.isfinite(s)
+        direction = "high" if key == "ce" else "low"
+        print(
+            f"| {name} | {direction} | {auroc(s[ok], bad[ok]):.3f} | {average_precision(s[ok], bad[ok]):.3f} "
+            f"| {seconds[key]:.2f} |"
+        )
+    print(f"| chance | — | 0.500 | {bad.mean():.3f} | — |\n")
+    n_pixels = len(dataset) * (size[0] * size[1] if size else 0)
+    share = f" ({100 * relabelled / n_pixels:.2f} % of pixels)" if n_pixels else ""
+    print(
+        f"Ignored pixels fed to cleanlab: {relabelled}{share}, labelled with the teacher's argmax (cleanlab has "
+        f"no ignore index). Images without valid pixels are left out of a scorer's row. Shared teacher "
+        f"forward pass {forward:.2f} s (not in the per-scorer seconds); whole pass {total:.2f} s."
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
