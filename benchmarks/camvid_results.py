@@ -201,7 +201,7 @@ def report(args: argparse.Namespace, runs: Path, data: Path, methods: list[str])
             continue
         mi = [100 * r["val_miou"] for r in recs]
         bf = [100 * r["val_bf"] for r in recs]
-        sd = statistics.stdev if len(recs) > 1 else (lambda v: 0.0)  # noqa: E731
+        sd = statistics.stdev if len(recs) > 1 else (lambda v: 0.0)
         row = f"{statistics.mean(mi):.2f} ± {sd(mi):.2f} | {statistics.mean(bf):.2f} ± {sd(bf):.2f}"
         print(f"| {m} | {row} | {len(recs)} |")
     manifest = json.loads((data / "labels" / "train_de50" / "manifest.json").read_text())

@@ -39,8 +39,22 @@ def records(run_dir: Path) -> list[dict]:
 def teacher(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 2-epoch baseline on the coarse labels, trained with ``nlkd train``: its run folder."""
     out = tmp_path_factory.mktemp("cli") / "baseline"
-    rc = main(["train", "--data", str(tiny_data), "--labels", "train_coarse", "--val-split", "val",
-               "--model", "unet", *COMMON, "--out", str(out)])  # fmt: skip
+    rc = main(
+        [
+            "train",
+            "--data",
+            str(tiny_data),
+            "--labels",
+            "train_coarse",
+            "--val-split",
+            "val",
+            "--model",
+            "unet",
+            *COMMON,
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     return out
 
@@ -72,14 +86,17 @@ def test_every_documented_train_flag_exists() -> None:
             "--out",
             "D",
             "--resume",
-        ]  # fmt: skip
+        ]
     )
     assert (args.data, args.labels, args.val_split, args.model, args.strategy, args.teacher) == (
-        "R", "L", "val", "unet", "nlkd", "T.pt"
-    )  # fmt: skip
-    assert (args.epochs, args.batch_size, args.size, args.seed, args.out, args.resume) == (
-        3, 2, [16, 24], 5, "D", True
-    )  # fmt: skip
+        "R",
+        "L",
+        "val",
+        "unet",
+        "nlkd",
+        "T.pt",
+    )
+    assert (args.epochs, args.batch_size, args.size, args.seed, args.out, args.resume) == (3, 2, [16, 24], 5, "D", True)
 
 
 @pytest.mark.parametrize("command", ["synth", "corrupt", "validate", "train", "score", "eval", "predict", "demo"])
@@ -92,8 +109,23 @@ def test_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_synth(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     root = tmp_path / "syn"
-    rc, out, err = run(capsys, "synth", str(root), "--n-train", "4", "--n-val", "2", "--n-test", "2",
-                       "--height", "24", "--width", "32", "--coarse-ratio", "0.5")  # fmt: skip
+    rc, out, err = run(
+        capsys,
+        "synth",
+        str(root),
+        "--n-train",
+        "4",
+        "--n-val",
+        "2",
+        "--n-test",
+        "2",
+        "--height",
+        "24",
+        "--width",
+        "32",
+        "--coarse-ratio",
+        "0.5",
+    )
     assert rc == 0 and err == [] and str(root) in out
     for split, n in (("train", 4), ("val", 2), ("test", 2), ("train_coarse", 4)):
         assert len(list((root / "labels" / split).glob("*.png"))) == n
@@ -113,8 +145,9 @@ def test_synth_bad_argument(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
 def test_corrupt(tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     src, dst = tiny_data / "labels" / "train", tmp_path / "labels_poly"
     before = {p.name: p.read_bytes() for p in src.iterdir()}
-    rc, out, _ = run(capsys, "corrupt", "--src", str(src), "--dst", str(dst), "--ratio", "0.25",
-                     "--mode", "polygon", "--seed", "3")  # fmt: skip
+    rc, out, _ = run(
+        capsys, "corrupt", "--src", str(src), "--dst", str(dst), "--ratio", "0.25", "--mode", "polygon", "--seed", "3"
+    )
     assert rc == 0 and "corrupted 4 of 16" in out
     manifest = json.loads((dst / "manifest.json").read_text())
     assert len(manifest["corrupted"]) == 4 and manifest["mode"] == "polygon"
@@ -123,8 +156,19 @@ def test_corrupt(tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[
 
 
 def test_corrupt_option_of_another_mode(tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    rc, _, err = run(capsys, "corrupt", "--src", str(tiny_data / "labels" / "train"), "--dst",
-                     str(tmp_path / "x"), "--mode", "polygon", "--radius", "1", "2")  # fmt: skip
+    rc, _, err = run(
+        capsys,
+        "corrupt",
+        "--src",
+        str(tiny_data / "labels" / "train"),
+        "--dst",
+        str(tmp_path / "x"),
+        "--mode",
+        "polygon",
+        "--radius",
+        "1",
+        "2",
+    )
     assert rc == 2 and err == ["nlkd corrupt: error: --radius: not used by --mode polygon"]
 
 
@@ -151,7 +195,7 @@ def test_train_baseline_run_folder(teacher: Path, tiny_data: Path) -> None:
     recs = records(teacher)
     assert [r["epoch"] for r in recs] == [1, 2]
     for r in recs:
-        assert VAL_KEYS <= set(r)
+        assert set(r) >= VAL_KEYS
         assert np.isfinite(r["train_loss"]) and 0 <= r["val_miou"] <= 1 and 0 <= r["val_bf"] <= 1
     assert Image.open(teacher / "curves.png").size[0] > 100
 
@@ -160,8 +204,21 @@ def test_train_nlkd_with_teacher(
     teacher: Path, tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "nlkd"
-    rc, stdout, _ = run(capsys, "train", "--data", str(tiny_data), "--labels", "train_coarse", "--strategy", "nlkd",
-                        "--teacher", str(teacher / "last.pt"), *COMMON, "--out", str(out))  # fmt: skip
+    rc, stdout, _ = run(
+        capsys,
+        "train",
+        "--data",
+        str(tiny_data),
+        "--labels",
+        "train_coarse",
+        "--strategy",
+        "nlkd",
+        "--teacher",
+        str(teacher / "last.pt"),
+        *COMMON,
+        "--out",
+        str(out),
+    )
     assert rc == 0
     assert "teacher scores: computed for 16 images" in stdout
     recs = records(out)
@@ -170,16 +227,32 @@ def test_train_nlkd_with_teacher(
         assert {"lambda", "w_teacher"} | VAL_KEYS <= set(r)
     # 2 epochs: λ = 0 in the warm-up epoch (the student is not scored), then λ > 0 with w_student logged.
     assert recs[0]["lambda"] == 0.0 and recs[1]["lambda"] > 0 and 0 <= recs[1]["w_student"] <= 1
-    scores = list(csv.DictReader(ln for ln in (out / "teacher_scores.csv").read_text().splitlines()
-                                 if not ln.startswith("#")))  # fmt: skip
+    scores = list(
+        csv.DictReader(ln for ln in (out / "teacher_scores.csv").read_text().splitlines() if not ln.startswith("#"))
+    )
     assert len(scores) == 16
     assert recs[0]["w_teacher"] == pytest.approx(np.mean([float(s["weight"]) for s in scores]), abs=1e-5)
 
 
 def test_train_reweight(teacher: Path, tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "rw"
-    rc, _, _ = run(capsys, "train", "--data", str(tiny_data), "--labels", "train_coarse", "--strategy", "reweight",
-                   "--teacher", str(teacher / "best.pt"), *COMMON, "--epochs", "1", "--out", str(out))  # fmt: skip
+    rc, _, _ = run(
+        capsys,
+        "train",
+        "--data",
+        str(tiny_data),
+        "--labels",
+        "train_coarse",
+        "--strategy",
+        "reweight",
+        "--teacher",
+        str(teacher / "best.pt"),
+        *COMMON,
+        "--epochs",
+        "1",
+        "--out",
+        str(out),
+    )
     assert rc == 0
     [rec] = records(out)
     assert 0 < rec["w_teacher"] <= 1
@@ -187,8 +260,22 @@ def test_train_reweight(teacher: Path, tiny_data: Path, tmp_path: Path, capsys: 
 
 def test_score(teacher: Path, tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     dst = tmp_path / "scores.csv"
-    rc, out, _ = run(capsys, "score", "--checkpoint", str(teacher / "last.pt"), "--data", str(tiny_data),
-                     "--split", "train", "--labels", "train_coarse", "--device", "cpu", "--out", str(dst))  # fmt: skip
+    rc, out, _ = run(
+        capsys,
+        "score",
+        "--checkpoint",
+        str(teacher / "last.pt"),
+        "--data",
+        str(tiny_data),
+        "--split",
+        "train",
+        "--labels",
+        "train_coarse",
+        "--device",
+        "cpu",
+        "--out",
+        str(dst),
+    )
     assert rc == 0 and "scored 16 images" in out
     with open(dst) as f:
         rows = list(csv.DictReader(f))
@@ -204,8 +291,22 @@ def test_score_metric_column(
     teacher: Path, tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     dst = tmp_path / "s.csv"
-    rc, _, _ = run(capsys, "score", "--checkpoint", str(teacher / "last.pt"), "--data", str(tiny_data),
-                   "--split", "val", "--metric", "bf", "--device", "cpu", "--out", str(dst))  # fmt: skip
+    rc, _, _ = run(
+        capsys,
+        "score",
+        "--checkpoint",
+        str(teacher / "last.pt"),
+        "--data",
+        str(tiny_data),
+        "--split",
+        "val",
+        "--metric",
+        "bf",
+        "--device",
+        "cpu",
+        "--out",
+        str(dst),
+    )
     assert rc == 0
     with open(dst) as f:
         assert all(r["weight"] == r["bf"] for r in csv.DictReader(f))
@@ -227,8 +328,22 @@ def test_eval_table_and_json(teacher: Path, tiny_data: Path, capsys: pytest.Capt
 
 
 def test_eval_full_resolution(teacher: Path, tiny_data: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    rc, text, _ = run(capsys, "eval", "--checkpoint", str(teacher / "last.pt"), "--data", str(tiny_data),
-                      "--split", "test", "--full-resolution", "--size", "16x24", "--device", "cpu", "--json")  # fmt: skip
+    rc, text, _ = run(
+        capsys,
+        "eval",
+        "--checkpoint",
+        str(teacher / "last.pt"),
+        "--data",
+        str(tiny_data),
+        "--split",
+        "test",
+        "--full-resolution",
+        "--size",
+        "16x24",
+        "--device",
+        "cpu",
+        "--json",
+    )
     result = json.loads(text)
     assert rc == 0 and result["n_images"] == 8 and 0 <= result["miou"] <= 1
 
@@ -236,8 +351,18 @@ def test_eval_full_resolution(teacher: Path, tiny_data: Path, capsys: pytest.Cap
 def test_predict(teacher: Path, tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     images = tiny_data / "images" / "test"
     out = tmp_path / "pred"
-    rc, stdout, _ = run(capsys, "predict", "--checkpoint", str(teacher / "last.pt"), "--images", str(images),
-                        "--out", str(out), "--device", "cpu")  # fmt: skip
+    rc, stdout, _ = run(
+        capsys,
+        "predict",
+        "--checkpoint",
+        str(teacher / "last.pt"),
+        "--images",
+        str(images),
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+    )
     assert rc == 0 and "predicted 8 images" in stdout
     n_classes = yaml.safe_load((tiny_data / "dataset.yaml").read_text())["num_classes"]
     for src in sorted(images.iterdir()):

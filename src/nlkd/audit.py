@@ -1,17 +1,20 @@
 """Annotation audit: rank every annotation of a split by how well a teacher's prediction agrees with it.
 
-    nlkd audit --checkpoint runs/teacher/last.pt --data data/camvid --split train --labels train_coarse \
+    nlkd audit --checkpoint runs/teacher/last.pt --data data/camvid --split train --labels train_coarse \\
         --out runs/audit
 
 One streamed pass, batch by batch, keeps per image only numbers: quality = BFmIoU (the paper's Eq. 5,
 low = likely a bad annotation), BF, IoU, the share of valid pixels where prediction and annotation
 differ, and per class the boundary disagreement 1 − BF_c (NaN where the class has a boundary in
-neither map). ``--resume`` skips images already in the partial CSV, which is rewritten atomically every
-``save_every`` batches. Images whose annotation is known to be bad (a ``nlkd corrupt`` manifest or a list
-of ids) turn the ranking into a detector, scored with :func:`auroc` and :func:`average_precision`
-(plain numpy: ties are averaged, as ranks and as thresholds). :func:`run_audit` writes ``scores.csv``,
+neither map). Those numbers go to ``progress.csv`` (dataset order, full precision, keyed by teacher,
+label files, size and tolerance), rewritten atomically every ``save_every`` batches and kept when done:
+``--resume`` skips the images in it (resuming a finished audit only redraws the report).
+
+Images whose annotation is known to be bad (a ``nlkd corrupt`` manifest or a list of ids) turn the
+ranking into a detector, scored with :func:`auroc` and :func:`average_precision` (plain numpy: ties
+are averaged, as ranks and as thresholds). :func:`run_audit` writes ``scores.csv``,
 ``teacher_scores.csv`` (``nlkd score`` format), ``audit.json`` and, via :mod:`nlkd.report`, the
-gallery and ``report.html``.
+gallery, the figures and ``report.html``.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import io
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +60,7 @@ __all__ = [
     "run_audit",
 ]
 
-PARTIAL_NAME = "scores.partial.csv"
+PROGRESS_NAME = "progress.csv"
 _FIXED = ("id", "quality", "bf", "iou", "worst_classes", "pixel_disagreement", "image", "mask")
 _CLASS_PREFIX = "boundary_disagreement:"
 
@@ -124,27 +127,23 @@ class AuditTable:
     image_paths: list[str]
     mask_paths: list[str]
     class_names: list[str]
-    bf: np.ndarray = field(default=None)  # type: ignore[assignment]
-    iou: np.ndarray = field(default=None)  # type: ignore[assignment]
-    pixel_disagreement: np.ndarray = field(default=None)  # type: ignore[assignment]
-    class_disagreement: np.ndarray = field(default=None)  # type: ignore[assignment]
+    bf: np.ndarray
+    iou: np.ndarray
+    pixel_disagreement: np.ndarray
+    class_disagreement: np.ndarray
 
-    def __post_init__(self) -> None:
-        n, c = len(self.ids), len(self.class_names)
-        for name, shape in (
-            ("bf", (n,)),
-            ("iou", (n,)),
-            ("pixel_disagreement", (n,)),
-            ("class_disagreement", (n, c)),
-        ):
-            if getattr(self, name) is None:
-                setattr(self, name, np.full(shape, np.nan))
+    @classmethod
+    def empty(cls, ids: list[str], image_paths: list[str], mask_paths: list[str], class_names: list[str]) -> AuditTable:
+        """A table of NaNs (nothing scored yet) over the given images and classes."""
+        n, c = len(ids), len(class_names)
+        nan = np.full((n,), np.nan)
+        return cls(ids, image_paths, mask_paths, class_names, nan, nan.copy(), nan.copy(), np.full((n, c), np.nan))
 
     @classmethod
     def for_dataset(cls, dataset: FolderDataset) -> AuditTable:
-        """An empty (all-NaN) table over ``dataset``'s images."""
+        """An empty table over ``dataset``'s images."""
         s = dataset.samples
-        return cls(
+        return cls.empty(
             [x.id for x in s],
             [str(x.image_path) for x in s],
             [str(x.mask_path) for x in s],
@@ -170,25 +169,26 @@ class AuditTable:
     def header(self) -> list[str]:
         return [*_FIXED, *(_CLASS_PREFIX + name for name in self.class_names)]
 
-    def to_csv(self, rows: Sequence[int] | None = None, key: str | None = None) -> str:
-        """CSV of ``rows`` (default: all, worst first); a ``# key=`` line first when ``key`` is given."""
+    def to_csv(self, rows: Sequence[int] | None = None, key: str | None = None, exact: bool = False) -> str:
+        """CSV of ``rows`` (default: all, worst first), numbers to 6 decimals or, when ``exact``, to full
+        precision (they read back bit for bit); a ``# key=`` line first when ``key`` is given."""
         buf = io.StringIO()
         if key is not None:
             buf.write(f"# key={key}\n")
         w = csv.writer(buf, lineterminator="\n")
         w.writerow(self.header())
+        num = repr if exact else "{:.6f}".format
         q = self.quality
         for i in self.order() if rows is None else rows:
-            nums = (q[i], self.bf[i], self.iou[i])
             w.writerow(
                 [
                     self.ids[i],
-                    *(f"{v:.6f}" for v in nums),
+                    *(num(float(v)) for v in (q[i], self.bf[i], self.iou[i])),
                     ";".join(self.worst_classes(i)),
-                    f"{self.pixel_disagreement[i]:.6f}",
+                    num(float(self.pixel_disagreement[i])),
                     self.image_paths[i],
                     self.mask_paths[i],
-                    *(f"{v:.6f}" for v in self.class_disagreement[i]),
+                    *(num(float(v)) for v in self.class_disagreement[i]),
                 ]
             )
         return buf.getvalue()
@@ -448,7 +448,7 @@ def audit_dataset(
         table.class_disagreement[idx] = s.class_disagreement
         done[idx] = True
         if partial is not None and (step % save_every == 0 or step == len(loader)):
-            atomic_write_text(partial, table.to_csv(np.flatnonzero(done).tolist(), key=key))
+            atomic_write_text(partial, table.to_csv(np.flatnonzero(done).tolist(), key=key, exact=True))
     return table
 
 
@@ -466,26 +466,23 @@ def run_audit(
     meta: Mapping[str, Any] | None = None,
     log: Callable[[str], None] = print,
 ) -> tuple[AuditTable, Detection | None]:
-    """Audit ``dataset`` and write ``out_dir``: ``scores.csv`` (worst first), ``teacher_scores.csv``,
-    ``audit.json``, ``gallery/`` and ``report.html``; returns the table and the detection scores."""
+    """Audit ``dataset`` and write ``out_dir``: ``progress.csv``, ``scores.csv`` (worst first),
+    ``teacher_scores.csv``, ``audit.json``, ``gallery/``, ``figures/`` and ``report.html``; returns the
+    table and, when ``known_bad = (ids, source)`` is given, the detection scores."""
     from nlkd.report import write_report  # local: matplotlib is only needed once the numbers exist
 
     out_dir = Path(out_dir)
     key = teachers.key(dataset, tolerance)
-    partial, summary = out_dir / PARTIAL_NAME, out_dir / "audit.json"
-    if resume and not partial.is_file() and summary.is_file() and (out_dir / "scores.csv").is_file():
-        if json.loads(summary.read_text(encoding="utf-8")).get("key") == key:  # finished: re-render only
-            atomic_write_text(partial, "# key=" + key + "\n" + (out_dir / "scores.csv").read_text("utf-8"))
-    elif not resume and partial.is_file():
-        log(f"starting over: {partial} is ignored (pass --resume to keep its rows)")
-    if not resume:
-        partial.unlink(missing_ok=True)
+    progress = out_dir / PROGRESS_NAME
+    if not resume and progress.is_file():
+        log(f"starting over: {progress} is replaced (pass --resume to keep its rows)")
+        progress.unlink()
     table = audit_dataset(
         teachers,
         dataset,
         tolerance=tolerance,
         batch_size=batch_size,
-        partial=partial,
+        partial=progress,
         key=key,
         resume=resume,
         save_every=save_every,
@@ -508,8 +505,7 @@ def run_audit(
             "auroc": _json_float(found.auroc),
             "average_precision": _json_float(found.average_precision),
         }
-    atomic_write_text(summary, json.dumps(record, indent=2) + "\n")
-    partial.unlink(missing_ok=True)
+    atomic_write_text(out_dir / "audit.json", json.dumps(record, indent=2) + "\n")
     return table, found
 
 

@@ -162,14 +162,8 @@ def prepare_data(setup: Setup, plan: TablePlan, log: Log = print) -> None:
         ignore = setup.info.ignore_index
         if spec.mode == "polygon" and ignore is None:
             ignore = 255
-        expected = {
-            "mode": spec.mode,
-            "ratio": float(spec.ratio),
-            "seed": setup.noise_seed,
-            "params": {},
-            "ignore_index": ignore,
-            "source": str(src.resolve()),
-        }
+        expected = {"mode": spec.mode, "ratio": float(spec.ratio), "seed": setup.noise_seed, "params": {}}
+        expected.update(ignore_index=ignore, source=str(src.resolve()))
         manifest = load_manifest(dst)
         if manifest is None:
             log(f"== writing {dst} ({spec.mode}, {spec.ratio:.1%} of the masks, seed {setup.noise_seed})")
@@ -200,7 +194,7 @@ def _settings(setup: Setup, seeds: Sequence[int]) -> str:
     size = "native size" if c.data.size is None else f"{c.data.size[0]}×{c.data.size[1]}"
     return " ".join(
         [
-            f"Scale `{scale.name}` (configs/{scale.config_path.name}): {c.epochs} epochs, batch {c.batch_size},",
+            f"Scale `{scale.name}` (configs/{scale.config_path.name}): epochs {c.epochs}, batch {c.batch_size},",
             f"{size}, {c.optim.name} lr {c.optim.lr:g} wd {c.optim.weight_decay:g}, {c.optim.schedule} schedule,",
             f"student {c.model.name}; teacher of reweight/NLKD in Tables 1–3:",
             f"{scale.teacher_model or 'the baseline trained on the same labels'}.",
@@ -284,7 +278,7 @@ def plot_table(plan: TablePlan, results: dict[str, list[dict[str, Any]]], out_pn
                 xs = [c.x for c in cells]
                 ax.errorbar(xs, *zip(*stats), marker="o", capsize=3, color=f"C{j % 10}", label=cells[0].row)
                 if ref:
-                    ax.plot([xs[i] for i, _ in ref], [v for _, v in ref], "--", color=f"C{j % 10}", alpha=0.6)
+                    ax.plot([xs[i] for i, _ in ref], [v for _, v in ref], "x--", color=f"C{j % 10}", alpha=0.6)
             else:
                 ax.bar(
                     range(len(cells)),
@@ -298,7 +292,7 @@ def plot_table(plan: TablePlan, results: dict[str, list[dict[str, Any]]], out_pn
                 names = [f"{c.row}\n{c.column}" if c.column else c.row for c in cells]
                 ax.set_xticks(range(len(cells)), names, rotation=30, ha="right", fontsize=8)
         if lines:
-            ax.plot([], [], "k--", alpha=0.6, label="paper")
+            ax.plot([], [], "kx--", alpha=0.6, label="paper")
             ax.set_xlabel(f"{plan.column_name.lower()} ratio (%)")
         ax.set_title(f"{metric} (%) on the clean validation split")
         ax.grid(alpha=0.3)

@@ -17,6 +17,7 @@ from nlkd.errors import DataError
 __all__ = [
     "atomic_write_bytes",
     "atomic_write_text",
+    "checkpoint_bytes",
     "read_image",
     "read_mask",
     "save_checkpoint",
@@ -51,11 +52,16 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def save_checkpoint(obj: Any, path: str | os.PathLike[str]) -> None:
-    """``torch.save`` to memory, then an atomic write: a checkpoint is either whole or absent."""
+def checkpoint_bytes(obj: Any) -> bytes:
+    """``torch.save`` to memory (serialise once, write as often as needed)."""
     buf = io.BytesIO()
     torch.save(obj, buf)
-    atomic_write_bytes(path, buf.getvalue())
+    return buf.getvalue()
+
+
+def save_checkpoint(obj: Any, path: str | os.PathLike[str]) -> None:
+    """``torch.save`` to memory, then an atomic write: a checkpoint is either whole or absent."""
+    atomic_write_bytes(path, checkpoint_bytes(obj))
 
 
 def read_image(path: str | os.PathLike[str]) -> np.ndarray:

@@ -168,7 +168,7 @@ def _curves(found: Detection, path: Path) -> None:
     pr.set(xlabel="recall", ylabel="precision", title="Precision-recall", ylim=(0, 1.05))
     for ax in (roc, pr):
         ax.grid(alpha=0.3)
-        ax.legend(loc="lower right" if ax is roc else "upper right")
+        ax.legend(loc="lower right" if ax is roc else "lower left")
     _save(fig, path)
 
 
@@ -240,9 +240,10 @@ def write_report(
                 f"{100 * table.pixel_disagreement[i]:.1f} % of pixels differ; worst boundaries: "
                 f"{e(worst)}</figcaption></figure>"
             )
+    body = "\n".join(parts)
     page = (
         f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>nlkd audit</title>'
-        f"<style>{_CSS}</style></head><body>{''.join(parts)}"
+        f"<style>{_CSS}</style></head><body>\n{body}\n"
         '<p class="muted">Written by nlkd audit. Disagreement maps: red = prediction differs from the '
         "annotation; ignored pixels are not marked.</p></body></html>\n"
     )

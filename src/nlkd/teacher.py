@@ -134,8 +134,12 @@ def cache_key(teacher: Path, dataset: FolderDataset, metric: str, tolerance: flo
 def _cached_key(path: Path) -> str | None:
     if not path.is_file():
         return None
-    first = path.read_text().split("\n", 1)[0]
-    return first[len("# key=") :] if first.startswith("# key=") else None
+    try:
+        with open(path, encoding="utf-8") as f:
+            first = f.readline().rstrip("\n")
+    except (OSError, UnicodeDecodeError):
+        return ""  # unreadable: stale
+    return first[len("# key=") :] if first.startswith("# key=") else ""  # no key line: stale
 
 
 def teacher_scores(
@@ -168,7 +172,10 @@ def teacher_scores(
     key = cache_key(Path(teacher), dataset, metric, tolerance)
     old = _cached_key(cache)
     if old == key:
-        table = read_scores_csv(cache)
+        try:
+            table = read_scores_csv(cache)
+        except DataError:  # damaged cache: recompute it
+            table = {}
         if list(table) == dataset.ids:
             log(f"teacher scores: reusing {cache}")
             return torch.tensor([table[i] for i in dataset.ids], dtype=torch.float32)
@@ -178,4 +185,6 @@ def teacher_scores(
     scores = score_dataset(model, dataset, tolerance, device)
     atomic_write_text(cache, scores.to_csv(metric, key=key))
     log(f"teacher scores: computed for {len(scores.ids)} images -> {cache}")
-    return torch.from_numpy(scores.metric(metric).astype(np.float32))
+    # The values as cached (6 decimals), so a resumed or repeated run trains on exactly the same weights.
+    table = read_scores_csv(cache)
+    return torch.tensor([table[i] for i in dataset.ids], dtype=torch.float32)

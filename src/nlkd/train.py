@@ -38,7 +38,7 @@ from nlkd.data.info import DatasetInfo, load_dataset_info
 from nlkd.data.validate import check_split
 from nlkd.errors import DataError, NLKDError
 from nlkd.evaluate import evaluate
-from nlkd.io import atomic_write_text, save_checkpoint
+from nlkd.io import atomic_write_bytes, atomic_write_text, checkpoint_bytes
 from nlkd.models import auxiliary_loss
 from nlkd.noise import load_manifest
 from nlkd.optim import build_optimizer, build_scheduler
@@ -355,9 +355,10 @@ def train(cfg: TrainConfig, resume: bool = False, log: Any = print) -> dict[str,
                 schedulers=[s.state_dict() for s in schedulers],
                 strategy=strategy.state_dict(),
             )
+            data = checkpoint_bytes(ckpt)  # serialised once for both files
             if improved:  # best.pt first: a crash in between leaves last.pt behind, and --resume redoes it
-                save_checkpoint(ckpt, out / "best.pt")
-            save_checkpoint(ckpt, out / "last.pt")
+                atomic_write_bytes(out / "best.pt", data)
+            atomic_write_bytes(out / "last.pt", data)
             atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
             _plot(out)
             say(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))

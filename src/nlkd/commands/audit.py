@@ -1,15 +1,16 @@
 """``nlkd audit``: rank every annotation of a split by its agreement with a teacher, and show the worst.
 
-    nlkd audit --checkpoint runs/teacher/last.pt --data data/camvid --split train --labels train_coarse \
+    nlkd audit --checkpoint runs/teacher/last.pt --data data/camvid --split train --labels train_coarse \\
         --out runs/audit [--top 8] [--known-bad bad_ids.txt] [--tolerance 2] [--resume]
     nlkd audit --checkpoint runs/teacher/last.pt ... --folds 5 [--epochs 30] [--model unet]
 
-Writes OUT/scores.csv (one row per image, worst first), OUT/teacher_scores.csv (``nlkd score`` format,
-for ``nlkd train --teacher-scores``), OUT/gallery/*.png, OUT/figures/*.png, OUT/audit.json and
-OUT/report.html. With a ``manifest.json`` in the label folder (``nlkd corrupt``) or ``--known-bad``, the
-report also scores the ranking as a detector of the bad annotations (ROC, precision-recall, AUROC,
-AP). ``--folds K`` first trains K teachers (the checkpoint's training config, changed by ``--epochs``,
-``--model``, ``--seed``), each on K−1 folds, and judges every image with the one that never saw it.
+Writes OUT/scores.csv (one row per image, worst first), OUT/teacher_scores.csv (``nlkd score``
+format, for ``nlkd train --teacher-scores``), OUT/gallery/*.png, OUT/figures/*.png, OUT/audit.json,
+OUT/report.html and OUT/progress.csv (what ``--resume`` continues from). With a ``manifest.json`` in
+the label folder (``nlkd corrupt``) or ``--known-bad``, the report also scores the ranking as a
+detector of the bad annotations (ROC, precision-recall, AUROC, AP). ``--folds K`` first trains K
+teachers (the checkpoint's training config, changed by ``--epochs``, ``--model``, ``--seed``), each
+on K−1 folds, and judges every image with the one that never saw it.
 """
 
 from __future__ import annotations
@@ -105,15 +106,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--tolerance", type=_tolerance, default=2.0, help="BF tolerance in pixels (default 2)")
     p.add_argument("--size", type=size_arg, default=None, metavar="HxW", help="default: the checkpoint's")
-    p.add_argument("--batch-size", type=_int_at_least(1), default=8)
+    p.add_argument("--batch-size", type=_int_at_least(1), default=8, help="images per forward pass")
     p.add_argument(
         "--save-every",
         type=_int_at_least(1),
         default=10,
         metavar="N",
-        help="rewrite the partial CSV every N batches (default 10)",
+        help="rewrite OUT/progress.csv every N batches (default 10)",
     )
-    p.add_argument("--resume", action="store_true", help="skip images already in OUT's partial scores")
+    p.add_argument("--resume", action="store_true", help="keep the images already in OUT/progress.csv")
     p.add_argument("--device", default="auto")
     add_fold_args(p, "OUT/folds")
     p.set_defaults(func=run)

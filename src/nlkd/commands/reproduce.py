@@ -1,0 +1,130 @@
+"""``nlkd reproduce``: the paper's Tables 1-5 as grids of training runs on your data set.
+
+    nlkd reproduce table2 --data ROOT --out DIR --scale cpu --seeds 0 1 2
+    nlkd reproduce all --data ROOT --out DIR --scale paper --dry-run
+
+ROOT needs images/{train,val}, labels/{train,val} and dataset.yaml (num_classes, ignore_index); the
+coarse label folders each table needs are written into ROOT/labels once. Each table writes
+DIR/<table>.md (ours, mean ± std over seeds, beside the paper's numbers) and DIR/<table>.png; its runs
+live in DIR/<table>/<cell>/seed<k>/, and running the same command again continues an interrupted grid.
+--scale cpu (configs/cpu.yaml) finishes on a 2-core CPU; --scale paper (configs/paper.yaml) holds the
+paper's settings for GPUs. --dry-run prints every run as an `nlkd train` command and trains nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from nlkd.tables import TABLES, TablePlan
+
+if TYPE_CHECKING:
+    from nlkd.config import TrainConfig
+    from nlkd.experiments import Setup
+
+__all__ = ["command_line", "register", "run", "train_command"]
+
+_SECTIONS = ("data", "model", "optim", "strategy")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("reproduce", help="re-run the paper's tables (grids of trainings) and compare",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p.add_argument("table", choices=[*TABLES, "all"], help="which table (all: one after the other)")
+    p.add_argument("--data", required=True, metavar="ROOT", help="data root with a clean train and val split")
+    p.add_argument("--out", required=True, metavar="DIR", help="where runs, tables and plots go")
+    p.add_argument("--scale", choices=["cpu", "paper"], default="cpu", help="experiment settings (default cpu)")
+    p.add_argument("--seeds", type=int, nargs="+", metavar="K", help="training seeds (default: 0 1 2)")
+    p.add_argument("--epochs", type=int, metavar="N", help="override the scale's number of epochs")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a key of the scale's config for every run, e.g. device=cuda")  # fmt: skip
+    p.add_argument("--dry-run", action="store_true", help="print the runs as commands, train nothing")
+    p.set_defaults(func=run)
+
+
+def command_line(args: argparse.Namespace, seeds: list[int]) -> str:
+    """The command, with the defaults spelled out (what the reports say produced them)."""
+    parts = ["nlkd", "reproduce", args.table, "--data", args.data, "--out", args.out, "--scale", args.scale]
+    parts += ["--seeds", *map(str, seeds)]
+    if args.epochs is not None:
+        parts += ["--epochs", str(args.epochs)]
+    for item in args.set:
+        parts += ["--set", item]
+    return shlex.join(parts)
+
+
+def _flatten(cfg: dict[str, Any]) -> dict[str, Any]:
+    flat = {}
+    for key, value in cfg.items():
+        if key in _SECTIONS:
+            flat.update({f"{key}.{k}": v for k, v in value.items()})
+        else:
+            flat[key] = value
+    return flat
+
+
+def _value(value: Any) -> str:
+    """``--set`` text that parses (as YAML) back to ``value``."""
+    if isinstance(value, str) and yaml.safe_load(value) == value:
+        return value
+    return json.dumps(value, ensure_ascii=False)
+
+
+def train_command(config_path: Path, cfg: TrainConfig) -> str:
+    """An ``nlkd train`` command line that trains run ``cfg``: the scale's config file plus ``--set``
+    for every key that differs from it."""
+    from nlkd.config import config_to_dict, load_config
+
+    ref, new = _flatten(config_to_dict(load_config(config_path))), _flatten(config_to_dict(cfg))
+    sets = [f"--set={k}={_value(v)}" for k, v in new.items() if k != "out" and ref.get(k) != v]
+    return shlex.join(["nlkd", "train", "--config", str(config_path), *sets, "--out", cfg.out, "--resume"])
+
+
+def _dry_run(setup: Setup, plan: TablePlan, seeds: list[int]) -> None:
+    from nlkd.experiments import cell_config, collect_results, run_dir
+    from nlkd.noise import load_manifest
+
+    n = len(plan.cells)
+    print(f"== {plan.name}: {plan.title}: {n} cells x {len(seeds)} seeds = {n * len(seeds)} runs")
+    for spec in plan.noise:
+        folder = setup.root / "labels" / spec.name
+        state = "exists" if load_manifest(folder) is not None else "to be written"
+        print(f"   labels {folder}: {spec.mode}, {spec.ratio:.1%} of the masks ({state})")
+    for note in plan.notes:
+        print(f"   note: {note}")
+    for seed in seeds:
+        done = collect_results(setup, plan, [seed])
+        for cell in plan.cells:
+            cfg = cell_config(setup, plan, cell, seed)
+            started = (run_dir(setup, plan.name, cell.slug, seed) / "last.pt").is_file()
+            state = "finished" if done[cell.slug] else "started" if started else "new"
+            teacher = f", teacher {cell.teacher}" if cell.teacher else ""
+            column = f" [{cell.column}]" if cell.column else ""
+            print(f"-- {cell.slug} seed {seed}: {cell.row}{column}, labels {cell.labels}{teacher} ({state})")
+            print(f"   {train_command(setup.scale.config_path, cfg)}")
+    print(f"   report: {setup.out / f'{plan.name}.md'}")
+
+
+def run(args: argparse.Namespace) -> int:
+    from nlkd.config import parse_set
+    from nlkd.experiments import SCALES, make_setup, plan_table, run_table
+
+    seeds = list(args.seeds) if args.seeds else list(SCALES[args.scale].seeds)
+    setup = make_setup(args.scale, args.data, args.out, epochs=args.epochs, overrides=parse_set(args.set))
+    command = command_line(args, seeds)
+    failures: list[str] = []
+    for name in TABLES if args.table == "all" else (args.table,):
+        plan = plan_table(setup, name)
+        if args.dry_run:
+            _dry_run(setup, plan, seeds)
+            continue
+        failures += run_table(setup, plan, seeds, command)
+        print(f"== {name}: {setup.out / f'{name}.md'}, {setup.out / f'{name}.png'}")
+    for line in failures:
+        print(f"failed: {line}")
+    return 1 if failures else 0

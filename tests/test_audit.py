@@ -1,0 +1,465 @@
+"""nlkd audit: per-image numbers, detection metrics, CSV / gallery / HTML outputs, resume, bad input,
+out-of-fold teachers (nlkd.folds) and the audit benchmark, on the tiny synthetic data set."""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import os
+import shutil
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import tiny_config
+from nlkd.audit import (
+    AuditTable,
+    Teachers,
+    audit_batch,
+    audit_dataset,
+    auroc,
+    average_precision,
+    detection,
+    known_bad_ids,
+    precision_recall_curve,
+    roc_curve,
+)
+from nlkd.checkpoint import model_from_checkpoint
+from nlkd.cli import main
+from nlkd.data.folder import FolderDataset
+from nlkd.data.info import load_dataset_info
+from nlkd.data.validate import validate_split
+from nlkd.errors import DataError
+from nlkd.folds import assign_folds
+from nlkd.io import read_mask, write_mask
+from nlkd.metrics import bf_and_iou
+from nlkd.report import disagreement_map
+from nlkd.teacher import read_scores_csv, score_dataset
+
+BAD = [f"train_{i:04d}" for i in (1, 4, 6, 9, 12, 15)]
+SIZE = (32, 48)
+
+
+# ----------------------------------------------------------------------------- fixtures
+
+
+def _linked_root(tiny_data: Path, root: Path) -> Path:
+    """A data root sharing tiny_data's images and clean labels through symlinks (tiny_data stays as is)."""
+    (root / "labels").mkdir(parents=True)
+    os.symlink(tiny_data / "images", root / "images")
+    for split in ("train", "val"):
+        os.symlink(tiny_data / "labels" / split, root / "labels" / split)
+    shutil.copy(tiny_data / "dataset.yaml", root / "dataset.yaml")
+    return root
+
+
+@pytest.fixture(scope="module")
+def bad_root(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tiny_data + labels/bad: the clean train labels with six masks flipped upside down (sky at the
+    bottom), listed in a manifest. Gross errors that even a two-epoch teacher sees."""
+    root = _linked_root(tiny_data, tmp_path_factory.mktemp("bad") / "data")
+    for p in sorted((tiny_data / "labels" / "train").glob("*.png")):
+        mask = read_mask(p)
+        write_mask(root / "labels" / "bad" / p.name, np.flipud(mask) if p.stem in BAD else mask)
+    (root / "labels" / "bad" / "manifest.json").write_text(json.dumps({"corrupted": BAD}))
+    return root
+
+
+@pytest.fixture(scope="module")
+def teacher(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A U-Net trained for two epochs on the clean train labels (at one epoch the ranking is not yet
+    reliable across seeds; at two it separated the flipped masks perfectly for seeds 0-3)."""
+    from nlkd.train import train
+
+    run = tmp_path_factory.mktemp("teacher") / "run"
+    train(tiny_config(tiny_data, run, epochs=2), log=lambda *a: None)
+    return run / "last.pt"
+
+
+def _audit_args(ckpt: Path, root: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        "audit",
+        "--checkpoint",
+        str(ckpt),
+        "--data",
+        str(root),
+        "--split",
+        "train",
+        "--labels",
+        "bad",
+        "--out",
+        str(out),
+        "--top",
+        "2",
+        "--device",
+        "cpu",
+        *extra,
+    ]
+
+
+@pytest.fixture(scope="module")
+def audit_out(teacher: Path, bad_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("audit") / "out"
+    assert main(_audit_args(teacher, bad_root, out)) == 0
+    return out
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    return list(csv.DictReader(path.read_text().splitlines()))
+
+
+# ----------------------------------------------------------------------------- detection metrics
+
+
+@pytest.mark.parametrize(
+    ("scores", "positive", "want_auroc", "want_ap"),
+    [
+        ([0.9, 0.8, 0.7, 0.6], [1, 0, 1, 0], 3 / 4, (1 / 1 + 2 / 3) / 2),
+        ([0.5, 0.5, 0.1], [1, 0, 1], 1 / 4, 1 / 2 * 1 / 2 + 1 / 2 * 2 / 3),  # tie: half a pair, one threshold
+        ([3, 2, 1], [1, 1, 0], 1.0, 1.0),
+        ([1, 2], [1, 0], 0.0, 1 / 2),
+        ([1, 1, 1, 1], [1, 0, 0, 1], 1 / 2, 1 / 2),
+        ([0.9, 0.8, 0.8, 0.1], [1, 1, 0, 0], 7 / 8, 1 / 2 * 1 + 1 / 2 * 2 / 3),
+    ],
+)
+def test_auroc_and_ap_hand_computed(scores, positive, want_auroc, want_ap):
+    s, y = np.array(scores, dtype=float), np.array(positive, dtype=bool)
+    assert auroc(s, y) == pytest.approx(want_auroc, abs=1e-12)
+    assert average_precision(s, y) == pytest.approx(want_ap, abs=1e-12)
+
+
+def test_detection_metrics_against_brute_force():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        s = rng.integers(0, 6, size=30).astype(float)  # many ties
+        y = rng.random(30) < 0.4
+        pairs = [(a > b) + 0.5 * (a == b) for a in s[y] for b in s[~y]]
+        assert auroc(s, y) == pytest.approx(np.mean(pairs), abs=1e-12)
+        fpr, tpr = roc_curve(s, y)
+        area = float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))  # trapezoids: ties get half credit
+        assert area == pytest.approx(auroc(s, y), abs=1e-12)
+        u = rng.random(30)  # no ties: AP is the mean precision at the rank of each positive
+        ranks = np.argsort(np.argsort(-u)) + 1
+        want = np.mean([np.sum(y & (ranks <= r)) / r for r in ranks[y]])
+        assert average_precision(u, y) == pytest.approx(want, abs=1e-12)
+        precision, recall = precision_recall_curve(u, y)
+        assert recall[-1] == 1.0 and precision[-1] == pytest.approx(y.mean())
+
+
+def test_detection_metrics_degenerate_and_bad_arguments():
+    assert np.isnan(auroc(np.array([1.0, 2.0]), np.array([True, True])))
+    assert np.isnan(auroc(np.array([1.0, 2.0]), np.array([False, False])))
+    assert np.isnan(average_precision(np.array([1.0, 2.0]), np.array([False, False])))
+    with pytest.raises(ValueError, match="bool"):
+        auroc(np.array([1.0, 2.0]), np.array([1, 0]))
+    with pytest.raises(ValueError, match="finite"):
+        average_precision(np.array([1.0, np.nan]), np.array([True, False]))
+    with pytest.raises(ValueError, match="same length"):
+        auroc(np.array([1.0]), np.array([True, False]))
+
+
+# ----------------------------------------------------------------------------- per-batch numbers
+
+
+def test_audit_batch_agrees_with_metrics_and_respects_ignore_index():
+    g = torch.Generator().manual_seed(0)
+    up = torch.nn.functional.interpolate
+    target = up(torch.randn(3, 4, 4, 6, generator=g), size=(16, 24), mode="bicubic").argmax(1)
+    pred = target.clone()
+    pred[:, 5:9, 3:12] = 2  # a wrong block
+    target[0, :4] = 255  # ignored band
+    target[2] = 255  # an image without valid pixels
+    s = audit_batch(pred, target, 4, tolerance=2.0, ignore_index=255)
+    bf, iou = bf_and_iou(pred, target, 4, 2.0, 255)
+    np.testing.assert_allclose(s.bf, bf.numpy(), equal_nan=True)
+    np.testing.assert_allclose(s.iou, iou.numpy(), equal_nan=True)
+    # BF is the mean of BF_c over the classes with a boundary in either map
+    np.testing.assert_allclose(1 - np.nanmean(s.class_disagreement[:2], 1), s.bf[:2], atol=1e-12)
+    valid = target[:2] != 255
+    differ = (pred[:2] != target[:2]) & valid
+    np.testing.assert_allclose(s.pixel_disagreement[:2], (differ.sum((1, 2)) / valid.sum((1, 2))).numpy())
+    assert np.isnan(s.bf[2]) and np.isnan(s.pixel_disagreement[2]) and np.isnan(s.class_disagreement[2]).all()
+    # whatever the prediction says at ignored pixels changes nothing
+    pred2 = pred.masked_fill(target == 255, 1)
+    s2 = audit_batch(pred2, target, 4, tolerance=2.0, ignore_index=255)
+    for a, b in (
+        (s.bf, s2.bf),
+        (s.pixel_disagreement, s2.pixel_disagreement),
+        (s.class_disagreement, s2.class_disagreement),
+    ):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_disagreement_map_marks_only_valid_differences():
+    image = np.full((2, 2, 3), 100, np.uint8)
+    out = disagreement_map(image, np.array([[1, 1], [0, 0]]), np.array([[1, 0], [255, 0]]), ignore_index=255)
+    assert out[0, 1].tolist() == [230, 20, 20]  # differs
+    assert out[1, 0].tolist() == out[0, 0].tolist() == [35, 35, 35]  # ignored / agreeing: dimmed photo
+
+
+# ----------------------------------------------------------------------------- the command
+
+
+def test_corrupted_annotations_rank_worst(audit_out: Path):
+    summary = json.loads((audit_out / "audit.json").read_text())
+    assert summary["n_images"] == 16
+    det = summary["detection"]
+    assert (det["n"], det["n_bad"]) == (16, 6) and det["source"].endswith("manifest.json")
+    assert det["auroc"] > 0.9  # the flipped masks are gross errors
+    rows = _read_csv(audit_out / "scores.csv")
+    q = {r["id"]: float(r["quality"]) for r in rows}
+    assert np.mean([q[i] for i in BAD]) < np.mean([v for i, v in q.items() if i not in BAD])
+
+
+def test_scores_csv_columns_order_and_values(audit_out: Path, teacher: Path, bad_root: Path):
+    rows = _read_csv(audit_out / "scores.csv")
+    header = list(rows[0])
+    fixed = ["id", "quality", "bf", "iou", "worst_classes", "pixel_disagreement", "image", "mask"]
+    names = ["sky", "ground", "building", "tree", "pole", "wire"]
+    assert header == fixed + [f"boundary_disagreement:{n}" for n in names]
+    assert len(rows) == 16
+    quality = [float(r["quality"]) for r in rows]
+    assert quality == sorted(quality)  # worst first
+    # the numbers are those of nlkd's own scorer on the same teacher and data
+    model, _, info = model_from_checkpoint(teacher)
+    ref = score_dataset(model, FolderDataset(bad_root, "train", "bad", info=info, size=SIZE), 2.0)
+    by_id = {i: (b, u, m) for i, b, u, m in zip(ref.ids, ref.bf, ref.iou, ref.bfmiou)}
+    for r in rows:
+        b, u, m = by_id[r["id"]]
+        assert (float(r["bf"]), float(r["iou"]), float(r["quality"])) == pytest.approx((b, u, m), abs=2e-6)
+        worst = [c for c in r["worst_classes"].split(";") if c]
+        assert len(worst) <= 3 and set(worst) <= set(names)
+        per_class = {n: float(r[f"boundary_disagreement:{n}"]) for n in names}
+        assert all(per_class[a] >= per_class[b] for a, b in itertools.pairwise(worst))
+        assert 0 <= float(r["pixel_disagreement"]) <= 1
+        assert Path(r["image"]).is_file() and Path(r["mask"]) == bad_root / "labels" / "bad" / f"{r['id']}.png"
+    # the nlkd-score-format copy plugs into `nlkd train --teacher-scores`
+    weights = read_scores_csv(audit_out / "teacher_scores.csv")
+    assert weights == pytest.approx({r["id"]: float(r["quality"]) for r in rows}, abs=2e-6)
+
+
+class _Refs(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.refs: list[str] = []
+        self.tags: set[str] = set()
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.add(tag)
+        self.refs += [v for k, v in attrs if k in ("src", "href") and v is not None]
+
+
+def test_report_references_only_files_it_wrote(audit_out: Path):
+    parser = _Refs()
+    parser.feed((audit_out / "report.html").read_text(encoding="utf-8"))
+    assert "script" not in parser.tags and "link" not in parser.tags  # no external JS/CSS
+    for ref in parser.refs:
+        assert "://" not in ref and not ref.startswith("/") and ".." not in Path(ref).parts, ref
+        assert (audit_out / ref).is_file(), ref
+    pictures = {f"{d}/{p.name}" for d in ("gallery", "figures") for p in (audit_out / d).iterdir()}
+    assert pictures == {r for r in parser.refs if r.endswith(".png")}  # every picture shown, none stale
+    assert sorted(p for p in pictures if p.startswith("gallery/")) == [
+        "gallery/best_01.png",
+        "gallery/best_02.png",
+        "gallery/worst_01.png",
+        "gallery/worst_02.png",
+    ]
+    assert "figures/detection.png" in pictures  # the manifest turns on ROC / PR
+    assert {"scores.csv", "teacher_scores.csv"} <= set(parser.refs)
+    assert (audit_out / "progress.csv").read_text().startswith("# key=")  # what --resume continues from
+
+
+def test_bad_mask_value_is_a_validate_style_error(tiny_data: Path, tmp_path: Path, teacher: Path, capsys):
+    root = _linked_root(tiny_data, tmp_path / "data")
+    shutil.copytree(tiny_data / "labels" / "train", root / "labels" / "bad")
+    mask = read_mask(root / "labels" / "bad" / "train_0003.png").copy()
+    mask[0, 0] = 9  # 6 classes, no ignore index
+    write_mask(root / "labels" / "bad" / "train_0003.png", mask)
+    lines = validate_split(root, "train", 6, None, "bad")
+    assert len(lines) == 1 and "values [9] outside 0..5" in lines[0]
+    out = tmp_path / "out"
+    assert main(_audit_args(teacher, root, out)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("nlkd audit: error: 1 problem in ") and lines[0] in err.splitlines()
+    assert not (out / "scores.csv").exists()
+
+
+# ----------------------------------------------------------------------------- resume
+
+
+class _Counting:
+    """Wraps a teacher, recording the ids it was asked about; raises after ``fail_after`` calls."""
+
+    def __init__(self, teachers: Teachers, fail_after: int | None = None) -> None:
+        self.teachers, self.fail_after, self.seen = teachers, fail_after, []
+
+    def __call__(self, images, ids):
+        if self.fail_after is not None and len(self.seen) >= self.fail_after:
+            raise KeyboardInterrupt
+        self.seen.append(list(ids))
+        return self.teachers(images, ids)
+
+
+def test_resume_skips_images_already_scored(teacher: Path, bad_root: Path, tmp_path: Path):
+    model, _, info = model_from_checkpoint(teacher)
+    teachers = Teachers([model], [teacher])
+    ds = FolderDataset(bad_root, "train", "bad", info=info, size=SIZE, cache=False)
+    partial, key = tmp_path / "progress.csv", teachers.key(ds, 2.0)
+    interrupted = _Counting(teachers, fail_after=2)
+    with pytest.raises(KeyboardInterrupt):
+        audit_dataset(interrupted, ds, batch_size=4, partial=partial, key=key, save_every=1)
+    first = [i for ids in interrupted.seen for i in ids]
+    assert len(first) == 8 and partial.read_text().startswith(f"# key={key}\n")
+    resumed = _Counting(teachers)
+    table = audit_dataset(resumed, ds, batch_size=4, partial=partial, key=key, resume=True)
+    assert sorted(i for ids in resumed.seen for i in ids) == sorted(set(ds.ids) - set(first))
+    whole = audit_dataset(teachers, ds, batch_size=4)
+    np.testing.assert_array_equal(table.quality, whole.quality)  # the progress file is exact
+    np.testing.assert_array_equal(table.class_disagreement, whole.class_disagreement)
+    with pytest.raises(DataError, match="another teacher"):
+        audit_dataset(teachers, ds, partial=partial, key="other", resume=True)
+
+
+def test_cli_resume_of_a_finished_audit_only_redraws(
+    audit_out: Path, teacher: Path, bad_root: Path, tmp_path: Path, monkeypatch
+):
+    out = tmp_path / "out"
+    shutil.copytree(audit_out, out)
+    before = (out / "scores.csv").read_text()
+    seen: list[str] = []
+    call = Teachers.__call__
+    monkeypatch.setattr(Teachers, "__call__", lambda self, x, ids: (seen.extend(ids), call(self, x, ids))[1])
+    assert main(_audit_args(teacher, bad_root, out, "--resume")) == 0
+    assert len(seen) == 4  # the 2 worst + 2 best gallery images, nothing streamed
+    assert (out / "scores.csv").read_text() == before
+
+
+def test_known_bad_file_and_detection(tmp_path: Path):
+    table = AuditTable.empty(["a", "b", "c", "d"], ["ia"] * 4, ["ma"] * 4, ["x"])
+    table.bf[:] = table.iou[:] = [0.1, 0.9, np.nan, 0.5]
+    listed = tmp_path / "bad.txt"
+    listed.write_text("# reviewed by hand\na\n\nd  # blurry\nzzz\n")
+    ids, source = known_bad_ids(tmp_path / "no-manifest-here", str(listed))
+    assert ids == {"a", "d", "zzz"} and source == str(listed)
+    found = detection(table, ids, source)
+    assert (found.n, found.n_bad, found.unknown_ids) == (3, 2, ["zzz"])  # c has no score: left out
+    assert found.auroc == 1.0 and found.average_precision == 1.0
+    assert known_bad_ids(tmp_path, None) is None
+    with pytest.raises(DataError, match="cannot read"):
+        known_bad_ids(tmp_path, str(tmp_path / "missing.txt"))
+
+
+# ----------------------------------------------------------------------------- out-of-fold teachers
+
+
+def _fold_flags(tiny_data: Path) -> list[str]:
+    return [
+        "--data",
+        str(tiny_data),
+        "--split",
+        "train",
+        "--labels",
+        "train_coarse",
+        "--folds",
+        "2",
+        "--epochs",
+        "1",
+        "--size",
+        "32x48",
+        "--device",
+        "cpu",
+    ]
+
+
+@pytest.fixture(scope="module")
+def oof(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``nlkd score --folds 2``: two one-epoch teachers on train_coarse, each on the other fold."""
+    csv_path = tmp_path_factory.mktemp("oof") / "oof.csv"
+    assert main(["score", *_fold_flags(tiny_data), "--out", str(csv_path)]) == 0
+    return csv_path
+
+
+def test_folds_score_each_image_with_the_teacher_that_did_not_see_it(oof: Path, tiny_data: Path):
+    folds_dir = oof.with_name("oof_folds")
+    ids = sorted(p.stem for p in (tiny_data / "labels" / "train_coarse").glob("*.png"))
+    folds = assign_folds(ids, 2, seed=0)
+    assert sorted(folds.values()) == [0] * 8 + [1] * 8
+    assert {r["id"]: int(r["fold"]) for r in _read_csv(folds_dir / "folds.csv")} == folds
+    assert assign_folds(ids[::-1], 2, seed=0) == folds and assign_folds(ids, 2, seed=1) != folds
+    scores = read_scores_csv(oof)  # the `nlkd score` columns: id, bf, iou, bfmiou, weight
+    assert list(_read_csv(oof)[0]) == ["id", "bf", "iou", "bfmiou", "weight"] and sorted(scores) == ids
+    full = FolderDataset(tiny_data, "train", "train_coarse", info=load_dataset_info(tiny_data), size=SIZE)
+    for f in range(2):
+        data = folds_dir / f"fold_{f}" / "data"
+        trained_on = sorted(p.stem for p in (data / "images" / "fold_train").iterdir())
+        assert trained_on == sorted(i for i in ids if folds[i] != f)
+        assert sorted(p.stem for p in (data / "labels" / "fold_train").iterdir()) == trained_on
+        assert (data / "labels" / "fold_train" / f"{trained_on[0]}.png").resolve() == (
+            tiny_data / "labels" / "train_coarse" / f"{trained_on[0]}.png"
+        ).resolve()
+        model = model_from_checkpoint(folds_dir / f"fold_{f}" / "run" / "last.pt")[0]
+        ref = score_dataset(model, full, 2.0)
+        for i, m in zip(ref.ids, ref.bfmiou):
+            if folds[i] == f:  # held out from teacher f: its score comes from teacher f
+                assert scores[i] == pytest.approx(m, abs=2e-6)
+
+
+def test_audit_folds_reuses_fold_teachers(oof: Path, tiny_data: Path, tmp_path: Path):
+    folds_dir = oof.with_name("oof_folds")
+    stamp = [(folds_dir / f"fold_{f}" / "run" / "last.pt").stat().st_mtime_ns for f in range(2)]
+    out = tmp_path / "audit"
+    argv = ["audit", *_fold_flags(tiny_data), "--folds-dir", str(folds_dir), "--out", str(out), "--top", "1"]
+    assert main(argv) == 0
+    assert [(folds_dir / f"fold_{f}" / "run" / "last.pt").stat().st_mtime_ns for f in range(2)] == stamp
+    rows = {r["id"]: float(r["quality"]) for r in _read_csv(out / "scores.csv")}
+    assert rows == pytest.approx(read_scores_csv(oof), abs=2e-6)
+    assert json.loads((out / "audit.json").read_text())["detection"]["n_bad"] == 8  # train_coarse manifest
+
+
+def test_fold_config_takes_the_checkpoint_config(teacher: Path, tiny_data: Path):
+    from nlkd.cli import build_parser
+    from nlkd.commands.audit import fold_config
+
+    args = build_parser().parse_args(["audit", "--checkpoint", str(teacher), "--out", "x", *_fold_flags(tiny_data)])
+    cfg = fold_config(args)
+    assert (cfg.epochs, cfg.data.labels, cfg.data.root, cfg.data.size) == (1, "train_coarse", str(tiny_data), [32, 48])
+    assert (cfg.batch_size, cfg.model.name) == (4, "unet")  # from the teacher's own config
+
+
+# ----------------------------------------------------------------------------- benchmark
+
+
+def _bench():
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    try:
+        import bench_audit
+    finally:
+        sys.path.pop(0)
+    return bench_audit
+
+
+def test_bench_audit_table(teacher: Path, bad_root: Path, capsys):
+    pytest.importorskip("cleanlab")
+    argv = ["--data", str(bad_root), "--checkpoint", str(teacher), "--labels", "bad", "--device", "cpu"]
+    assert _bench().main(argv) == 0
+    out = capsys.readouterr().out
+    rows = [ln for ln in out.splitlines() if ln.startswith("| ") and "AUROC" not in ln]
+    assert [r.split(" | ")[0] for r in rows] == [
+        "| BFmIoU quality (nlkd)",
+        "| cleanlab get_label_quality_scores (softmin)",
+        "| mean pixel cross-entropy",
+        "| chance",
+    ]
+    assert "Command:" in out and "Machine:" in out and "teacher's argmax" in out
+    assert float(rows[0].split(" | ")[2]) > 0.9  # BFmIoU AUROC on the flipped masks
+
+
+def test_bench_audit_without_cleanlab(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "cleanlab", None)  # import cleanlab -> ImportError
+    assert _bench().main(["--data", "x", "--checkpoint", "y", "--labels", "z"]) == 1
+    assert "pip install cleanlab" in capsys.readouterr().err

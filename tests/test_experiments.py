@@ -1,0 +1,212 @@
+"""nlkd.experiments / nlkd.tables / ``nlkd reproduce``: the cells of every table, data preparation, a tiny
+Table 2 grid end to end (interrupted, resumed, re-run without training), reports and dry runs."""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+from pathlib import Path
+
+import pytest
+
+from nlkd import cli, experiments
+from nlkd.commands.reproduce import train_command
+from nlkd.config import load_config, parse_set
+from nlkd.data.folder import list_pairs
+from nlkd.errors import DataError
+from nlkd.experiments import cell_config, make_setup, plan_table, prepare_data, render_markdown, run_table
+from nlkd.noise import corrupt_dataset, load_manifest
+from nlkd.tables import PAPER, TABLES, build_table
+
+SMALL = {"data.size": [32, 48], "batch_size": 4, "device": "cpu"}
+FAST = {**SMALL, "model.encoder": "mobilenet_v2"}  # half the time and checkpoint size of resnet18
+ARGS = ["--epochs", "1", "--set", "data.size=[32, 48]", "--set", "batch_size=4", "--set", "device=cpu"]
+
+
+def _quiet(*_: object, **__: object) -> None:
+    pass
+
+
+@pytest.fixture(scope="module")
+def data(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A private copy of the tiny data set: the grid writes label folders into its data root."""
+    root = tmp_path_factory.mktemp("reproduce") / "data"
+    shutil.copytree(tiny_data, root)
+    return root
+
+
+def _cells(name: str, root: Path, scale: str = "cpu", **kw: object) -> list[tuple]:
+    """(slug, strategy, labels, teacher) of each cell of table ``name``."""
+    sc = experiments.SCALES[scale]
+    plan = build_table(name, root=root, ratios=sc.ratios, teacher_model=sc.teacher_model, **kw)
+    return [(c.slug, c.strategy, c.labels, c.teacher) for c in plan.cells]
+
+
+def test_cell_lists_cpu_scale(tmp_path: Path) -> None:
+    assert _cells("table1", tmp_path) == [
+        ("clean-only", "baseline", "train_extra11_clean", None),
+        ("baseline", "baseline", "train_extra11", None),
+        ("fixed", "fixed", "train_extra11", None),
+        ("nlkd", "nlkd", "train_extra11", "baseline"),
+    ]
+    t2 = _cells("table2", tmp_path)
+    assert len(t2) == 4 * 6
+    labels = {"r0": "train", "r10": "train_de10", "r30": "train_de30", "r50": "train_de50"}
+    for r, lab in labels.items():
+        assert [c for c in t2 if c[0].endswith(f"-{r}")] == [
+            (f"baseline-{r}", "baseline", lab, None),
+            *((f"reweight-{m}-{r}", "reweight", lab, f"baseline-{r}") for m in ("miou", "bf", "bfmiou")),
+            *((f"nlkd-{m}-{r}", "nlkd", lab, f"baseline-{r}") for m in ("bf", "bfmiou")),
+        ]
+    assert _cells("table3", tmp_path) == [
+        (f"{s}-{col}", s, lab, None if s == "baseline" else f"baseline-{col}")
+        for col, lab in (("fine", "train"), ("de50", "train_de50"), ("poly50", "train_poly50"))
+        for s in ("baseline", "nlkd")
+    ]
+    t4 = _cells("table4", tmp_path)
+    assert [c[0] for c in t4] == ["unet-baseline", "teacher-ocrnet", "unet-nlkd-ocrnet", "teacher-pointrend",
+                                  "unet-nlkd-pointrend", "deeplabv3plus-baseline", "deeplabv3plus-nlkd-ocrnet",
+                                  "deeplabv3plus-nlkd-pointrend"]  # fmt: skip
+    assert {c[2] for c in t4} == {"train_de50"}
+    assert {c[0]: c[3] for c in t4 if c[1] == "nlkd"} == {
+        f"{s}-nlkd-{t}": f"teacher-{t}" for s in ("unet", "deeplabv3plus") for t in ("ocrnet", "pointrend")
+    }
+    assert _cells("table5", tmp_path) == [
+        ("baseline", "baseline", "train_de50", None),
+        ("decoupling", "decoupling", "train_de50", None),
+        ("coteaching", "coteaching", "train_de50", None),
+        ("coteaching-plus", "coteaching_plus", "train_de50", None),
+        ("teacher-deeplabv3plus", "baseline", "train_de50", None),
+        ("nlkd", "nlkd", "train_de50", "teacher-deeplabv3plus"),
+    ]
+
+
+def test_cell_configs_models_and_strategy_options(data: Path, tmp_path: Path) -> None:
+    setup = make_setup("cpu", data, tmp_path, overrides=SMALL)
+    t4 = plan_table(setup, "table4")
+    by = {c.slug: cell_config(setup, t4, c, 2) for c in t4.cells}
+    assert by["teacher-ocrnet"].model.name == "ocrnet" and by["teacher-ocrnet"].model.encoder is None
+    student = by["deeplabv3plus-nlkd-pointrend"]
+    assert (student.model.name, student.strategy.name, student.seed) == ("deeplabv3plus", "nlkd", 2)
+    assert student.strategy.teacher == str(tmp_path.resolve() / "table4/teacher-pointrend/seed2/last.pt")
+    t5 = plan_table(setup, "table5")
+    co = cell_config(setup, t5, t5.cells[2], 0)
+    assert (co.strategy.name, co.strategy.peer_model, co.model.name) == ("coteaching", "deeplabv3plus", "unet")
+    t1 = plan_table(setup, "table1")
+    fixed = cell_config(setup, t1, t1.cells[2], 0).strategy
+    assert (fixed.coarse_weight, fixed.coarse_list) == (0.5, str(data.resolve() / "splits/train_extra11.txt"))
+    t3 = plan_table(setup, "table3")  # the tiny data set has no ignore label: polygon cells use 255
+    assert [cell_config(setup, t3, c, 0).data.ignore_index for c in t3.cells] == [None] * 4 + [255] * 2
+
+
+def test_paper_scale_teacher_is_pointrend_and_every_paper_number_has_a_cell(tmp_path: Path) -> None:
+    t2 = _cells("table2", tmp_path, "paper")
+    assert len(t2) == 6 * 7  # six ratios x (PointRend teacher + six rows)
+    assert ("teacher-pointrend-r20", "baseline", "train_de20", None) in t2
+    assert ("nlkd-bfmiou-r20", "nlkd", "train_de20", "teacher-pointrend-r20") in t2
+    for name in TABLES:
+        plan = build_table(name, root=tmp_path, ratios=experiments.SCALES["paper"].ratios, teacher_model="pointrend")
+        assert set(PAPER[name]) <= {(c.row, c.column) for c in plan.cells}, name
+
+
+def test_unregistered_strategy_is_left_out_with_a_note(tmp_path: Path) -> None:
+    plan = build_table("table5", root=tmp_path, ratios=(), teacher_model=None,
+                       registered=["baseline", "nlkd", "decoupling", "coteaching"])  # fmt: skip
+    assert "coteaching-plus" not in [c.slug for c in plan.cells]
+    assert any("coteaching_plus" in n and "not registered" in n for n in plan.notes)
+
+
+def test_prepare_data_writes_once_checks_manifests_and_makes_the_clean_subset(data: Path, tmp_path: Path) -> None:
+    setup = make_setup("cpu", data, tmp_path, overrides=SMALL)
+    plan = plan_table(setup, "table1")
+    prepare_data(setup, plan, log=_quiet)
+    bad = load_manifest(data / "labels/train_extra11")["corrupted"]
+    assert len(bad) == round(16 / 9)
+    assert (data / "splits/train_extra11.txt").read_text().split() == bad
+    clean = [s.id for s in list_pairs(data, "train_extra11_clean")]
+    assert clean == sorted({s.id for s in list_pairs(data, "train")} - set(bad))
+    prepare_data(setup, plan, log=_quiet)  # a second call changes nothing
+    corrupt_dataset(data / "labels/train", data / "labels/train_de30", 0.3, "dilate_erode", seed=7)
+    with pytest.raises(DataError, match=r"train_de30.*seed 7"):
+        prepare_data(setup, plan_table(setup, "table2"), log=_quiet)
+    shutil.rmtree(data / "labels/train_de30")
+
+
+def test_train_command_reproduces_the_cell_config(data: Path, tmp_path: Path) -> None:
+    setup = make_setup("cpu", data, tmp_path, epochs=3, overrides=SMALL)
+    plan = plan_table(setup, "table4")
+    cfg = cell_config(setup, plan, plan.cells[-1], 1)
+    words = shlex.split(train_command(setup.scale.config_path, cfg))
+    sets = [w.removeprefix("--set=") for w in words if w.startswith("--set=")]
+    assert words[words.index("--config") + 1] == str(setup.scale.config_path)
+    rebuilt = load_config(setup.scale.config_path, {**parse_set(sets), "out": words[words.index("--out") + 1]})
+    assert rebuilt == cfg
+
+
+def test_render_markdown_mean_std_paper_and_missing(tmp_path: Path) -> None:
+    plan = build_table("table3", root=tmp_path, ratios=(), teacher_model=None)
+    results = {"baseline-fine": [{"val_miou": 0.5, "val_bf": 0.25}, {"val_miou": 0.7, "val_bf": 0.25}],
+               "nlkd-fine": [{"val_miou": 0.8, "val_bf": 0.5}]}  # fmt: skip
+    text = render_markdown(plan, results, n_seeds=2, command="nlkd reproduce table3", settings="S")
+    assert "| baseline | fine | 60.00 ± 14.14 | 25.00 ± 0.00 | 87.10 | 60.01 | 2/2 |" in text
+    assert "| NLKD | fine | 80.00 | 50.00 | 87.76 | 61.12 | 1/2 |" in text
+    assert "| baseline | polygon 50 % | not run | not run | 59.79 | 34.01 | 0/2 |" in text
+    assert "    nlkd reproduce table3" in text and "![table3](table3.png)" in text
+
+
+@pytest.fixture(scope="module")
+def grid(data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A tiny Table 2 (ratio 50 %, seed 0, 1 epoch): interrupted after two runs, resumed, run again."""
+    setup = make_setup("cpu", data, tmp_path_factory.mktemp("out"), epochs=1, overrides=FAST, ratios=(0.5,))
+    plan = plan_table(setup, "table2")
+    lasts = [experiments.run_dir(setup, "table2", c.slug, 0) / "last.pt" for c in plan.cells]
+    import nlkd.train
+
+    real, calls = nlkd.train.train, []
+
+    def interrupt_third(cfg, resume=False, log=print):
+        calls.append(cfg.out)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(cfg, resume=resume, log=log)
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(nlkd.train, "train", interrupt_third)
+    with pytest.raises(KeyboardInterrupt):
+        run_table(setup, plan, [0], "nlkd reproduce table2 (test)", log=_quiet)
+    mp.undo()
+    after_stop = [p.stat().st_mtime_ns if p.is_file() else None for p in lasts]
+    failures = run_table(setup, plan, [0], "nlkd reproduce table2 (test)", log=_quiet)
+    after_resume = [p.stat().st_mtime_ns for p in lasts]
+    run_table(setup, plan, [0], "nlkd reproduce table2 (test)", log=_quiet)
+    after_rerun = [p.stat().st_mtime_ns for p in lasts]
+    return {"setup": setup, "plan": plan, "stop": after_stop, "resume": after_resume, "rerun": after_rerun,
+            "failures": failures}  # fmt: skip
+
+
+def test_grid_resumes_where_it_stopped_and_a_finished_grid_trains_nothing(grid: dict) -> None:
+    assert grid["failures"] == []
+    stop, resume = grid["stop"], grid["resume"]
+    assert stop[:2] == resume[:2] and None not in stop[:2]  # finished before the stop: not retrained
+    assert stop[2:] == [None] * 4
+    assert grid["rerun"] == resume  # everything finished: the third call trains nothing
+
+
+def test_grid_writes_the_table_with_one_row_per_method(grid: dict) -> None:
+    out = grid["setup"].out
+    text = (out / "table2.md").read_text()
+    rows = [ln.split(" | ")[0].lstrip("| ") for ln in text.splitlines() if ln.endswith("| 1/1 |")]
+    assert rows == ["baseline", "reweight (mIoU)", "reweight (BF)", "reweight (BFmIoU)", "NLKD (BF)", "NLKD (BFmIoU)"]
+    assert "| NLKD (BFmIoU) | 50 % |" in text and "| 86.80 | 58.03 | 1/1 |" in text
+    assert "nlkd reproduce table2 (test)" in text
+    assert (out / "table2.png").stat().st_size > 0
+
+
+def test_cli_dry_run_trains_and_writes_nothing(data: Path, tmp_path: Path, capsys) -> None:
+    before = sorted(p.name for p in (data / "labels").iterdir())
+    assert cli.main(["reproduce", "all", "--data", str(data), "--out", str(tmp_path / "o"), "--dry-run",
+                     "--seeds", "0", "1", *ARGS]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert not (tmp_path / "o").exists() and sorted(p.name for p in (data / "labels").iterdir()) == before
+    assert out.count("nlkd train --config") == 2 * (4 + 24 + 6 + 8 + 6)
+    assert "-- nlkd-bfmiou-r30 seed 1: NLKD (BFmIoU) [30 %], labels train_de30, teacher baseline-r30" in out
