@@ -187,7 +187,7 @@ def main() -> None:
             if m == "baseline":
                 base = job
             jobs.append(job)
-    jobs.sort(key=lambda j: (len(j.needs), j.name.split("_s")[1]))
+    jobs.sort(key=lambda j: (int(j.name.rsplit("_s", 1)[1]), len(j.needs)))  # seed by seed, teachers first
     run_jobs(jobs, args.jobs, logs)
     report(args, runs, data, [*args.methods, *variants])
 
