@@ -41,7 +41,7 @@ from nlkd.io import atomic_write_text
 
 # ``metrics`` exposes per-image BF only; the per-class counts come from its private counter so that
 # 1 − BF_c uses exactly the matching behind the ``bf`` column (tests check mean_c BF_c == bf).
-from nlkd.metrics import _boundary_counts, _prepare, bf_and_iou, confusion_matrices
+from nlkd.metrics import segmentation_stats
 from nlkd.teacher import ScoreTable, cache_key
 
 __all__ = [
@@ -100,18 +100,12 @@ def audit_batch(
     >>> s.pixel_disagreement.tolist(), s.class_disagreement.tolist()
     ([0.5], [[1.0, 1.0]])
     """
-    bf, iou = bf_and_iou(pred, target, num_classes, tolerance, ignore_index)
-    p, t = _prepare(pred, target, num_classes, ignore_index)
-    counts = _boundary_counts(p, t, num_classes, float(tolerance)).double()  # (2, 2, B, C)
-    n_t, n_p, m_t, m_p = counts[0, 0], counts[1, 0], counts[0, 1], counts[1, 1]
-    recall, precision = m_t / n_t.clamp(min=1), m_p / n_p.clamp(min=1)
-    denom = precision + recall
-    f1 = torch.where(denom > 0, 2 * precision * recall / denom.clamp(min=1e-300), torch.zeros_like(denom))
-    class_bf = f1.masked_fill((n_t == 0) & (n_p == 0), float("nan"))
-    cm = confusion_matrices(pred, target, num_classes, ignore_index).double()  # (B, C, C)
+    stats = segmentation_stats(pred, target, num_classes, tolerance, ignore_index)
+    cm = stats.confusion.double()  # (B, C, C)
     total = cm.sum((1, 2))
     agree = cm.diagonal(dim1=1, dim2=2).sum(1)
     pixel = torch.where(total > 0, 1 - agree / total.clamp(min=1), torch.full_like(total, float("nan")))
+    bf, iou, class_bf = stats.bf, stats.iou, stats.class_bf
     return BatchScores(bf.cpu().numpy(), iou.cpu().numpy(), pixel.cpu().numpy(), (1 - class_bf).cpu().numpy())
 
 

@@ -32,6 +32,7 @@ come from one ``bincount`` over (image, target, prediction) triples.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from functools import lru_cache
 
 import torch
@@ -39,11 +40,14 @@ from torch import Tensor
 
 __all__ = [
     "SegmentationMetrics",
+    "SegmentationStats",
+    "bf_and_iou",
     "bfmiou",
     "boundary_f1",
     "boundary_map",
     "confusion_matrices",
     "per_image_iou",
+    "segmentation_stats",
     "tolerance_from_diagonal",
 ]
 
@@ -208,17 +212,22 @@ def _boundary_counts(pred: Tensor, target: Tensor, num_classes: int, tolerance: 
     return torch.stack([total, total - unmatched]).view(2, 2, b, c).transpose(0, 1)
 
 
-def _bf_from_counts(counts: Tensor, pred: Tensor, target: Tensor) -> Tensor:
-    """(2, 2, B, C) counts -> (B,) per-image BF with nlkd's conventions (see module docstring)."""
+def _class_f1(counts: Tensor) -> Tensor:
+    """(2, 2, B, C) counts -> (B, C) float64 BF_c; NaN where class c has a boundary in neither map."""
     n_t, n_p = counts[0, 0].double(), counts[1, 0].double()
     m_t, m_p = counts[0, 1].double(), counts[1, 1].double()
     recall = m_t / n_t.clamp(min=1)
     precision = m_p / n_p.clamp(min=1)
-    denom = precision + recall
+    denom = precision + recall  # one-empty classes get f1 = 0 through precision or recall = 0
     f1 = torch.where(denom > 0, 2 * precision * recall / denom.clamp(min=1e-300), torch.zeros_like(denom))
-    present = (n_t > 0) | (n_p > 0)  # one-empty classes have f1 = 0 through precision or recall = 0
+    return f1.masked_fill((n_t == 0) & (n_p == 0), float("nan"))
+
+
+def _bf_from_class_f1(f1: Tensor, pred: Tensor, target: Tensor) -> Tensor:
+    """(B, C) BF_c -> (B,) per-image BF with nlkd's conventions (see module docstring)."""
+    present = ~f1.isnan()
     n_present = present.sum(1)
-    bf = (f1 * present).sum(1) / n_present.clamp(min=1)
+    bf = f1.nan_to_num(0.0).sum(1) / n_present.clamp(min=1)
     if not bool(n_present.all()):  # one region in each map: 1 if they agree (removed pixels are -1 in both)
         agree = (pred == target).flatten(1).all(1)
         bf = torch.where(n_present > 0, bf, agree.double())
@@ -303,7 +312,7 @@ def boundary_f1(
 
 
 def _bf(p: Tensor, t: Tensor, num_classes: int, tolerance: float) -> Tensor:
-    return _bf_from_counts(_boundary_counts(p, t, num_classes, tolerance), p, t)
+    return _bf_from_class_f1(_class_f1(_boundary_counts(p, t, num_classes, tolerance)), p, t)
 
 
 def bfmiou(
@@ -327,10 +336,41 @@ def bf_and_iou(
     pred: Tensor, target: Tensor, num_classes: int, tolerance: float = 2.0, ignore_index: int | None = None
 ) -> tuple[Tensor, Tensor]:
     """Per-image BF and IoU from one preparation of the inputs: ``((B,), (B,))`` float64."""
+    stats = segmentation_stats(pred, target, num_classes, tolerance, ignore_index)
+    return stats.bf, stats.iou
+
+
+@dataclass
+class SegmentationStats:
+    """Everything the per-image metrics are made of, for one batch (see :func:`segmentation_stats`).
+
+    Attributes:
+        bf: (B,) per-image BF. iou: (B,) per-image IoU (both NaN without valid pixels).
+        class_bf: (B, C) BF_c per image and class, NaN where class c has a boundary in neither map.
+        confusion: (B, C, C) int64 confusion matrices over valid pixels (rows target, cols prediction).
+    """
+
+    bf: Tensor
+    iou: Tensor
+    class_bf: Tensor
+    confusion: Tensor
+
+
+def segmentation_stats(
+    pred: Tensor, target: Tensor, num_classes: int, tolerance: float = 2.0, ignore_index: int | None = None
+) -> SegmentationStats:
+    """Per-image BF and IoU with their per-class parts, all from one pass over the inputs.
+
+    Args:
+        pred: (B, H, W) integer predicted labels.
+        target: (B, H, W) integer labels; ``ignore_index`` pixels are removed from both maps.
+        tolerance: BF match distance θ in pixels (strictly below).
+    """
     tolerance = _validate_tolerance(tolerance)
     p, t = _prepare(pred, target, num_classes, ignore_index)
-    iou = _nanmean_rows(_iou_from_confusion(_confusion(p, t, num_classes)))
-    return _bf(p, t, num_classes, tolerance), iou
+    cm = _confusion(p, t, num_classes)
+    class_bf = _class_f1(_boundary_counts(p, t, num_classes, tolerance))
+    return SegmentationStats(_bf_from_class_f1(class_bf, p, t), _nanmean_rows(_iou_from_confusion(cm)), class_bf, cm)
 
 
 # ----------------------------------------------------------------------------- dataset level
