@@ -95,7 +95,7 @@ def _weights_png(run: Path, data: Path, out_png: Path) -> None:
     weight_histogram(groups, out_png, "teacher weight (BFmIoU) per training image")
 
 
-def run_demo(out: Path, epochs: int = 20, seed: int = 0, log: Any = print) -> dict[str, dict[str, Any]]:
+def run_demo(out: Path, epochs: int = 12, seed: int = 0, log: Any = print) -> dict[str, dict[str, Any]]:
     """Run the whole demo under ``out``; returns test metrics per method and writes ``results.md``."""
     data = out / "data"
     if not (data / "dataset.yaml").is_file():
