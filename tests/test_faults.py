@@ -145,6 +145,23 @@ def test_non_finite_loss_in_the_first_step(
     assert not (out / "last.pt").exists()
 
 
+def test_ctrl_c_keeps_the_last_epoch(
+    tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    snaps = snapshot_after_each_epoch(monkeypatch, out)
+    real = nlkd.train._plot
+
+    def plot_then_interrupt(path: Path) -> None:
+        real(path)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(nlkd.train, "_plot", plot_then_interrupt)
+    rc, err = cli(capsys, *train_args(tiny_data, out))
+    assert rc == 130 and err == ["nlkd train: interrupted"]
+    assert len(snaps) == 1 and files(out) == snaps[0]
+
+
 # ----------------------------------------------------------------------------- corrupt checkpoints
 
 
@@ -206,7 +223,10 @@ def test_corrupt_last_checkpoint_on_resume(
     (out / "config.yaml").write_bytes((ckpt.parent / "config.yaml").read_bytes())
     (out / "last.pt").write_bytes(path.read_bytes())
     before = files(out)
-    for args in (train_args(tiny_data, out, "--epochs", "1"), ["train", "--config", str(out / "config.yaml")]):
+    for args in (
+        train_args(tiny_data, out, "--epochs", "1"),
+        ["train", "--config", str(out / "config.yaml"), "--out", str(out)],
+    ):
         rc, err = cli(capsys, *args, "--resume")
         assert rc == 2 and len(err) == 1
         assert err[0].startswith(f"nlkd train: error: {out / 'last.pt'}: {message}")
@@ -323,7 +343,7 @@ def test_unwritable_output(ckpt: Path, tiny_data: Path, tmp_path: Path, capsys: 
         (["--set", "strategy.reduction=max"], "config key 'strategy.reduction' expects mean, sum or normalized"),
         (["--set", "data.format=coco"], "config key 'data.format' expects folder, cityscapes or supervisely"),
         (["--set", "optim"], "--set expects key=value, got 'optim'"),
-        (["--model", "unett"], "unknown model 'unett'"),
+        (["--model", "unett"], "model: unknown name 'unett' (did you mean 'unet'?)"),
         (["--strategy", "magic"], "unknown strategy 'magic'"),
         (["--optimizer", "sgd", "--set", "optim.schedule=zigzag"], "optim.schedule: unknown schedule 'zigzag'"),
         (["--device", "gpu:7"], "device 'gpu:7' not understood"),

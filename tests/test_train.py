@@ -175,6 +175,9 @@ def test_resume_of_a_finished_run_changes_nothing(
     before = snapshot(finished)
     assert main([*_train_args(tiny_data, finished, "--epochs", "1"), "--resume"]) == 0
     assert main(["train", "--config", str(finished / "config.yaml"), "--resume"]) == 0  # the same, from its file
+    # Where and how it runs may change: device, threads, loader workers (the order does not depend on them).
+    extra = ["--device", "auto", "--set", "threads=2", "--set", "data.num_workers=1"]
+    assert main([*_train_args(tiny_data, finished, "--epochs", "1"), *extra, "--resume"]) == 0
     assert snapshot(finished) == before
 
 

@@ -64,6 +64,10 @@ def save_checkpoint(obj: Any, path: str | os.PathLike[str]) -> None:
     atomic_write_bytes(path, checkpoint_bytes(obj))
 
 
+# What PIL raises for a file that is not a readable image (a decompression bomb is not an OSError).
+_DECODE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+
+
 def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     """Read an RGB image as ``uint8`` array of shape (H, W, 3); raise :class:`DataError` if unreadable."""
     try:
@@ -72,7 +76,7 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
             return np.asarray(im.convert("RGB"))
     except FileNotFoundError:
         raise DataError(f"{path}: image file not found") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+    except _DECODE_ERRORS as e:
         raise DataError(f"{path}: unreadable or truncated image ({e})") from None
 
 
@@ -84,15 +88,13 @@ def read_mask(path: str | os.PathLike[str]) -> np.ndarray:
     try:
         with Image.open(path) as im:
             im.load()
-            if im.mode in ("RGB", "RGBA", "CMYK", "YCbCr", "LAB", "HSV"):
-                raise DataError(
-                    f"{path}: mask is {im.mode} colour; expected a single-channel class-index PNG (mode L or P)"
-                )
-            arr = np.asarray(im)
+            mode, arr = im.mode, np.asarray(im)
     except FileNotFoundError:
         raise DataError(f"{path}: mask file not found") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+    except _DECODE_ERRORS as e:
         raise DataError(f"{path}: unreadable or truncated mask ({e})") from None
+    if mode in ("RGB", "RGBA", "CMYK", "YCbCr", "LAB", "HSV"):
+        raise DataError(f"{path}: mask is {mode} colour; expected a single-channel class-index PNG (mode L or P)")
     if arr.ndim != 2:
         raise DataError(f"{path}: mask has shape {arr.shape}; expected (H, W)")
     if arr.dtype.kind not in "biu":

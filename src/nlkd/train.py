@@ -9,7 +9,11 @@ Each epoch: validation (network 0), ``metrics.jsonl`` and ``curves.png`` rewritt
 ``best.pt`` on a better val mIoU) written atomically. ``--resume`` restarts the interrupted epoch from
 ``last.pt`` with the model, optimiser (incl. Lookahead), scheduler, strategy and RNG states it saved;
 loader order and augmentation are a function of (seed, epoch), so a resumed run repeats exactly.
-Under ``torchrun`` the loop runs with DistributedDataParallel (``batch_size`` is the global batch).
+Under ``torchrun`` the loop runs with DistributedDataParallel (``batch_size`` is the global batch): each
+process trains on every P-th image of the epoch's shuffled order, gradients are averaged, BatchNorm
+normalises per process (batch_size / P images; no SyncBatchNorm, which needs a GPU) and keeps rank 0's
+running statistics, the logged loss and weights cover all processes, and only rank 0 writes files.
+tests/test_ddp.py checks this against the single-process run it stands for.
 """
 
 from __future__ import annotations
@@ -160,7 +164,8 @@ def _seed_everything(seed: int) -> None:
 
 
 def _check_resume_config(ckpt: dict[str, Any], cfg: TrainConfig, path: Path) -> None:
-    """Refuse to resume a run with a different configuration, naming what differs."""
+    """Refuse to resume a run with a different configuration, naming what differs. Where the run lives and
+    runs (out, device, threads, loader workers) may change: the loader's order does not depend on workers."""
     old, new = ckpt["config"], config_to_dict(cfg)
     diffs: list[str] = []
 
@@ -168,7 +173,7 @@ def _check_resume_config(ckpt: dict[str, Any], cfg: TrainConfig, path: Path) -> 
         if isinstance(a, dict) and isinstance(b, dict):
             for k in sorted(set(a) | set(b)):
                 walk(a.get(k), b.get(k), f"{prefix}{k}.")
-        elif a != b and prefix[:-1] not in ("out", "threads"):
+        elif a != b and prefix[:-1] not in ("out", "device", "threads", "data.num_workers"):
             diffs.append(f"{prefix[:-1]}: {a!r} -> {b!r}")
 
     walk(old, new, "")
@@ -301,7 +306,7 @@ def train(cfg: TrainConfig, resume: bool = False, log: Any = print) -> dict[str,
                 last = out / "last.pt"
                 kept = f"{last} is the last good checkpoint" if last.is_file() else "no checkpoint written"
                 where = f"epoch {epoch + 1}, step {step + 1}"
-                raise NLKDError(f"loss became {float(total)} at {where}; stopped, {kept}")
+                raise NLKDError(f"loss became {float(total.detach())} at {where}; stopped, {kept}")
             for opt in optimizers:
                 opt.zero_grad(set_to_none=True)
             scaler.scale(total).backward()
