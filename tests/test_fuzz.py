@@ -3,8 +3,7 @@ the metrics, the weighting functions, mask reading and the folder data set. The 
 result, or a ``ValueError`` (``DataError`` for files) that says what is wrong; never another exception,
 and never NaN where a number is defined (NaN means "image without a valid pixel", nothing else).
 
-Known gaps in code this file does not own are ``xfail(strict=True)`` tests at the end: they start to
-XPASS (and fail the run) once fixed, so the marker gets removed then.
+Regression tests for gaps the fuzz once found (now fixed) are at the end.
 """
 
 from __future__ import annotations
@@ -352,38 +351,32 @@ def test_folder_dataset_items_or_data_error(
 # ----------------------------------------------------------------------------- known gaps (not owned here)
 
 
-@pytest.mark.xfail(strict=True, raises=IndexError, reason="metrics: amax over an empty dim for H or W = 0")
 @pytest.mark.parametrize("shape", [(2, 0, 5), (1, 4, 0)])
 def test_empty_images_give_nan(shape: tuple[int, int, int]) -> None:
     z = torch.zeros(shape, dtype=torch.long)
     assert bool(boundary_f1(z, z, 3).isnan().all())
 
 
-@pytest.mark.xfail(strict=True, reason="metrics: SegmentationMetrics(num_classes=0) is accepted")
 def test_segmentation_metrics_needs_a_class() -> None:
     with pytest.raises(ValueError):
         SegmentationMetrics(0)
 
 
-@pytest.mark.xfail(strict=True, raises=IndexError, reason="weighting: F.cross_entropy's IndexError leaks")
 def test_cross_entropy_target_out_of_range_is_value_error() -> None:
     with pytest.raises(ValueError):
         per_image_cross_entropy(torch.zeros(1, 3, 2, 2), torch.full((1, 2, 2), 5))
 
 
-@pytest.mark.xfail(strict=True, raises=NotImplementedError, reason="weighting: integer logits are not checked")
 def test_cross_entropy_integer_logits_is_value_error() -> None:
     with pytest.raises(ValueError):
         per_image_cross_entropy(torch.zeros(1, 3, 2, 2, dtype=torch.long), torch.zeros(1, 2, 2, dtype=torch.long))
 
 
-@pytest.mark.xfail(strict=True, reason="weighting: an image with no pixel gives NaN, documented as 0")
 def test_cross_entropy_of_an_empty_image_is_zero() -> None:
     ce = per_image_cross_entropy(torch.zeros(2, 3, 0, 4), torch.zeros(2, 0, 4, dtype=torch.long))
     assert torch.equal(ce, torch.zeros(2))
 
 
-@pytest.mark.xfail(strict=True, reason="weighting: nan_to_num turns an infinite weight into 3.4e38")
 def test_infinite_weight_is_refused() -> None:
     with pytest.raises(ValueError):
         weighted_loss(torch.ones(2), torch.tensor([float("inf"), 0.0]))

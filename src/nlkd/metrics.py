@@ -171,7 +171,10 @@ def _boundary_counts(pred: Tensor, target: Tensor, num_classes: int, tolerance: 
     """
     b, h, w = target.shape
     c = num_classes
-    offsets = _disk_offsets(tolerance)
+    if h == 0 or w == 0:
+        return torch.zeros(2, 2, b, c, dtype=torch.int64, device=target.device)
+    # Any two pixels of an image are closer than its diagonal + 1: a larger tolerance changes nothing.
+    offsets = _disk_offsets(min(tolerance, math.hypot(h, w) + 1.0))
     r = max(abs(dy) for dy, _ in offsets)
     hp, wp = h + 2 * r, w + 2 * r
     n_keys = 2 * b * c
@@ -231,7 +234,7 @@ def _bf_from_class_f1(f1: Tensor, pred: Tensor, target: Tensor) -> Tensor:
     if not bool(n_present.all()):  # one region in each map: 1 if they agree (removed pixels are -1 in both)
         agree = (pred == target).flatten(1).all(1)
         bf = torch.where(n_present > 0, bf, agree.double())
-    valid_any = target.flatten(1).amax(1) >= 0
+    valid_any = (target >= 0).flatten(1).any(1)
     return bf.masked_fill(~valid_any, float("nan"))
 
 
@@ -393,6 +396,8 @@ class SegmentationMetrics:
         tolerance: float = 2.0,
         device: str | torch.device = "cpu",
     ) -> None:
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+            raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.tolerance = _validate_tolerance(tolerance)

@@ -56,12 +56,20 @@ def per_image_cross_entropy(logits: Tensor, target: Tensor, ignore_index: int | 
         raise ValueError(
             f"logits (B, C, H, W) and target (B, H, W) expected, got {tuple(logits.shape)} and {tuple(target.shape)}"
         )
+    if not logits.dtype.is_floating_point:
+        raise ValueError(f"logits must be floating point, got dtype {logits.dtype}")
+    if target.numel():
+        checked = target if ignore_index is None else target.masked_fill(target == ignore_index, 0)
+        lo, hi = (int(v) for v in torch.aminmax(checked))
+        if lo < 0 or hi >= logits.shape[1]:
+            raise ValueError(
+                f"target holds value {lo if lo < 0 else hi} outside 0..{logits.shape[1] - 1}"
+                + (f" (ignore_index={ignore_index})" if ignore_index is not None else "")
+            )
     ii = -100 if ignore_index is None else ignore_index
     ce = F.cross_entropy(logits, target.long(), ignore_index=ii, reduction="none")  # 0 at ignored pixels
-    if ignore_index is None:
-        return ce.flatten(1).mean(1)
-    n_valid = (target != ignore_index).flatten(1).sum(1)
-    return ce.flatten(1).sum(1) / n_valid.clamp(min=1)
+    n_valid = target.shape[1:].numel() if ignore_index is None else (target != ignore_index).flatten(1).sum(1)
+    return ce.flatten(1).sum(1) / (max(n_valid, 1) if isinstance(n_valid, int) else n_valid.clamp(min=1))
 
 
 @torch.no_grad()
@@ -148,7 +156,10 @@ def weighted_loss(ce: Tensor, w: Tensor, reduction: Reduction = "mean") -> Tenso
     """
     if ce.shape != w.shape or ce.ndim != 1:
         raise ValueError(f"ce and w must both have shape (B,), got {tuple(ce.shape)} and {tuple(w.shape)}")
-    w = torch.nan_to_num(w.detach().to(ce.dtype), nan=0.0)
+    w = w.detach()
+    if bool(torch.isinf(w).any()) or bool((w < 0).any()):
+        raise ValueError(f"weights must be finite and >= 0 (NaN counts as 0), got {w.tolist()}")
+    w = torch.nan_to_num(w.to(ce.dtype), nan=0.0)
     total = (w * ce).sum()
     if reduction == "sum":
         return total
