@@ -193,25 +193,28 @@ def _boundary_counts(pred: Tensor, target: Tensor, num_classes: int, tolerance: 
     key = flat.index_select(0, pos)
     on_target = key < b * c
     partner = torch.where(on_target, pos + block, pos - block)  # the same pixel in the other map
+    if 2 * block < 2**31:  # int32 indices halve the memory traffic of the gathers below
+        partner = partner.int()
     want = torch.where(on_target, key + b * c, key - b * c)  # the key a matching pixel there holds
-    total = torch.bincount(key.long(), minlength=n_keys)
+    key_long = key.long()
+    total = torch.bincount(key_long, minlength=n_keys)
     # A pixel whose class has no boundary at all in the other map's image can never match: count it
-    # as unmatched now and drop it from the work list.
+    # as unmatched now and mark it done (-2), so the first compaction drops it.
     hopeless = total.index_select(0, want.long()) == 0
-    unmatched = torch.bincount(key[hopeless].long(), minlength=n_keys)
-    keep = torch.nonzero(~hopeless).squeeze(1)
-    partner, want = partner.index_select(0, keep), want.index_select(0, keep)
+    unmatched = torch.bincount(key_long, weights=hopeless.double(), minlength=n_keys).long()
+    want.masked_fill_(hopeless, -2)
 
     last = len(offsets) - 1
     for i, (dy, dx) in enumerate(offsets):
         # A matched pixel's wanted key becomes -2, which no pixel holds: it cannot match again.
         want.masked_fill_(flat.index_select(0, partner + (dy * wp + dx)) == want, -2)
-        if i % 4 == 0 or i == last:  # drop matched pixels now and then: far offsets touch fewer
+        if i % 4 == 0 and i != last:  # drop matched pixels now and then: far offsets touch fewer
             keep = torch.nonzero(want >= 0).squeeze(1)
             partner, want = partner.index_select(0, keep), want.index_select(0, keep)
-    # A remaining pixel is unmatched; its own key is its wanted key moved back to its side.
-    own = torch.where(want >= b * c, want - b * c, want + b * c)
-    unmatched += torch.bincount(own.long(), minlength=n_keys)
+    # A pixel still wanting a key is unmatched; its own key is the wanted one moved back to its side.
+    # Matched pixels (-2) go to an extra bin that is dropped.
+    own = torch.where(want >= b * c, want - b * c, want + b * c).masked_fill_(want < 0, n_keys)
+    unmatched += torch.bincount(own.long(), minlength=n_keys + 1)[:n_keys]
     return torch.stack([total, total - unmatched]).view(2, 2, b, c).transpose(0, 1)
 
 
@@ -244,14 +247,13 @@ def _bf_from_class_f1(f1: Tensor, pred: Tensor, target: Tensor) -> Tensor:
 def _confusion(pred: Tensor, target: Tensor, num_classes: int) -> Tensor:
     """(B, H, W) prepared maps -> (B, C, C) int64 confusion matrices, rows = target, cols = prediction."""
     b = target.shape[0]
-    k = num_classes + 1  # class C collects removed pixels (-1) and is sliced away
+    k = num_classes + 1  # labels shifted by one: removed pixels (-1 in both maps) land in bin (0, 0)
     n_keys = b * k * k
     dtype = torch.int16 if n_keys < 2**15 - 1 else (torch.int32 if n_keys < 2**31 - 1 else torch.int64)
-    t = target.to(dtype).remainder(k)  # -1 -> C; a new tensor, so the in-place ops below are safe
-    key = t.mul_(k).add_(pred.to(dtype).remainder(k))
+    key = (target.to(dtype) + 1).mul_(k).add_(pred.to(dtype)).add_(1)
     key += torch.arange(b, device=target.device, dtype=dtype).view(b, 1, 1) * (k * k)
     cm = torch.bincount(key.view(-1).long(), minlength=n_keys).view(b, k, k)
-    return cm[:, :num_classes, :num_classes]
+    return cm[:, 1:, 1:]
 
 
 def _iou_from_confusion(cm: Tensor) -> Tensor:
