@@ -188,7 +188,13 @@ def main() -> None:
                 base = job
             jobs.append(job)
     # Seed by seed, teachers first; the clean ceiling of later seeds last (it matters least for the comparison).
-    jobs.sort(key=lambda j: (j.name.startswith("clean") and not j.name.endswith("_s0"), int(j.name.rsplit("_s", 1)[1]), len(j.needs)))
+    jobs.sort(
+        key=lambda j: (
+            j.name.startswith("clean") and not j.name.endswith("_s0"),
+            int(j.name.rsplit("_s", 1)[1]),
+            len(j.needs),
+        )
+    )
     run_jobs(jobs, args.jobs, logs)
     report(args, runs, data, [*args.methods, *variants])
 
