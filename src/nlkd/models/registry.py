@@ -156,7 +156,7 @@ class AuxiliaryLossModule(nn.Module):
         return self._auxiliary_loss(self._extras, target.long(), ignore_index)
 
     def _auxiliary_loss(self, extras: dict[str, Any], target: Tensor, ignore_index: int | None) -> Tensor:
-        raise NotImplementedError
+        raise NotImplementedError  # abstract: each model with extras implements it
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
