@@ -16,6 +16,8 @@ ids are the bad annotations). One pass over the split at the teacher's training 
   only one batch of probabilities (B × C × H × W) is ever in memory.
 * **cross-entropy**: mean pixel cross-entropy of the teacher's logits against the annotation over the
   valid pixels (``nlkd.weighting.per_image_cross_entropy``); high = bad.
+* **labelled share**: the share of pixels the annotation labels (not ``ignore_index``); low = bad. No
+  teacher at all: the yardstick for corruptions that leave pixels unlabelled (polygon-coarse).
 
 cleanlab has no ignore index: ignored pixels are given the teacher's own argmax as their label, so they
 count as agreeing pixels (pixel score = the teacher's top probability) rather than as label errors.
@@ -60,8 +62,8 @@ def score_split(model, dataset: FolderDataset, device: torch.device, batch_size:
     from cleanlab.segmentation.rank import get_label_quality_scores
 
     info = dataset.info
-    out: dict[str, list[np.ndarray]] = {"bfmiou": [], "cleanlab": [], "ce": []}
-    seconds = dict.fromkeys(out, 0.0)
+    out: dict[str, list[np.ndarray]] = {"bfmiou": [], "cleanlab": [], "ce": [], "labelled": []}
+    seconds = dict.fromkeys(("bfmiou", "cleanlab", "ce"), 0.0)
     forward, relabelled = 0.0, 0
     for batch in make_loader(dataset, batch_size=batch_size, shuffle=False, seed=0):
         t0 = time.perf_counter()
@@ -74,6 +76,7 @@ def score_split(model, dataset: FolderDataset, device: torch.device, batch_size:
         s = audit_batch(pred, target, info.num_classes, tolerance, info.ignore_index)
         out["bfmiou"].append(-(s.bf + s.iou) / 2)
         seconds["bfmiou"] += time.perf_counter() - t0
+        out["labelled"].append(-s.labelled)  # computed by audit_batch as well: its seconds are bfmiou's
 
         t0 = time.perf_counter()
         labels = target
@@ -150,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         "bfmiou": "BFmIoU quality (nlkd)",
         "cleanlab": "cleanlab get_label_quality_scores (softmin)",
         "ce": "mean pixel cross-entropy",
+        "labelled": "share of labelled pixels (no teacher)",
     }
     print("| scorer | bad when | AUROC | AP | seconds |")
     print("|---|---|---:|---:|---:|")
@@ -157,9 +161,9 @@ def main(argv: list[str] | None = None) -> int:
         s = scores[key]
         ok = np.isfinite(s)
         direction = "high" if key == "ce" else "low"
+        took = f"{seconds[key]:.2f}" if key in seconds else "—"
         print(
-            f"| {name} | {direction} | {auroc(s[ok], bad[ok]):.3f} | {average_precision(s[ok], bad[ok]):.3f} "
-            f"| {seconds[key]:.2f} |"
+            f"| {name} | {direction} | {auroc(s[ok], bad[ok]):.3f} | {average_precision(s[ok], bad[ok]):.3f} | {took} |"
         )
     print(f"| chance | — | 0.500 | {bad.mean():.3f} | — |\n")
     n_pixels = len(dataset) * (size[0] * size[1] if size else 0)

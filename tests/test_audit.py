@@ -184,6 +184,7 @@ def test_audit_batch_agrees_with_metrics_and_respects_ignore_index():
     differ = (pred[:2] != target[:2]) & valid
     np.testing.assert_allclose(s.pixel_disagreement[:2], (differ.sum((1, 2)) / valid.sum((1, 2))).numpy())
     assert np.isnan(s.bf[2]) and np.isnan(s.pixel_disagreement[2]) and np.isnan(s.class_disagreement[2]).all()
+    np.testing.assert_allclose(s.labelled, [1 - 4 / 16, 1.0, 0.0])  # share of labelled pixels, no teacher needed
     # whatever the prediction says at ignored pixels changes nothing
     pred2 = pred.masked_fill(target == 255, 1)
     s2 = audit_batch(pred2, target, 4, tolerance=2.0, ignore_index=255)
@@ -219,7 +220,7 @@ def test_corrupted_annotations_rank_worst(audit_out: Path):
 def test_scores_csv_columns_order_and_values(audit_out: Path, teacher: Path, bad_root: Path):
     rows = _read_csv(audit_out / "scores.csv")
     header = list(rows[0])
-    fixed = ["id", "quality", "bf", "iou", "worst_classes", "pixel_disagreement", "image", "mask"]
+    fixed = ["id", "quality", "bf", "iou", "worst_classes", "pixel_disagreement", "labelled", "image", "mask"]
     names = ["sky", "ground", "building", "tree", "pole", "wire"]
     assert header == fixed + [f"boundary_disagreement:{n}" for n in names]
     assert len(rows) == 16
@@ -237,6 +238,7 @@ def test_scores_csv_columns_order_and_values(audit_out: Path, teacher: Path, bad
         per_class = {n: float(r[f"boundary_disagreement:{n}"]) for n in names}
         assert all(per_class[a] >= per_class[b] for a, b in itertools.pairwise(worst))
         assert 0 <= float(r["pixel_disagreement"]) <= 1
+        assert float(r["labelled"]) == 1.0  # the synthetic set has no ignore label
         assert Path(r["image"]).is_file() and Path(r["mask"]) == bad_root / "labels" / "bad" / f"{r['id']}.png"
     # the nlkd-score-format copy plugs into `nlkd train --teacher-scores`
     weights = read_scores_csv(audit_out / "teacher_scores.csv")
@@ -349,6 +351,13 @@ def test_known_bad_file_and_detection(tmp_path: Path):
     found = detection(table, ids, source)
     assert (found.n, found.n_bad, found.unknown_ids) == (3, 2, ["zzz"])  # c has no score: left out
     assert found.auroc == 1.0 and found.average_precision == 1.0
+    # ranked by labelled share instead (needs no teacher, so "c" counts): bad a = 1.0, d = 0.6 vs good
+    # b = 0.8, c = 1.0; pairs (a, b) 0, (a, c) tie 1/2, (d, b) 1, (d, c) 1
+    table.labelled[:] = [1.0, 0.8, 1.0, 0.6]
+    by_share = detection(table, ids, source, by="labelled")
+    assert by_share.n == 4 and by_share.auroc == pytest.approx(2.5 / 4)
+    with pytest.raises(ValueError, match="by must be"):
+        detection(table, ids, source, by="ce")
     assert known_bad_ids(tmp_path, None) is None
     with pytest.raises(DataError, match="cannot read"):
         known_bad_ids(tmp_path, str(tmp_path / "missing.txt"))
@@ -453,13 +462,37 @@ def test_bench_audit_table(teacher: Path, bad_root: Path, capsys):
         "| BFmIoU quality (nlkd)",
         "| cleanlab get_label_quality_scores (softmin)",
         "| mean pixel cross-entropy",
+        "| share of labelled pixels (no teacher)",
         "| chance",
     ]
     assert "Command:" in out and "Machine:" in out and "teacher's argmax" in out
     assert float(rows[0].split(" | ")[2]) > 0.9  # BFmIoU AUROC on the flipped masks
+    assert rows[3].split(" | ")[2:4] == ["0.500", "0.375"]  # flipped masks keep every label: no signal
 
 
 def test_bench_audit_without_cleanlab(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "cleanlab", None)  # import cleanlab -> ImportError
     assert _bench().main(["--data", "x", "--checkpoint", "y", "--labels", "z"]) == 1
     assert "pip install cleanlab" in capsys.readouterr().err
+
+
+def test_polygon_coarse_annotations_found_by_their_unlabelled_share(tiny_data: Path, teacher: Path, tmp_path: Path):
+    """Polygon-coarse masks leave a band unlabelled; the report ranks by that share too (no teacher)."""
+    from nlkd.noise import polygon_coarse
+
+    root = _linked_root(tiny_data, tmp_path / "data")
+    (root / "dataset.yaml").write_text(
+        (root / "dataset.yaml").read_text().replace("ignore_index: null", "ignore_index: 255")
+    )
+    rng = np.random.default_rng(0)
+    for p in sorted((tiny_data / "labels" / "train").glob("*.png")):
+        mask = read_mask(p)
+        write_mask(root / "labels" / "bad" / p.name, polygon_coarse(mask, rng) if p.stem in BAD else mask)
+    (root / "labels" / "bad" / "manifest.json").write_text(json.dumps({"corrupted": BAD}))
+    out = tmp_path / "out"
+    assert main(_audit_args(teacher, root, out)) == 0
+    summary = json.loads((out / "audit.json").read_text())
+    assert summary["detection_by_labelled"]["auroc"] == 1.0  # every coarse mask lost its band, no clean one did
+    rows = {r["id"]: float(r["labelled"]) for r in _read_csv(out / "scores.csv")}
+    assert all(rows[i] < 1 for i in BAD) and all(v == 1 for i, v in rows.items() if i not in BAD)
+    assert "leaves unlabelled" in (out / "report.html").read_text(encoding="utf-8")

@@ -61,7 +61,7 @@ __all__ = [
 ]
 
 PROGRESS_NAME = "progress.csv"
-_FIXED = ("id", "quality", "bf", "iou", "worst_classes", "pixel_disagreement", "image", "mask")
+_FIXED = ("id", "quality", "bf", "iou", "worst_classes", "pixel_disagreement", "labelled", "image", "mask")
 _CLASS_PREFIX = "boundary_disagreement:"
 
 
@@ -70,13 +70,14 @@ _CLASS_PREFIX = "boundary_disagreement:"
 
 @dataclass
 class BatchScores:
-    """Per-image audit numbers of a batch: ``bf``, ``iou``, ``pixel_disagreement`` (B,) and
+    """Per-image audit numbers of a batch: ``bf``, ``iou``, ``pixel_disagreement``, ``labelled`` (B,) and
     ``class_disagreement`` (B, C), float64 numpy; NaN where undefined."""
 
     bf: np.ndarray
     iou: np.ndarray
     pixel_disagreement: np.ndarray
     class_disagreement: np.ndarray
+    labelled: np.ndarray
 
 
 @torch.no_grad()
@@ -105,8 +106,10 @@ def audit_batch(
     total = cm.sum((1, 2))
     agree = cm.diagonal(dim1=1, dim2=2).sum(1)
     pixel = torch.where(total > 0, 1 - agree / total.clamp(min=1), torch.full_like(total, float("nan")))
+    labelled = total / max(target[0].numel(), 1)
     bf, iou, class_bf = stats.bf, stats.iou, stats.class_bf
-    return BatchScores(bf.cpu().numpy(), iou.cpu().numpy(), pixel.cpu().numpy(), (1 - class_bf).cpu().numpy())
+    numpy = (t.cpu().numpy() for t in (bf, iou, pixel, 1 - class_bf, labelled))
+    return BatchScores(*numpy)
 
 
 # ----------------------------------------------------------------------------- the per-image table
@@ -114,8 +117,9 @@ def audit_batch(
 
 @dataclass
 class AuditTable:
-    """Per-image audit numbers in dataset order: ``bf``, ``iou``, ``pixel_disagreement`` (N,),
-    ``class_disagreement`` (N, C); NaN for images not scored yet or without valid pixels."""
+    """Per-image audit numbers in dataset order: ``bf``, ``iou``, ``pixel_disagreement``, ``labelled`` (N,),
+    ``class_disagreement`` (N, C); NaN for images not scored yet (and, but ``labelled``, without valid
+    pixels)."""
 
     ids: list[str]
     image_paths: list[str]
@@ -125,13 +129,16 @@ class AuditTable:
     iou: np.ndarray
     pixel_disagreement: np.ndarray
     class_disagreement: np.ndarray
+    labelled: np.ndarray
 
     @classmethod
     def empty(cls, ids: list[str], image_paths: list[str], mask_paths: list[str], class_names: list[str]) -> AuditTable:
         """A table of NaNs (nothing scored yet) over the given images and classes."""
         n, c = len(ids), len(class_names)
         nan = np.full((n,), np.nan)
-        return cls(ids, image_paths, mask_paths, class_names, nan, nan.copy(), nan.copy(), np.full((n, c), np.nan))
+        return cls(
+            ids, image_paths, mask_paths, class_names, nan, nan.copy(), nan.copy(), np.full((n, c), np.nan), nan.copy()
+        )
 
     @classmethod
     def for_dataset(cls, dataset: FolderDataset) -> AuditTable:
@@ -180,6 +187,7 @@ class AuditTable:
                     *(num(float(v)) for v in (q[i], self.bf[i], self.iou[i])),
                     ";".join(self.worst_classes(i)),
                     num(float(self.pixel_disagreement[i])),
+                    num(float(self.labelled[i])),
                     self.image_paths[i],
                     self.mask_paths[i],
                     *(num(float(v)) for v in self.class_disagreement[i]),
@@ -207,11 +215,8 @@ class AuditTable:
             for r in rows[1:]:
                 i = where.get(r[0])
                 if i is not None:
-                    self.bf[i], self.iou[i], self.pixel_disagreement[i] = (
-                        float(r[2]),
-                        float(r[3]),
-                        float(r[5]),
-                    )
+                    self.bf[i], self.iou[i] = float(r[2]), float(r[3])
+                    self.pixel_disagreement[i], self.labelled[i] = float(r[5]), float(r[6])
                     self.class_disagreement[i] = [float(v) for v in r[n_fixed:]]
                     done[i] = True
         except (ValueError, IndexError) as e:
@@ -326,9 +331,12 @@ class Detection:
     unknown_ids: list[str]
 
 
-def detection(table: AuditTable, bad: set[str], source: str) -> Detection:
-    """Score the ranking of ``table`` as a detector of the ``bad`` ids (suspicion = −quality)."""
-    q = table.quality
+def detection(table: AuditTable, bad: set[str], source: str, by: str = "quality") -> Detection:
+    """Score a ranking of ``table`` as a detector of the ``bad`` ids: suspicion = −quality, or with
+    ``by="labelled"`` −(share of labelled pixels), the teacher-free sign of a coarse annotation."""
+    if by not in ("quality", "labelled"):
+        raise ValueError(f"by must be 'quality' or 'labelled', got {by!r}")
+    q = table.quality if by == "quality" else table.labelled
     keep = np.isfinite(q)
     y = np.array([i in bad for i in table.ids])[keep]
     s = -q[keep]
@@ -439,6 +447,7 @@ def audit_dataset(
         )
         idx = batch["index"].numpy()
         table.bf[idx], table.iou[idx], table.pixel_disagreement[idx] = s.bf, s.iou, s.pixel_disagreement
+        table.labelled[idx] = s.labelled
         table.class_disagreement[idx] = s.class_disagreement
         done[idx] = True
         if partial is not None and (step % save_every == 0 or step == len(loader)):
@@ -498,6 +507,11 @@ def run_audit(
             "n_bad": found.n_bad,
             "auroc": _json_float(found.auroc),
             "average_precision": _json_float(found.average_precision),
+        }
+        by_labelled = detection(table, *known_bad, by="labelled")  # type: ignore[misc]
+        record["detection_by_labelled"] = {
+            "auroc": _json_float(by_labelled.auroc),
+            "average_precision": _json_float(by_labelled.average_precision),
         }
     atomic_write_text(out_dir / "audit.json", json.dumps(record, indent=2) + "\n")
     return table, found

@@ -22,7 +22,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from nlkd.audit import AuditTable, Detection
+from nlkd.audit import AuditTable, Detection, detection
 from nlkd.data.folder import FolderDataset, collate
 from nlkd.io import atomic_write_bytes, atomic_write_text
 from nlkd.plots import overlay, weight_histogram
@@ -224,6 +224,13 @@ def write_report(
             f"(chance {found.n_bad / max(found.n, 1):.3f}).</p>"
             '<figure><img src="figures/detection.png" alt="ROC and precision-recall"></figure>'
         )
+        if np.nanmin(table.labelled, initial=1.0) < 1:  # some annotations leave pixels unlabelled
+            share = detection(table, set(found.bad_ids) | set(found.unknown_ids), found.source, by="labelled")
+            parts.append(
+                "<p>Ranked instead by the share of pixels the annotation leaves unlabelled (no teacher; "
+                "coarse polygon labels leave bands and small objects unlabelled): "
+                f"AUROC {share.auroc:.3f}, average precision {share.average_precision:.3f}.</p>"
+            )
     parts.append(
         '<h2>Scores</h2><figure><img src="figures/quality_histogram.png" alt="quality histogram">'
         '</figure><figure><img src="figures/class_disagreement.png" alt="per-class disagreement">'
