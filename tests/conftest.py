@@ -42,3 +42,16 @@ def tiny_config(data: Path, out: Path, **changes: object) -> TrainConfig:
             node = getattr(node, p)
         setattr(node, leaf, value)
     return cfg
+
+
+#: A small encoder for tests about the loop rather than the network: 25 MB checkpoints, fast steps.
+SMALL_ENCODER = "tu-mobilenetv3_small_050"
+
+
+def train_argv(data: Path, out: Path, *extra: str, labels: str = "train_coarse") -> list[str]:
+    """``nlkd train`` arguments for ``tiny_data`` at 32×48, batch 4, seed 0 on the CPU; ``extra`` after."""
+    return [
+        *("train", "--data", str(data), "--labels", labels, "--out", str(out)),
+        *("--size", "32x48", "--batch-size", "4", "--seed", "0", "--device", "cpu"),
+        *extra,
+    ]

@@ -14,10 +14,10 @@ import pytest
 import yaml
 from PIL import Image
 
+from conftest import train_argv
 from nlkd.cli import build_parser, main
 from nlkd.config import config_from_dict
 
-COMMON = ["--epochs", "2", "--batch-size", "4", "--size", "32x48", "--seed", "0", "--device", "cpu"]
 VAL_KEYS = {"epoch", "train_loss", "lr", "val_miou", "val_bf", "val_pixel_accuracy"}
 
 
@@ -39,22 +39,7 @@ def records(run_dir: Path) -> list[dict]:
 def teacher(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 2-epoch baseline on the coarse labels, trained with ``nlkd train``: its run folder."""
     out = tmp_path_factory.mktemp("cli") / "baseline"
-    rc = main(
-        [
-            "train",
-            "--data",
-            str(tiny_data),
-            "--labels",
-            "train_coarse",
-            "--val-split",
-            "val",
-            "--model",
-            "unet",
-            *COMMON,
-            "--out",
-            str(out),
-        ]
-    )
+    rc = main(train_argv(tiny_data, out, "--val-split", "val", "--model", "unet", "--epochs", "2"))
     assert rc == 0
     return out
 
@@ -206,18 +191,7 @@ def test_train_nlkd_with_teacher(
     out = tmp_path / "nlkd"
     rc, stdout, _ = run(
         capsys,
-        "train",
-        "--data",
-        str(tiny_data),
-        "--labels",
-        "train_coarse",
-        "--strategy",
-        "nlkd",
-        "--teacher",
-        str(teacher / "last.pt"),
-        *COMMON,
-        "--out",
-        str(out),
+        *train_argv(tiny_data, out, "--strategy", "nlkd", "--teacher", str(teacher / "last.pt"), "--epochs", "2"),
     )
     assert rc == 0
     assert "teacher scores: computed for 16 images" in stdout
@@ -238,20 +212,7 @@ def test_train_reweight(teacher: Path, tiny_data: Path, tmp_path: Path, capsys: 
     out = tmp_path / "rw"
     rc, _, _ = run(
         capsys,
-        "train",
-        "--data",
-        str(tiny_data),
-        "--labels",
-        "train_coarse",
-        "--strategy",
-        "reweight",
-        "--teacher",
-        str(teacher / "best.pt"),
-        *COMMON,
-        "--epochs",
-        "1",
-        "--out",
-        str(out),
+        *train_argv(tiny_data, out, "--strategy", "reweight", "--teacher", str(teacher / "best.pt"), "--epochs", "1"),
     )
     assert rc == 0
     [rec] = records(out)

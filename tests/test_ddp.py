@@ -37,7 +37,7 @@ from torch import nn
 from torch.utils.data.distributed import DistributedSampler
 
 import nlkd.train
-from conftest import tiny_config
+from conftest import SMALL_ENCODER, tiny_config, train_argv
 from nlkd.checkpoint import load_checkpoint
 from nlkd.cli import main
 from nlkd.train import train
@@ -48,7 +48,7 @@ pytestmark = [
 ]
 
 WORLD = 2
-ENCODER = "tu-mobilenetv3_small_050"  # small model: the test is about the distributed loop
+ENCODER = SMALL_ENCODER  # the test is about the distributed loop
 WEIGHT_ATOL = 1e-4
 METRIC_ATOL = 1e-3
 
@@ -63,37 +63,9 @@ def teacher(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def flags(data: Path, out: Path, teacher: Path) -> list[str]:
-    return [
-        "train",
-        "--data",
-        str(data),
-        "--labels",
-        "train_coarse",
-        "--strategy",
-        "nlkd",
-        "--teacher",
-        str(teacher),
-        "--epochs",
-        "2",
-        "--batch-size",
-        "4",
-        "--size",
-        "32x48",
-        "--seed",
-        "0",
-        "--device",
-        "cpu",
-        "--encoder",
-        ENCODER,
-        "--set",
-        "data.hflip=false",
-        "--set",
-        "strategy.warmup_epochs=1",
-        "--set",
-        "threads=1",
-        "--out",
-        str(out),
-    ]
+    nlkd = ("--strategy", "nlkd", "--teacher", str(teacher), "--epochs", "2", "--encoder", ENCODER)
+    fixed = ("--set", "data.hflip=false", "--set", "strategy.warmup_epochs=1", "--set", "threads=1")
+    return train_argv(data, out, *nlkd, *fixed)
 
 
 def run_torchrun(args: list[str]) -> subprocess.CompletedProcess[str]:

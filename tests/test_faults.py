@@ -19,10 +19,11 @@ from torch import Tensor, nn
 import nlkd.checkpoint
 import nlkd.io
 import nlkd.train
+from conftest import SMALL_ENCODER, train_argv
 from nlkd.cli import main
 from nlkd.io import atomic_write_bytes, save_checkpoint
 
-ENCODER = "tu-mobilenetv3_small_050"  # a small model: 25 MB checkpoints, fast steps
+ENCODER = SMALL_ENCODER
 
 
 def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, list[str]]:
@@ -37,28 +38,7 @@ def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, list[str]]
 
 
 def train_args(data: Path, out: Path, *extra: str) -> list[str]:
-    return [
-        "train",
-        "--data",
-        str(data),
-        "--labels",
-        "train_coarse",
-        "--size",
-        "32x48",
-        "--batch-size",
-        "4",
-        "--epochs",
-        "2",
-        "--seed",
-        "0",
-        "--device",
-        "cpu",
-        "--encoder",
-        ENCODER,
-        "--out",
-        str(out),
-        *extra,
-    ]
+    return train_argv(data, out, "--epochs", "2", "--encoder", ENCODER, *extra)
 
 
 def files(folder: Path) -> dict[str, bytes]:

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 import torch
 
-from conftest import tiny_config
+from conftest import SMALL_ENCODER, tiny_config, train_argv
 from nlkd.checkpoint import load_checkpoint
 from nlkd.cli import main
 from nlkd.config import TrainConfig
@@ -34,7 +34,7 @@ from nlkd.teacher import cache_key, read_scores_csv, score_dataset, teacher_scor
 from nlkd.train import train
 
 TIMING_KEYS = ("seconds", "train_seconds")
-ENCODER = "tu-mobilenetv3_small_050"
+ENCODER = SMALL_ENCODER
 SMALL = {"model.encoder": ENCODER}
 
 
@@ -133,28 +133,7 @@ def test_resume_is_bit_exact(
 
 
 def _train_args(data: Path, out: Path, *extra: str) -> list[str]:
-    return [
-        "train",
-        "--data",
-        str(data),
-        "--labels",
-        "train_coarse",
-        "--size",
-        "32x48",
-        "--batch-size",
-        "4",
-        "--seed",
-        "0",
-        "--device",
-        "cpu",
-        "--encoder",
-        ENCODER,
-        "--set",
-        "threads=1",
-        "--out",
-        str(out),
-        *extra,
-    ]
+    return train_argv(data, out, "--encoder", ENCODER, "--set", "threads=1", *extra)
 
 
 @pytest.fixture(scope="module")
