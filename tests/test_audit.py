@@ -496,3 +496,25 @@ def test_polygon_coarse_annotations_found_by_their_unlabelled_share(tiny_data: P
     rows = {r["id"]: float(r["labelled"]) for r in _read_csv(out / "scores.csv")}
     assert all(rows[i] < 1 for i in BAD) and all(v == 1 for i, v in rows.items() if i not in BAD)
     assert "leaves unlabelled" in (out / "report.html").read_text(encoding="utf-8")
+
+
+def test_oof_results_table(tmp_path: Path, capsys):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    try:
+        import oof_results
+    finally:
+        sys.path.pop(0)
+    (tmp_path / "manifest.json").write_text(json.dumps({"corrupted": ["a", "b"]}))
+    scores = tmp_path / "s.csv"
+    scores.write_text("id,bf,iou,bfmiou,weight\na,0,0,0.2,0.2\nb,0,0,0.6,0.6\nc,0,0,0.4,0.4\nd,0,0,0.9,0.9\n")
+    for k, (miou, bf) in enumerate([(0.40, 0.30), (0.42, 0.34)]):
+        (tmp_path / f"run{k}").mkdir()
+        record = {"epoch": 20, "val_miou": miou, "val_bf": bf}
+        (tmp_path / f"run{k}" / "metrics.jsonl").write_text('{"epoch": 19}\n' + json.dumps(record) + "\n")
+    runs = f"oof={tmp_path / 'run0'},{tmp_path / 'run1'}"
+    argv = ["--manifest", str(tmp_path / "manifest.json"), "--scores", f"oof={scores}", "--students", runs]
+    assert oof_results.main(argv) == 0
+    out = capsys.readouterr().out
+    # bad a = 0.2, b = 0.6 vs good c = 0.4, d = 0.9: pairs (a,c) (a,d) (b,d) found, (b,c) not -> 3/4
+    assert "| oof | 0.750 | 0.833 | 0.400 | 0.650 |" in out
+    assert "| oof | 41.00 ± 1.41 | 32.00 ± 2.83 | 2 (epoch [20]) |" in out

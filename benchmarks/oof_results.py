@@ -1,0 +1,78 @@
+"""RESULTS.md table: in-sample vs out-of-fold teacher scores, as detectors and as NLKD's teacher weights.
+
+    python benchmarks/oof_results.py --manifest runs/camvid/data/labels/train_de50/manifest.json \
+        --scores in-sample=runs/oof/insample_s0.csv out-of-fold=runs/oof/oof_k3.csv \
+        --students in-sample=runs/camvid/runs/nlkd_s0,runs/camvid/runs/nlkd_s1 \
+                   out-of-fold=runs/oof/nlkd_oof_s0,runs/oof/nlkd_oof_s1
+
+Each ``--scores`` CSV is an ``nlkd score`` output (``weight`` column = BFmIoU); it is scored as a detector
+of the manifest's corrupted ids (low weight = bad): AUROC, average precision and the mean weight of
+corrupted and clean masks. Each ``--students`` entry is a list of finished ``nlkd train`` runs whose last
+``metrics.jsonl`` record gives the validation mIoU / BF (mean ± sample std over the runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+import numpy as np
+
+from nlkd.audit import auroc, average_precision
+from nlkd.teacher import read_scores_csv
+
+
+def _pairs(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"oof_results: error: expected NAME=VALUE, got {item!r}")
+        out[name] = value
+    return out
+
+
+def _mean_sd(values: list[float]) -> str:
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.fmean(values):.2f} ± {sd:.2f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--manifest", type=Path, required=True, help="manifest.json of `nlkd corrupt`")
+    ap.add_argument("--scores", nargs="+", default=[], metavar="NAME=CSV")
+    ap.add_argument("--students", nargs="+", default=[], metavar="NAME=RUN[,RUN...]")
+    args = ap.parse_args(argv)
+    bad_ids = set(json.loads(args.manifest.read_text())["corrupted"])
+
+    print("| teacher scores | AUROC | AP | mean weight, corrupted | mean weight, clean |")
+    print("|---|---:|---:|---:|---:|")
+    for name, path in _pairs(args.scores).items():
+        weights = read_scores_csv(path)
+        ids = sorted(weights)
+        w = np.array([weights[i] for i in ids])
+        bad = np.array([i in bad_ids for i in ids])
+        ok = np.isfinite(w)
+        w, bad = w[ok], bad[ok]
+        roc, ap_ = auroc(-w, bad), average_precision(-w, bad)
+        print(f"| {name} | {roc:.3f} | {ap_:.3f} | {w[bad].mean():.3f} | {w[~bad].mean():.3f} |")
+
+    if args.students:
+        print("\n| NLKD student, teacher scores | val mIoU | val BF | runs |")
+        print("|---|---:|---:|---:|")
+    for name, runs in _pairs(args.students).items():
+        records = []
+        for run in runs.split(","):
+            lines = (Path(run) / "metrics.jsonl").read_text().splitlines()
+            records.append(json.loads(lines[-1]))
+        miou = [100 * r["val_miou"] for r in records]
+        bf = [100 * r["val_bf"] for r in records]
+        epochs = {r["epoch"] for r in records}
+        print(f"| {name} | {_mean_sd(miou)} | {_mean_sd(bf)} | {len(records)} (epoch {sorted(epochs)}) |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
