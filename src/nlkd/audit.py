@@ -118,8 +118,8 @@ def audit_batch(
 @dataclass
 class AuditTable:
     """Per-image audit numbers in dataset order: ``bf``, ``iou``, ``pixel_disagreement``, ``labelled`` (N,),
-    ``class_disagreement`` (N, C); NaN for images not scored yet (and, but ``labelled``, without valid
-    pixels)."""
+    ``class_disagreement`` (N, C). NaN for images not scored yet; all but ``labelled`` (then 0) are NaN
+    for images without valid pixels too."""
 
     ids: list[str]
     image_paths: list[str]
@@ -508,7 +508,7 @@ def run_audit(
             "auroc": _json_float(found.auroc),
             "average_precision": _json_float(found.average_precision),
         }
-        by_labelled = detection(table, *known_bad, by="labelled")  # type: ignore[misc]
+        by_labelled = detection(table, found.bad_ids, found.source, by="labelled")
         record["detection_by_labelled"] = {
             "auroc": _json_float(by_labelled.auroc),
             "average_precision": _json_float(by_labelled.average_precision),

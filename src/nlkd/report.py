@@ -225,7 +225,7 @@ def write_report(
             '<figure><img src="figures/detection.png" alt="ROC and precision-recall"></figure>'
         )
         if np.nanmin(table.labelled, initial=1.0) < 1:  # some annotations leave pixels unlabelled
-            share = detection(table, set(found.bad_ids) | set(found.unknown_ids), found.source, by="labelled")
+            share = detection(table, found.bad_ids, found.source, by="labelled")
             parts.append(
                 "<p>Ranked instead by the share of pixels the annotation leaves unlabelled (no teacher; "
                 "coarse polygon labels leave bands and small objects unlabelled): "
