@@ -202,6 +202,21 @@ def test_grid_writes_the_table_with_one_row_per_method(grid: dict) -> None:
     assert (out / "table2.png").stat().st_size > 0
 
 
+def test_cli_report_only_rewrites_the_table_and_trains_nothing(grid: dict, data: Path) -> None:
+    setup, plan = grid["setup"], grid["plan"]
+    lasts = [experiments.run_dir(setup, "table2", c.slug, 0) / "last.pt" for c in plan.cells]
+    (setup.out / "table2.md").unlink()
+    argv = ["reproduce", "table2", "--data", str(data), "--out", str(setup.out), "--seeds", "0", "1", *ARGS,
+            "--set", "model.encoder=mobilenet_v2", "--report-only"]  # fmt: skip
+    assert cli.main(argv) == 0
+    text = (setup.out / "table2.md").read_text()
+    assert "| NLKD (BFmIoU) | 50 % |" in text and "| 86.80 | 58.03 | 1/2 |" in text  # seed 1 never ran
+    assert "| NLKD (BFmIoU) | 30 % | not run | not run |" in text
+    assert "--seeds 0 1" in text and "--report-only" not in text  # the command that makes the whole table
+    assert [p.stat().st_mtime_ns for p in lasts] == grid["rerun"]
+    assert not (setup.out / "table2" / "baseline-r0").exists()
+
+
 def test_cli_dry_run_trains_and_writes_nothing(data: Path, tmp_path: Path, capsys) -> None:
     before = sorted(p.name for p in (data / "labels").iterdir())
     assert cli.main(["reproduce", "all", "--data", str(data), "--out", str(tmp_path / "o"), "--dry-run",

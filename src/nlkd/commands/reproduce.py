@@ -8,7 +8,9 @@ coarse label folders each table needs are written into ROOT/labels once. Each ta
 DIR/<table>.md (ours, mean ± std over seeds, beside the paper's numbers) and DIR/<table>.png; its runs
 live in DIR/<table>/<cell>/seed<k>/, and running the same command again continues an interrupted grid.
 --scale cpu (configs/cpu.yaml) finishes on a 2-core CPU; --scale paper (configs/paper.yaml) holds the
-paper's settings for GPUs. --dry-run prints every run as an `nlkd train` command and trains nothing.
+paper's settings for GPUs. --dry-run prints every run as an `nlkd train` command and trains nothing;
+--report-only rewrites the tables from the runs that finished (e.g. seeds trained by separate processes
+or machines into the same DIR) and trains nothing.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a key of the scale's config for every run, e.g. device=cuda")  # fmt: skip
     p.add_argument("--dry-run", action="store_true", help="print the runs as commands, train nothing")
+    p.add_argument("--report-only", action="store_true", help="write the tables from finished runs, train nothing")
     p.set_defaults(func=run)
 
 
@@ -112,7 +115,7 @@ def _dry_run(setup: Setup, plan: TablePlan, seeds: list[int]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from nlkd.config import parse_set
-    from nlkd.experiments import SCALES, make_setup, plan_table, run_table
+    from nlkd.experiments import SCALES, make_setup, plan_table, run_table, write_report
 
     seeds = list(args.seeds) if args.seeds else list(SCALES[args.scale].seeds)
     setup = make_setup(args.scale, args.data, args.out, epochs=args.epochs, overrides=parse_set(args.set))
@@ -123,7 +126,10 @@ def run(args: argparse.Namespace) -> int:
         if args.dry_run:
             _dry_run(setup, plan, seeds)
             continue
-        failures += run_table(setup, plan, seeds, command)
+        if args.report_only:
+            write_report(setup, plan, seeds, command, [])
+        else:
+            failures += run_table(setup, plan, seeds, command)
         print(f"== {name}: {setup.out / f'{name}.md'}, {setup.out / f'{name}.png'}")
     for line in failures:
         print(f"failed: {line}")
