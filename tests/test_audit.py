@@ -498,10 +498,10 @@ def test_polygon_coarse_annotations_found_by_their_unlabelled_share(tiny_data: P
     assert "leaves unlabelled" in (out / "report.html").read_text(encoding="utf-8")
 
 
-def test_oof_results_table(tmp_path: Path, capsys):
+def test_detection_table_script(tmp_path: Path, capsys):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     try:
-        import oof_results
+        import detection_table
     finally:
         sys.path.pop(0)
     (tmp_path / "manifest.json").write_text(json.dumps({"corrupted": ["a", "b"]}))
@@ -513,7 +513,7 @@ def test_oof_results_table(tmp_path: Path, capsys):
         (tmp_path / f"run{k}" / "metrics.jsonl").write_text('{"epoch": 19}\n' + json.dumps(record) + "\n")
     runs = f"oof={tmp_path / 'run0'},{tmp_path / 'run1'}"
     argv = ["--manifest", str(tmp_path / "manifest.json"), "--scores", f"oof={scores}", "--students", runs]
-    assert oof_results.main(argv) == 0
+    assert detection_table.main(argv) == 0
     out = capsys.readouterr().out
     # bad a = 0.2, b = 0.6 vs good c = 0.4, d = 0.9: pairs (a,c) (a,d) (b,d) found, (b,c) not -> 3/4
     assert "| oof | 0.750 | 0.833 | 0.400 | 0.650 |" in out

@@ -1,6 +1,6 @@
-"""RESULTS.md table: in-sample vs out-of-fold teacher scores, as detectors and as NLKD's teacher weights.
+"""Teacher scores as detectors of known-bad masks, and the val metrics of the students they trained.
 
-    python benchmarks/oof_results.py --manifest runs/camvid/data/labels/train_de50/manifest.json \
+    python benchmarks/detection_table.py --manifest runs/camvid/data/labels/train_de50/manifest.json \
         --scores in-sample=runs/oof/insample_s0.csv out-of-fold=runs/oof/oof_k3.csv \
         --students in-sample=runs/camvid/runs/nlkd_s0,runs/camvid/runs/nlkd_s1 \
                    out-of-fold=runs/oof/nlkd_oof_s0,runs/oof/nlkd_oof_s1
@@ -29,7 +29,7 @@ def _pairs(items: list[str]) -> dict[str, str]:
     for item in items:
         name, sep, value = item.partition("=")
         if not sep:
-            raise SystemExit(f"oof_results: error: expected NAME=VALUE, got {item!r}")
+            raise SystemExit(f"detection_table: error: expected NAME=VALUE, got {item!r}")
         out[name] = value
     return out
 
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {name} | {roc:.3f} | {ap_:.3f} | {w[bad].mean():.3f} | {w[~bad].mean():.3f} |")
 
     if args.students:
-        print("\n| NLKD student, teacher scores | val mIoU | val BF | runs |")
+        print("\n| student run | val mIoU | val BF | runs |")
         print("|---|---:|---:|---:|")
     for name, runs in _pairs(args.students).items():
         records = []
