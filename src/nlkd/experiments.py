@@ -146,6 +146,8 @@ def _clean_subset(root: Path, spec: NoiseSpec, corrupted: list[str]) -> None:
                 continue
             try:
                 (dst / name).symlink_to(os.path.relpath(path, dst))
+            except FileExistsError:  # made meanwhile by another process of the same grid (--seeds k each)
+                continue
             except OSError:  # no symlinks (e.g. Windows without the privilege): copy
                 (dst / name).write_bytes(path.read_bytes())
     listing = root / "splits" / f"{spec.name}.txt"
