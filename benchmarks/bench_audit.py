@@ -43,6 +43,7 @@ from nlkd.data.folder import FolderDataset, make_loader
 from nlkd.data.info import load_dataset_info
 from nlkd.data.validate import check_split
 from nlkd.errors import NLKDError
+from nlkd.io import read_mask
 from nlkd.noise import load_manifest
 from nlkd.train import resolve_device
 from nlkd.weighting import per_image_cross_entropy
@@ -93,6 +94,19 @@ def score_split(model, dataset: FolderDataset, device: torch.device, batch_size:
         out["ce"].append(per_image_cross_entropy(logits, target, info.ignore_index).double().cpu().numpy())
         seconds["ce"] += time.perf_counter() - t0
     return {k: np.concatenate(v) for k, v in out.items()}, seconds, forward, relabelled
+
+
+def _classes_per_corrupted_mask(manifest: dict, label_dir: Path, ignore: int | None) -> tuple[float, float] | None:
+    """Mean number of classes in the corrupted masks before (the manifest's ``source``) and after."""
+    ids = manifest["corrupted"]
+    if not ids or not manifest.get("source") or not Path(manifest["source"]).is_dir():
+        return None  # a hand-written manifest without the clean source
+    source = Path(manifest["source"])
+    counts = []
+    for folder in (source, label_dir):
+        present = [set(np.unique(read_mask(folder / f"{i}.png")).tolist()) - {ignore} for i in ids]
+        counts.append(float(np.mean([len(p) for p in present])))
+    return counts[0], counts[1]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -166,6 +180,10 @@ def main(argv: list[str] | None = None) -> int:
             f"| {name} | {direction} | {auroc(s[ok], bad[ok]):.3f} | {average_precision(s[ok], bad[ok]):.3f} | {took} |"
         )
     print(f"| chance | — | 0.500 | {bad.mean():.3f} | — |\n")
+    classes = _classes_per_corrupted_mask(manifest, label_dir, info.ignore_index)
+    if classes is not None:
+        print(f"Classes per corrupted mask (native size, ignore label left out): {classes[0]:.2f} in the "
+              f"source masks, {classes[1]:.2f} after corruption.\n")  # fmt: skip
     n_pixels = len(dataset) * (size[0] * size[1] if size else 0)
     share = f" ({100 * relabelled / n_pixels:.2f} % of pixels)" if n_pixels else ""
     print(

@@ -518,3 +518,12 @@ def test_detection_table_script(tmp_path: Path, capsys):
     # bad a = 0.2, b = 0.6 vs good c = 0.4, d = 0.9: pairs (a,c) (a,d) (b,d) found, (b,c) not -> 3/4
     assert "| oof | 0.750 | 0.833 | 0.400 | 0.650 |" in out
     assert "| oof | 41.00 ± 1.41 | 32.00 ± 2.83 | 2 (epoch [20]) |" in out
+
+
+def test_bench_audit_counts_classes_before_and_after_corruption(tmp_path: Path):
+    src, dst = tmp_path / "fine", tmp_path / "coarse"
+    write_mask(src / "a.png", np.array([[0, 1], [2, 3]], np.uint8))
+    write_mask(dst / "a.png", np.array([[0, 255], [2, 255]], np.uint8))  # classes 1 and 3 vanished
+    manifest = {"corrupted": ["a"], "source": str(src)}
+    assert _bench()._classes_per_corrupted_mask(manifest, dst, 255) == (4.0, 2.0)
+    assert _bench()._classes_per_corrupted_mask({"corrupted": ["a"]}, dst, 255) is None

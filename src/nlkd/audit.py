@@ -490,10 +490,15 @@ def run_audit(
         resume=resume,
         save_every=save_every,
     )
-    found = detection(table, *known_bad) if known_bad is not None else None
+    found = by_labelled = None
+    if known_bad is not None:
+        found = detection(table, *known_bad)
+        by_labelled = detection(table, *known_bad, by="labelled")
     atomic_write_text(out_dir / "scores.csv", table.to_csv())
     atomic_write_text(out_dir / "teacher_scores.csv", table.score_table().to_csv("bfmiou"))
-    write_report(out_dir, table, dataset, teachers, top=top, found=found, meta=meta or {})
+    write_report(
+        out_dir, table, dataset, teachers, top=top, found=found, found_by_labelled=by_labelled, meta=meta or {}
+    )
     record = {
         "key": key,
         **(meta or {}),
@@ -508,7 +513,7 @@ def run_audit(
             "auroc": _json_float(found.auroc),
             "average_precision": _json_float(found.average_precision),
         }
-        by_labelled = detection(table, found.bad_ids, found.source, by="labelled")
+    if by_labelled is not None:
         record["detection_by_labelled"] = {
             "auroc": _json_float(by_labelled.auroc),
             "average_precision": _json_float(by_labelled.average_precision),

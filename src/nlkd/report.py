@@ -22,7 +22,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from nlkd.audit import AuditTable, Detection, detection
+from nlkd.audit import AuditTable, Detection
 from nlkd.data.folder import FolderDataset, collate
 from nlkd.io import atomic_write_bytes, atomic_write_text
 from nlkd.plots import overlay, weight_histogram
@@ -186,9 +186,11 @@ def write_report(
     *,
     top: int = 8,
     found: Detection | None = None,
+    found_by_labelled: Detection | None = None,
     meta: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write the gallery, the figures and ``out_dir/report.html``; returns the page's path."""
+    """Write the gallery, the figures and ``out_dir/report.html``; returns the page's path.
+    ``found_by_labelled`` (the same ids ranked by labelled share) is shown when some pixels are unlabelled."""
     out_dir = Path(out_dir)
     with torch.no_grad():
         items = render_gallery(table, dataset, teachers, out_dir, top)
@@ -224,8 +226,8 @@ def write_report(
             f"(chance {found.n_bad / max(found.n, 1):.3f}).</p>"
             '<figure><img src="figures/detection.png" alt="ROC and precision-recall"></figure>'
         )
-        if np.nanmin(table.labelled, initial=1.0) < 1:  # some annotations leave pixels unlabelled
-            share = detection(table, found.bad_ids, found.source, by="labelled")
+        share = found_by_labelled
+        if share is not None and np.nanmin(table.labelled, initial=1.0) < 1:  # some pixels are unlabelled
             parts.append(
                 "<p>Ranked instead by the share of pixels the annotation leaves unlabelled (no teacher; "
                 "coarse polygon labels leave bands and small objects unlabelled): "
