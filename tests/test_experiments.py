@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 
 from nlkd import cli, experiments
 from nlkd.commands.reproduce import train_command
@@ -225,3 +226,51 @@ def test_cli_dry_run_trains_and_writes_nothing(data: Path, tmp_path: Path, capsy
     assert not (tmp_path / "o").exists() and sorted(p.name for p in (data / "labels").iterdir()) == before
     assert out.count("nlkd train --config") == 2 * (4 + 24 + 6 + 8 + 6)
     assert "-- nlkd-bfmiou-r30 seed 1: NLKD (BFmIoU) [30 %], labels train_de30, teacher baseline-r30" in out
+
+
+def test_a_cell_another_table_finished_is_linked_not_trained(grid: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Table 3's 50 % dilate/erode baseline and NLKD are Table 2's 50 % baseline and NLKD (BFmIoU) runs."""
+    import nlkd.train
+
+    setup = grid["setup"]
+    t3 = plan_table(setup, "table3")
+    plan = experiments.TablePlan(
+        "table3", t3.title, t3.column_name, [c for c in t3.cells if c.column.startswith("dil")]
+    )
+    trained: list[str] = []
+    monkeypatch.setattr(nlkd.train, "train", lambda cfg, resume=False, log=print: trained.append(cfg.out))
+    assert run_table(setup, plan, [0], "nlkd reproduce table3 (test)", log=_quiet) == []
+    assert trained == []
+    for mine, theirs in (("baseline-de50", "baseline-r50"), ("nlkd-de50", "nlkd-bfmiou-r50")):
+        here, there = (experiments.run_dir(setup, t, s, 0) for t, s in (("table3", mine), ("table2", theirs)))
+        assert (here / "reused_from.txt").read_text().strip() == str(there.resolve())
+        for name in ("last.pt", "metrics.jsonl"):
+            assert (here / name).read_bytes() == (there / name).read_bytes()
+        assert load_config(here / "config.yaml") == cell_config(setup, plan, plan.cells[0 if "base" in mine else 1], 0)
+    text = (setup.out / "table3.md").read_text()
+    ours = {
+        ln.split(" | ")[0].lstrip("| "): ln.split(" | ")[2] for ln in text.splitlines() if "| dilate/erode 50 % |" in ln
+    }
+    t2 = (setup.out / "table2.md").read_text()
+    theirs = {ln.split(" | ")[0].lstrip("| "): ln.split(" | ")[2] for ln in t2.splitlines() if "| 50 % |" in ln}
+    assert ours == {"baseline": theirs["baseline"], "NLKD": theirs["NLKD (BFmIoU)"]}
+
+
+def test_run_key_tells_runs_apart_by_config_and_by_teacher(grid: dict, tmp_path: Path) -> None:
+    setup, plan = grid["setup"], grid["plan"]
+    by = {c.slug: cell_config(setup, plan, c, 0) for c in plan.cells}
+    nlkd_cfg = by["nlkd-bfmiou-r50"]
+    assert experiments.find_twin(setup, nlkd_cfg) != Path(nlkd_cfg.out)  # a run is not its own twin
+    moved = experiments.apply_overrides(nlkd_cfg, {"out": str(tmp_path / "elsewhere")})
+    assert experiments.find_twin(setup, moved) == Path(nlkd_cfg.out)
+    other_seed = experiments.apply_overrides(moved, {"seed": 1})
+    assert experiments.find_twin(setup, other_seed) is None
+    # the same student config with a teacher trained differently is another run
+    teacher = Path(nlkd_cfg.strategy.teacher).parent
+    fake = tmp_path / "teacher"
+    fake.mkdir()
+    changed = experiments.apply_overrides(load_config(teacher / "config.yaml"), {"optim.lr": 0.5})
+    (fake / "config.yaml").write_text(yaml.safe_dump(experiments.config_to_dict(changed)))
+    other_teacher = experiments.apply_overrides(moved, {"strategy.teacher": str(fake / "last.pt")})
+    assert experiments.run_key(other_teacher) != experiments.run_key(moved)
+    assert experiments.find_twin(setup, other_teacher) is None

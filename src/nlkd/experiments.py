@@ -10,6 +10,13 @@ cell's config is the scale's base config (``configs/cpu.yaml`` or ``configs/pape
 the data root by :func:`nlkd.noise.corrupt_dataset`; an existing one must carry the same manifest.
 After every round of seeds ``DIR/<table>.md`` and ``DIR/<table>.png`` are rewritten from the
 finished runs (validation metrics of each run's last epoch, on the clean ``val`` split).
+
+Tables share runs: Table 3's 50 % baseline is Table 2's, Table 4's and Table 5's. Before training a
+cell, :func:`find_twin` looks under ``DIR`` for a finished run with the same :func:`run_key` (its config
+apart from where it lives, with its teacher's key in place of the teacher's path); :func:`reuse_run`
+then links that run's files into the cell's folder (hard links, or copies across file systems) and
+notes the source in ``reused_from.txt``. Training is deterministic on CPU, so the run is the one the
+cell would have trained.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import io
 import json
 import math
 import os
+import shutil
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -25,7 +33,9 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-from nlkd.config import TrainConfig, apply_overrides, load_config
+import yaml
+
+from nlkd.config import TrainConfig, apply_overrides, config_to_dict, load_config
 from nlkd.data.folder import IMAGE_EXTENSIONS
 from nlkd.data.info import DatasetInfo, load_dataset_info
 from nlkd.errors import DataError, NLKDError
@@ -39,12 +49,15 @@ __all__ = [
     "Setup",
     "cell_config",
     "collect_results",
+    "find_twin",
     "make_setup",
     "plan_table",
     "plot_table",
     "prepare_data",
     "render_markdown",
+    "reuse_run",
     "run_dir",
+    "run_key",
     "run_table",
     "write_report",
 ]
@@ -183,12 +196,66 @@ def collect_results(setup: Setup, plan: TablePlan, seeds: Sequence[int]) -> dict
     for cell in plan.cells:
         out[cell.slug] = []
         for seed in seeds:
-            path = run_dir(setup, plan.name, cell.slug, seed) / "metrics.jsonl"
-            lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
-            record = json.loads(lines[-1]) if lines else {}  # written atomically: the last line is whole
-            if record.get("epoch") == setup.base.epochs:
+            record = finished_record(run_dir(setup, plan.name, cell.slug, seed), setup.base.epochs)
+            if record is not None:
                 out[cell.slug].append(record)
     return out
+
+
+def finished_record(folder: Path, epochs: int) -> dict[str, Any] | None:
+    """The last ``metrics.jsonl`` record of the run in ``folder`` if it reached ``epochs``, else None."""
+    path = folder / "metrics.jsonl"
+    lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
+    record = json.loads(lines[-1]) if lines else {}  # written atomically: the last line is whole
+    return record if record.get("epoch") == epochs and (folder / "last.pt").is_file() else None
+
+
+def run_key(cfg: TrainConfig) -> str:
+    """What makes two runs the same run: the config without ``out``, the teacher's path replaced by the
+    teacher run's own key (read from the ``config.yaml`` beside its checkpoint; a checkpoint that is no
+    run folder's keeps its path). Settings that cannot change the numbers are kept too: conservative."""
+    d = config_to_dict(cfg)
+    d.pop("out")
+    teacher = d["strategy"]["teacher"]
+    if teacher is not None and (Path(teacher).parent / "config.yaml").is_file():
+        d["strategy"]["teacher"] = {"run": run_key(load_config(Path(teacher).parent / "config.yaml"))}
+    return json.dumps(d, sort_keys=True)
+
+
+def find_twin(setup: Setup, cfg: TrainConfig) -> Path | None:
+    """A finished run under ``setup.out`` (``<table>/<cell>/seed<k>/``) with the same :func:`run_key` as
+    ``cfg``, other than ``cfg.out`` itself; None if there is none."""
+    key, own = run_key(cfg), Path(cfg.out).resolve()
+    for path in sorted(setup.out.glob("*/*/seed*/config.yaml")):
+        folder = path.parent
+        if folder.resolve() == own or finished_record(folder, cfg.epochs) is None:
+            continue
+        try:
+            if run_key(load_config(path)) == key:
+                return folder
+        except NLKDError:  # e.g. a config of an older nlkd: not a twin
+            continue
+    return None
+
+
+def reuse_run(source: Path, cfg: TrainConfig) -> None:
+    """Make ``cfg.out`` the finished run ``source``: hard links to its files (copies where linking fails),
+    ``config.yaml`` written for ``cfg``, and ``reused_from.txt`` naming the source."""
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "config.yaml", yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    atomic_write_text(out / "reused_from.txt", f"{source.resolve()}\n")
+    files = [p for p in source.iterdir() if p.is_file() and not p.name.startswith(".")]
+    files = [p for p in files if p.name not in ("config.yaml", "reused_from.txt")]
+    # metrics.jsonl last: the run counts as finished (finished_record) only once everything is in place
+    for src in sorted(files, key=lambda p: (p.name == "metrics.jsonl", p.name)):
+        tmp = out / f".{src.name}.link"
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copy2(src, tmp)
+        os.replace(tmp, out / src.name)
 
 
 def _settings(setup: Setup, seeds: Sequence[int]) -> str:
@@ -317,8 +384,13 @@ def write_report(setup: Setup, plan: TablePlan, seeds: Sequence[int], command: s
     return md
 
 
-def run_table(setup: Setup, plan: TablePlan, seeds: Sequence[int], command: str, log: Log = print) -> list[str]:
+def run_table(
+    setup: Setup, plan: TablePlan, seeds: Sequence[int], command: str, log: Log = print, *, reuse: bool = True
+) -> list[str]:
     """Train every cell of ``plan`` for every seed (seed by seed, teachers first) and write the report.
+
+    Finished runs are skipped; with ``reuse`` a cell whose twin finished in another table of
+    ``setup.out`` links that run (:func:`find_twin`, :func:`reuse_run`) instead of training it.
 
     A run that fails with an :class:`NLKDError` (e.g. a diverging loss) is reported and skipped with
     its students; the others go on. Returns one line per failed run (empty when all finished).
@@ -335,7 +407,15 @@ def run_table(setup: Setup, plan: TablePlan, seeds: Sequence[int], command: str,
                 failures.append(f"{cell.slug} seed {seed}: not run, its teacher {cell.teacher} failed")
                 continue
             cfg = cell_config(setup, plan, cell, seed)
-            log(f"== {plan.name} seed {seed} [{i}/{len(plan.cells)}] {cell.slug}: {cell.row} -> {cfg.out}")
+            where = f"{plan.name} seed {seed} [{i}/{len(plan.cells)}] {cell.slug}"
+            if finished_record(Path(cfg.out), cfg.epochs) is not None:
+                continue
+            twin = find_twin(setup, cfg) if reuse else None
+            if twin is not None:
+                reuse_run(twin, cfg)
+                log(f"== {where}: same run as {twin}, reused")
+                continue
+            log(f"== {where}: {cell.row} -> {cfg.out}")
             try:
                 train(cfg, resume=True, log=log)
             except NLKDError as e:

@@ -10,7 +10,9 @@ live in DIR/<table>/<cell>/seed<k>/, and running the same command again continue
 --scale cpu (configs/cpu.yaml) finishes on a 2-core CPU; --scale paper (configs/paper.yaml) holds the
 paper's settings for GPUs. --dry-run prints every run as an `nlkd train` command and trains nothing;
 --report-only rewrites the tables from the runs that finished (e.g. seeds trained by separate processes
-or machines into the same DIR) and trains nothing.
+or machines into the same DIR) and trains nothing. A cell whose run already finished in another
+table under DIR (same config, same teacher, same seed) links that run instead of training it again;
+--no-reuse trains every cell itself.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="override a key of the scale's config for every run, e.g. device=cuda")  # fmt: skip
     p.add_argument("--dry-run", action="store_true", help="print the runs as commands, train nothing")
     p.add_argument("--report-only", action="store_true", help="write the tables from finished runs, train nothing")
+    p.add_argument("--no-reuse", action="store_true", help="train every cell, even one another table already ran")
     p.set_defaults(func=run)
 
 
@@ -88,8 +91,8 @@ def train_command(config_path: Path, cfg: TrainConfig) -> str:
     return shlex.join(["nlkd", "train", "--config", str(config_path), *sets, "--out", cfg.out, "--resume"])
 
 
-def _dry_run(setup: Setup, plan: TablePlan, seeds: list[int]) -> None:
-    from nlkd.experiments import cell_config, collect_results, run_dir
+def _dry_run(setup: Setup, plan: TablePlan, seeds: list[int], no_reuse: bool) -> None:
+    from nlkd.experiments import cell_config, collect_results, find_twin, run_dir
     from nlkd.noise import load_manifest
 
     n = len(plan.cells)
@@ -106,6 +109,8 @@ def _dry_run(setup: Setup, plan: TablePlan, seeds: list[int]) -> None:
             cfg = cell_config(setup, plan, cell, seed)
             started = (run_dir(setup, plan.name, cell.slug, seed) / "last.pt").is_file()
             state = "finished" if done[cell.slug] else "started" if started else "new"
+            twin = find_twin(setup, cfg) if state != "finished" and not no_reuse else None
+            state = f"{state}; same run as {twin}" if twin is not None else state
             teacher = f", teacher {cell.teacher}" if cell.teacher else ""
             column = f" [{cell.column}]" if cell.column else ""
             print(f"-- {cell.slug} seed {seed}: {cell.row}{column}, labels {cell.labels}{teacher} ({state})")
@@ -124,12 +129,12 @@ def run(args: argparse.Namespace) -> int:
     for name in TABLES if args.table == "all" else (args.table,):
         plan = plan_table(setup, name)
         if args.dry_run:
-            _dry_run(setup, plan, seeds)
+            _dry_run(setup, plan, seeds, args.no_reuse)
             continue
         if args.report_only:
             write_report(setup, plan, seeds, command, [])
         else:
-            failures += run_table(setup, plan, seeds, command)
+            failures += run_table(setup, plan, seeds, command, reuse=not args.no_reuse)
         print(f"== {name}: {setup.out / f'{name}.md'}, {setup.out / f'{name}.png'}")
     for line in failures:
         print(f"failed: {line}")
