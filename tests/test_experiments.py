@@ -7,6 +7,7 @@ import shlex
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -106,8 +107,12 @@ def test_paper_scale_teacher_is_pointrend_and_every_paper_number_has_a_cell(tmp_
     assert ("teacher-pointrend-r20", "baseline", "train_de20", None) in t2
     assert ("nlkd-bfmiou-r20", "nlkd", "train_de20", "teacher-pointrend-r20") in t2
     for name in TABLES:
-        plan = build_table(name, root=tmp_path, ratios=experiments.SCALES["paper"].ratios, teacher_model="pointrend")
-        assert set(PAPER[name]) <= {(c.row, c.column) for c in plan.cells}, name
+        cells: set[tuple[str, str]] = set()
+        for fmt in ("folder", "cityscapes") if name == "table3" else ("folder",):
+            plan = build_table(name, root=tmp_path, ratios=experiments.SCALES["paper"].ratios,
+                               teacher_model="pointrend", data_format=fmt)  # fmt: skip
+            cells |= {(c.row, c.column) for c in plan.cells}
+        assert set(PAPER[name]) <= cells, name
 
 
 def test_unregistered_strategy_is_left_out_with_a_note(tmp_path: Path) -> None:
@@ -274,3 +279,58 @@ def test_run_key_tells_runs_apart_by_config_and_by_teacher(grid: dict, tmp_path:
     other_teacher = experiments.apply_overrides(moved, {"strategy.teacher": str(fake / "last.pt")})
     assert experiments.run_key(other_teacher) != experiments.run_key(moved)
     assert experiments.find_twin(setup, other_teacher) is None
+
+
+@pytest.fixture(scope="module")
+def cityscapes(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny Cityscapes root: 4 train images with gtFine and gtCoarse labels, 2 val images with gtFine."""
+    from PIL import Image
+
+    root, rng = tmp_path_factory.mktemp("cityscapes"), np.random.default_rng(0)
+    for split, n in (("train", 4), ("val", 2)):
+        for k in range(n):
+            name = f"aachen_{k:06d}_000019"
+            image = root / f"leftImg8bit/{split}/aachen/{name}_leftImg8bit.png"
+            image.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(rng.integers(0, 256, (32, 48, 3), dtype=np.uint8)).save(image)
+            ids = np.full((32, 48), 7, np.uint8)  # road below, building above, sky on the right
+            ids[:16], ids[:, 36:] = 11, 23
+            for labels in ("gtFine", "gtCoarse") if split == "train" else ("gtFine",):
+                mask = ids.copy()
+                if labels == "gtCoarse":
+                    mask[14:18], mask[:, 34:38] = 0, 0  # unlabelled bands along the boundaries
+                path = root / f"{labels}/{split}/aachen/{name}_{labels}_labelIds.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(mask, mode="L").save(path)
+    return root
+
+
+def test_table3_on_a_cityscapes_root_trains_on_its_fine_and_coarse_labels(cityscapes: Path, tmp_path: Path) -> None:
+    setup = make_setup("cpu", cityscapes, tmp_path / "o", epochs=1, overrides=FAST)
+    assert (setup.base.data.format, setup.info.num_classes, setup.info.ignore_index) == ("cityscapes", 19, 255)
+    plan = plan_table(setup, "table3")
+    assert [(c.slug, c.labels, c.column) for c in plan.cells] == [
+        ("baseline-fine", "gtFine", "Cityscapes fine"),
+        ("nlkd-fine", "gtFine", "Cityscapes fine"),
+        ("baseline-coarse", "gtCoarse", "Cityscapes coarse"),
+        ("nlkd-coarse", "gtCoarse", "Cityscapes coarse"),
+    ]
+    assert plan.noise == [] and (plan.cells[3].teacher, plan.cells[1].teacher) == ("baseline-coarse", "baseline-fine")
+    assert run_table(setup, plan, [0], "nlkd reproduce table3 (cityscapes test)", log=_quiet) == []
+    run = experiments.run_dir(setup, "table3", "nlkd-coarse", 0)
+    cfg = load_config(run / "config.yaml")
+    assert (cfg.data.format, cfg.data.labels, cfg.data.val_labels) == ("cityscapes", "gtCoarse", None)
+    text = (setup.out / "table3.md").read_text()
+    assert "| NLKD | Cityscapes coarse |" in text and "| 62.56 | 42.98 | 1/1 |" in text
+    assert "| baseline | Cityscapes fine |" in text and "| 67.97 | 45.50 | 1/1 |" in text
+    assert sorted(p.name for p in cityscapes.iterdir()) == ["gtCoarse", "gtFine", "leftImg8bit"]  # nothing written
+
+
+def test_tables_that_write_label_folders_refuse_a_cityscapes_root(cityscapes: Path, tmp_path: Path, capsys) -> None:
+    args = ["--data", str(cityscapes), "--out", str(tmp_path / "o"), "--dry-run", *ARGS]
+    assert cli.main(["reproduce", "table2", *args]) == 2
+    assert "table2 writes coarse label folders into ROOT/labels and needs the folder layout" in capsys.readouterr().err
+    assert cli.main(["reproduce", "all", *args]) == 0
+    out = capsys.readouterr().out
+    assert "only table3 applies" in out and "== table3:" in out and "== table2" not in out
+    assert "labels gtCoarse, teacher baseline-coarse" in out

@@ -111,11 +111,18 @@ def make_setup(
     if scale not in SCALES:
         raise NLKDError(f"unknown scale {scale!r}; choose one of: {', '.join(SCALES)}")
     sc, root = SCALES[scale], Path(root).resolve()
-    if not (root / "labels" / "train").is_dir():
-        raise DataError(f"{root / 'labels' / 'train'}: clean training labels not found (ROOT/labels/train)")
-    changes = {"data.root": str(root), **({"epochs": epochs} if epochs is not None else {})}
+    changes: dict[str, Any] = {"data.root": str(root), **({"epochs": epochs} if epochs is not None else {})}
+    if (root / "leftImg8bit").is_dir() and (root / "gtFine").is_dir():
+        changes["data.format"] = "cityscapes"
     base = load_config(sc.config_path, {**changes, **(overrides or {})})
-    info = load_dataset_info(root, base.data.num_classes, base.data.ignore_index)
+    if base.data.format == "folder":
+        if not (root / "labels" / "train").is_dir():
+            raise DataError(f"{root / 'labels' / 'train'}: clean training labels not found (ROOT/labels/train)")
+        info = load_dataset_info(root, base.data.num_classes, base.data.ignore_index)
+    else:
+        from nlkd.train import dataset_info
+
+        info = dataset_info(base)
     return Setup(sc, root, Path(out).resolve(), base, info, ratios=tuple(ratios or sc.ratios))
 
 
@@ -128,6 +135,7 @@ def plan_table(setup: Setup, name: str) -> TablePlan:
         teacher_model=setup.scale.teacher_model,
         base_model=setup.base.model.name,
         ignore_index=setup.info.ignore_index,
+        data_format=setup.base.data.format,
     )
 
 

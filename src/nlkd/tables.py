@@ -200,8 +200,12 @@ def _table2(b: _Builder, ratios: Sequence[float], **_: Any) -> list[NoiseSpec]:
     return noise
 
 
-def _table3(b: _Builder, ignore_index: int | None, **_: Any) -> list[NoiseSpec]:
+def _table3(b: _Builder, ignore_index: int | None, data_format: str, **_: Any) -> list[NoiseSpec]:
     rows = [_BASE, ("nlkd", "NLKD", _NLKD, "default")]
+    if data_format == "cityscapes":  # the paper's own second data set: official fine and coarse labels
+        b.add(rows, "fine", "Cityscapes fine", labels="gtFine")
+        b.add(rows, "coarse", "Cityscapes coarse", labels="gtCoarse")
+        return []
     b.add(rows, "fine", "fine", labels="train")
     b.add(rows, "de50", "dilate/erode 50 %", labels="train_de50")
     poly = {"data.ignore_index": 255} if ignore_index is None else {}  # polygon labels need an ignore label
@@ -245,6 +249,7 @@ def build_table(
     teacher_model: str | None,
     base_model: str = "unet",
     ignore_index: int | None = None,
+    data_format: str = "folder",
     registered: Sequence[str] | None = None,
 ) -> TablePlan:
     """The plan of table ``name`` for the data set at ``root``.
@@ -256,17 +261,24 @@ def build_table(
             or None for the baseline row of the same labels. Tables 4 and 5 name their teachers.
         base_model: the scale's student network (U-Net).
         ignore_index: the data set's; polygon labels need one, so 255 is used when it is None.
+        data_format: the data set's layout. Tables that write coarse label folders need ``folder``;
+            on a Cityscapes root Table 3 trains on its official fine and coarse labels instead.
         registered: strategy names that exist (default: those of :mod:`nlkd.strategies`); rows of
             other strategies are left out, with a note in the report.
     """
     if name not in _BUILDERS:
         raise ConfigError(f"unknown table {name!r}; choose one of: {', '.join(TABLES)}, all")
+    if data_format != "folder" and (name, data_format) != ("table3", "cityscapes"):
+        raise ConfigError(
+            f"{name} writes coarse label folders into ROOT/labels and needs the folder layout, not "
+            f"{data_format!r} (on a Cityscapes root only table3 runs)"
+        )
     if registered is None:
         from nlkd.strategies import STRATEGIES
 
         registered = list(STRATEGIES)
     b = _Builder(teacher_model, base_model, registered)
-    noise = _BUILDERS[name](b, root=root, ratios=ratios, ignore_index=ignore_index)
+    noise = _BUILDERS[name](b, root=root, ratios=ratios, ignore_index=ignore_index, data_format=data_format)
     title, column_name = TITLES[name]
     return TablePlan(name, title, column_name, b.cells, noise, b.notes)
 
@@ -305,6 +317,10 @@ PAPER: dict[str, dict[tuple[str, str], tuple[float, float]]] = {
         ("NLKD", "dilate/erode 50 %"): (86.80, 58.03),
         ("baseline", "polygon 50 %"): (59.79, 34.01),
         ("NLKD", "polygon 50 %"): (62.56, 42.98),
+        ("baseline", "Cityscapes fine"): (67.97, 45.50),
+        ("NLKD", "Cityscapes fine"): (69.51, 48.16),
+        ("baseline", "Cityscapes coarse"): (59.79, 34.01),
+        ("NLKD", "Cityscapes coarse"): (62.56, 42.98),
     },
     "table4": {
         ("U-Net, baseline", ""): (84.74, 43.96),
@@ -331,8 +347,9 @@ NOTES: dict[str, list[str]] = {
     "table2": ["Paper rows: 'Reweight' = teacher-only weights (our reweight), 'Reweight + KD' = NLKD."],
     "table3": [
         "Paper data sets: fine = Supervisely Fine, dilate/erode = Supervisely Manual Coarse (whose "
-        "validation labels were coarsened too; ours stay clean), polygon = Cityscapes Official Coarse. "
-        "Cityscapes Fine (67.97/45.50 -> 69.51/48.16) has no counterpart here."
+        "validation labels were coarsened too; ours stay clean), polygon = Cityscapes Official Coarse "
+        "(every training image coarse; ours: half of them). With --data at a Cityscapes root the "
+        "columns are Cityscapes' own gtFine and gtCoarse training labels (validation: gtFine)."
     ],
     "table5": ["Two-network rows report network A (U-Net). The paper's NLKD row uses DeepLabv3+ as teacher."],
 }
