@@ -15,8 +15,9 @@ Tables share runs: Table 3's 50 % baseline is Table 2's, Table 4's and Table 5's
 cell, :func:`find_twin` looks under ``DIR`` for a finished run with the same :func:`run_key` (its config
 apart from where it lives, with its teacher's key in place of the teacher's path); :func:`reuse_run`
 then links that run's files into the cell's folder (hard links, or copies across file systems) and
-notes the source in ``reused_from.txt``. Training is deterministic on CPU, so the run is the one the
-cell would have trained.
+notes the source in ``reused_from.txt``. On CPU training is deterministic per seed (RESULTS.md checks
+it), so the linked run is bit for bit the one the cell would train; on a GPU it is a run of the same
+config.
 """
 
 from __future__ import annotations
