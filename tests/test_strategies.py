@@ -226,6 +226,23 @@ def test_coteaching_plus_selects_small_loss_among_disagreeing_images():
     assert log["disagree_share"] == pytest.approx(8 / 15)
 
 
+def test_coteaching_plus_median_rule_takes_decouplings_candidates():
+    a, b = _pair_with_differences([2, 0, 1, 5, 0, 3])  # d > 0 for 0, 2, 3, 5; above the median: 0, 3, 5
+    loss_a = torch.tensor([0.1, 0.0, 0.5, 0.2, 0.0, 0.4])
+    loss_b = torch.tensor([0.3, 0.0, 0.1, 0.2, 0.0, 0.6])
+    s = _strategy("coteaching_plus", forget_rate=0.5, forget_epochs=2, disagree_rule="median")
+    step = _step(6, logits=[_logits(a), _logits(b)], losses=[loss_a, loss_b], epoch=2)
+    w_a, w_b = s.weights(step)  # R = 0.5: keep round_half_up(0.5 * 3) = 2 of the 3 candidates
+    assert _ones(w_b) == {0, 3}  # A's two smallest losses among 0, 3, 5
+    assert _ones(w_a) == {0, 3}  # B's: 0.3 and 0.2 (image 2 is no candidate any more)
+    assert s.log.pop()["disagree_share"] == pytest.approx(3 / 6)
+    a, b = _pair_with_differences([0, 0, 0])  # no disagreement: still nothing is updated
+    w_a, _ = s.weights(_step(3, logits=[_logits(a), _logits(b)], losses=[loss_a[:3], loss_b[:3]]))
+    assert w_a.tolist() == [0.0, 0.0, 0.0]
+    with pytest.raises(ConfigError, match="disagree_rule must be any or median"):
+        _strategy("coteaching_plus", disagree_rule="most")
+
+
 # ----------------------------------------------------------------------------- end to end
 
 

@@ -362,3 +362,18 @@ def test_missing_teacher_is_a_data_error(tiny_data: Path, tmp_path: Path, capsys
     assert capsys.readouterr().err.strip().splitlines() == [
         f"nlkd train: error: {tmp_path / 'nope.pt'}: teacher checkpoint not found"
     ]
+
+
+def test_resume_accepts_a_checkpoint_from_before_a_config_key_existed(tmp_path: Path) -> None:
+    """A key added to the config later (here strategy.disagree_rule) counts as its default on resume."""
+    from nlkd.config import TrainConfig, config_to_dict
+    from nlkd.errors import NLKDError
+    from nlkd.train import _check_resume_config
+
+    cfg = TrainConfig()
+    old = config_to_dict(cfg)
+    del old["strategy"]["disagree_rule"]
+    _check_resume_config({"config": old}, cfg, tmp_path / "last.pt")  # no error
+    old["strategy"]["metric"] = "bf"
+    with pytest.raises(NLKDError, match=r"strategy.metric: 'bf' -> 'bfmiou'"):
+        _check_resume_config({"config": old}, cfg, tmp_path / "last.pt")

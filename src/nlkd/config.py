@@ -88,6 +88,7 @@ class StrategyConfig:
     forget_rate: float = 0.2  # co-teaching: final share of images each network drops
     forget_epochs: int | None = None  # co-teaching: epochs to ramp up the forget rate (default 10 %)
     peer_model: str | None = None  # two-network strategies: the second network (default: same as model)
+    disagree_rule: str = "any"  # coteaching_plus candidates: maps differ anywhere (any) | above batch median (median)
 
 
 @dataclass

@@ -36,7 +36,7 @@ from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
 from nlkd.checkpoint import build_model, load_checkpoint, make_checkpoint
-from nlkd.config import TrainConfig, check_config, config_to_dict
+from nlkd.config import TrainConfig, check_config, config_from_dict, config_to_dict
 from nlkd.data.folder import FolderDataset, make_loader
 from nlkd.data.info import DatasetInfo, load_dataset_info
 from nlkd.data.validate import check_split
@@ -166,7 +166,8 @@ def _seed_everything(seed: int) -> None:
 def _check_resume_config(ckpt: dict[str, Any], cfg: TrainConfig, path: Path) -> None:
     """Refuse to resume a run with a different configuration, naming what differs. Where the run lives and
     runs (out, device, threads, loader workers) may change: the loader's order does not depend on workers."""
-    old, new = ckpt["config"], config_to_dict(cfg)
+    # through the dataclass: a key added to the config since the run started counts as its default
+    old, new = config_to_dict(config_from_dict(ckpt["config"])), config_to_dict(cfg)
     diffs: list[str] = []
 
     def walk(a: Any, b: Any, prefix: str) -> None:
