@@ -60,8 +60,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {name} | {roc:.3f} | {ap_:.3f} | {w[bad].mean():.3f} | {w[~bad].mean():.3f} |")
 
     if args.students:
-        print("\n| student run | val mIoU | val BF | runs |")
-        print("|---|---:|---:|---:|")
+        print("\n| student run | val mIoU | val BF | per run (mIoU / BF) | runs |")
+        print("|---|---:|---:|---|---:|")
     for name, runs in _pairs(args.students).items():
         records = []
         for run in runs.split(","):
@@ -70,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
         miou = [100 * r["val_miou"] for r in records]
         bf = [100 * r["val_bf"] for r in records]
         epochs = {r["epoch"] for r in records}
-        print(f"| {name} | {_mean_sd(miou)} | {_mean_sd(bf)} | {len(records)} (epoch {sorted(epochs)}) |")
+        each = ", ".join(f"{m:.2f} / {b:.2f}" for m, b in zip(miou, bf))
+        print(f"| {name} | {_mean_sd(miou)} | {_mean_sd(bf)} | {each} | {len(records)} (epoch {sorted(epochs)}) |")
     return 0
 
 
