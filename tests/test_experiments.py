@@ -15,10 +15,10 @@ from nlkd import cli, experiments
 from nlkd.commands.reproduce import train_command
 from nlkd.config import load_config, parse_set
 from nlkd.data.folder import list_pairs
-from nlkd.errors import DataError
+from nlkd.errors import ConfigError, DataError
 from nlkd.experiments import cell_config, make_setup, plan_table, prepare_data, render_markdown, run_table
 from nlkd.noise import corrupt_dataset, load_manifest
-from nlkd.tables import PAPER, TABLES, build_table
+from nlkd.tables import PAPER, TABLES, build_table, select_cells
 
 SMALL = {"data.size": [32, 48], "batch_size": 4, "device": "cpu"}
 FAST = {**SMALL, "model.encoder": "mobilenet_v2"}  # half the time and checkpoint size of resnet18
@@ -231,6 +231,39 @@ def test_cli_dry_run_trains_and_writes_nothing(data: Path, tmp_path: Path, capsy
     assert not (tmp_path / "o").exists() and sorted(p.name for p in (data / "labels").iterdir()) == before
     assert out.count("nlkd train --config") == 2 * (4 + 24 + 6 + 8 + 6)
     assert "-- nlkd-bfmiou-r30 seed 1: NLKD (BFmIoU) [30 %], labels train_de30, teacher baseline-r30" in out
+
+
+def test_select_cells_matches_slugs_adds_their_teachers_and_keeps_the_plan_order(tmp_path: Path) -> None:
+    sc = experiments.SCALES["cpu"]
+    plan = build_table("table2", root=tmp_path, ratios=sc.ratios, teacher_model=sc.teacher_model)
+    assert select_cells(plan, None) == plan.cells
+    slugs = [c.slug for c in select_cells(plan, ["nlkd-bf-*", "reweight-miou-r50"])]
+    assert slugs == ["baseline-r0", "nlkd-bf-r0", "baseline-r10", "nlkd-bf-r10", "baseline-r30", "nlkd-bf-r30",
+                     "baseline-r50", "reweight-miou-r50", "nlkd-bf-r50"]  # fmt: skip
+    assert [c.slug for c in select_cells(plan, ["*-r30", "baseline-r30"])] == [
+        c.slug for c in plan.cells if c.slug.endswith("-r30")
+    ]
+    with pytest.raises(ConfigError, match=r"'nlkd-r50' matches no cell of table2; its cells: baseline-r0, "):
+        select_cells(plan, ["*-r50", "nlkd-r50"])
+
+
+def test_cli_cells_trains_only_those_cells_and_reports_the_whole_table(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    import nlkd.train
+
+    trained: list[str] = []
+    monkeypatch.setattr(nlkd.train, "train", lambda cfg, resume=False, log=print: trained.append(cfg.out))
+    out = tmp_path / "o"
+    argv = ["reproduce", "table2", "--data", str(data), "--out", str(out), "--seeds", "0", *ARGS]
+    assert cli.main([*argv, "--cells", "nlkd-bfmiou-r50"]) == 0
+    assert trained == [str(out / "table2" / s / "seed0") for s in ("baseline-r50", "nlkd-bfmiou-r50")]
+    text = (out / "table2.md").read_text()
+    assert "| reweight (mIoU) | 10 % | not run | not run |" in text  # the report still has every cell
+    assert cli.main([*argv, "--cells", "nlkd-r50"]) == 2
+    assert "matches no cell of table2" in capsys.readouterr().err
+    assert cli.main(["reproduce", "all", "--data", str(data), "--out", str(out), "--cells", "*-r50"]) == 2
+    assert len(trained) == 2
 
 
 def test_a_cell_another_table_finished_is_linked_not_trained(grid: dict, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -394,9 +394,17 @@ def write_report(setup: Setup, plan: TablePlan, seeds: Sequence[int], command: s
 
 
 def run_table(
-    setup: Setup, plan: TablePlan, seeds: Sequence[int], command: str, log: Log = print, *, reuse: bool = True
+    setup: Setup,
+    plan: TablePlan,
+    seeds: Sequence[int],
+    command: str,
+    log: Log = print,
+    *,
+    reuse: bool = True,
+    cells: Sequence[Cell] | None = None,
 ) -> list[str]:
-    """Train every cell of ``plan`` for every seed (seed by seed, teachers first) and write the report.
+    """Train every cell of ``plan`` (or only ``cells``, see :func:`nlkd.tables.select_cells`) for
+    every seed (seed by seed, teachers first) and write the report of the whole table.
 
     Finished runs are skipped; with ``reuse`` a cell whose twin finished in another table of
     ``setup.out`` links that run (:func:`find_twin`, :func:`reuse_run`) instead of training it.
@@ -410,13 +418,14 @@ def run_table(
     failures: list[str] = []
     failed: set[tuple[str, int]] = set()
     for seed in seeds:
-        for i, cell in enumerate(plan.cells, start=1):
+        todo = plan.cells if cells is None else cells
+        for i, cell in enumerate(todo, start=1):
             if cell.teacher is not None and (cell.teacher, seed) in failed:
                 failed.add((cell.slug, seed))
                 failures.append(f"{cell.slug} seed {seed}: not run, its teacher {cell.teacher} failed")
                 continue
             cfg = cell_config(setup, plan, cell, seed)
-            where = f"{plan.name} seed {seed} [{i}/{len(plan.cells)}] {cell.slug}"
+            where = f"{plan.name} seed {seed} [{i}/{len(todo)}] {cell.slug}"
             if finished_record(Path(cfg.out), cfg.epochs) is not None:
                 continue
             twin = find_twin(setup, cfg) if reuse else None

@@ -8,6 +8,7 @@ numbers under our row and column labels, :data:`NOTES` what to keep in mind when
 
 from __future__ import annotations
 
+import fnmatch
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,7 @@ __all__ = [
     "NoiseSpec",
     "TablePlan",
     "build_table",
+    "select_cells",
 ]
 
 TABLES: tuple[str, ...] = ("table1", "table2", "table3", "table4", "table5")
@@ -97,6 +99,29 @@ class TablePlan:
             if cell.teacher is not None and cell.teacher not in seen:
                 raise ValueError(f"table {self.name}: cell {cell.slug!r} comes before its teacher {cell.teacher!r}")
             seen.add(cell.slug)
+
+
+def select_cells(plan: TablePlan, patterns: Sequence[str] | None) -> list[Cell]:
+    """The cells of ``plan`` whose slug matches one of the shell ``patterns`` (``nlkd-*``, ``*-r50``),
+    with the teachers they need, in the plan's order (teachers first); all cells when ``patterns`` is
+    None. A pattern that matches no cell is a :class:`ConfigError` naming the table's cells.
+    """
+    if patterns is None:
+        return list(plan.cells)
+    slugs = [c.slug for c in plan.cells]
+    wanted: set[str] = set()
+    for pattern in patterns:
+        hits = fnmatch.filter(slugs, pattern)
+        if not hits:
+            raise ConfigError(f"--cells {pattern!r} matches no cell of {plan.name}; its cells: {', '.join(slugs)}")
+        wanted.update(hits)
+    by_slug = {c.slug: c for c in plan.cells}
+    for slug in list(wanted):
+        teacher = by_slug[slug].teacher
+        while teacher is not None and teacher not in wanted:
+            wanted.add(teacher)
+            teacher = by_slug[teacher].teacher
+    return [c for c in plan.cells if c.slug in wanted]
 
 
 # (slug prefix, row label, config changes, teacher: None | "default" | a model name)

@@ -13,7 +13,8 @@ paper's settings for GPUs. --dry-run prints every run as an `nlkd train` command
 --report-only rewrites the tables from the runs that finished (e.g. seeds trained by separate processes
 or machines into the same DIR) and trains nothing. A cell whose run already finished in another
 table under DIR (same config, same teacher, same seed) links that run instead of training it again;
---no-reuse trains every cell itself.
+--no-reuse trains every cell itself. --cells trains a part of one table first (e.g. the 50 % column:
+--cells '*-r50'), with the teachers those cells need.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from nlkd.tables import TABLES, TablePlan
+from nlkd.tables import TABLES, Cell, TablePlan, select_cells
 
 if TYPE_CHECKING:
     from nlkd.config import TrainConfig
@@ -50,6 +51,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="override a key of the scale's config for every run, e.g. device=cuda")  # fmt: skip
     p.add_argument("--dry-run", action="store_true", help="print the runs as commands, train nothing")
     p.add_argument("--report-only", action="store_true", help="write the tables from finished runs, train nothing")
+    p.add_argument("--cells", nargs="+", metavar="GLOB",
+                   help="train only the cells whose name matches (e.g. 'baseline-*' '*-r50'), with their "
+                   "teachers; the report still covers the whole table")  # fmt: skip
     p.add_argument("--no-reuse", action="store_true", help="train every cell, even one another table already ran")
     p.set_defaults(func=run)
 
@@ -92,12 +96,13 @@ def train_command(config_path: Path, cfg: TrainConfig) -> str:
     return shlex.join(["nlkd", "train", "--config", str(config_path), *sets, "--out", cfg.out, "--resume"])
 
 
-def _dry_run(setup: Setup, plan: TablePlan, seeds: list[int], no_reuse: bool) -> None:
+def _dry_run(setup: Setup, plan: TablePlan, seeds: list[int], no_reuse: bool, cells: list[Cell]) -> None:
     from nlkd.experiments import cell_config, collect_results, find_twin, run_dir
     from nlkd.noise import load_manifest
 
-    n = len(plan.cells)
-    print(f"== {plan.name}: {plan.title}: {n} cells x {len(seeds)} seeds = {n * len(seeds)} runs")
+    n = len(cells)
+    of = "" if n == len(plan.cells) else f" of {len(plan.cells)}"
+    print(f"== {plan.name}: {plan.title}: {n}{of} cells x {len(seeds)} seeds = {n * len(seeds)} runs")
     for spec in plan.noise:
         folder = setup.root / "labels" / spec.name
         state = "exists" if load_manifest(folder) is not None else "to be written"
@@ -106,7 +111,7 @@ def _dry_run(setup: Setup, plan: TablePlan, seeds: list[int], no_reuse: bool) ->
         print(f"   note: {note}")
     for seed in seeds:
         done = collect_results(setup, plan, [seed])
-        for cell in plan.cells:
+        for cell in cells:
             cfg = cell_config(setup, plan, cell, seed)
             started = (run_dir(setup, plan.name, cell.slug, seed) / "last.pt").is_file()
             state = "finished" if done[cell.slug] else "started" if started else "new"
@@ -121,8 +126,11 @@ def _dry_run(setup: Setup, plan: TablePlan, seeds: list[int], no_reuse: bool) ->
 
 def run(args: argparse.Namespace) -> int:
     from nlkd.config import parse_set
+    from nlkd.errors import ConfigError
     from nlkd.experiments import SCALES, make_setup, plan_table, run_table, write_report
 
+    if args.cells and args.table == "all":
+        raise ConfigError("--cells picks cells of one table; name the table instead of 'all'")
     seeds = list(args.seeds) if args.seeds else list(SCALES[args.scale].seeds)
     setup = make_setup(args.scale, args.data, args.out, epochs=args.epochs, overrides=parse_set(args.set))
     command = command_line(args, seeds)
@@ -133,13 +141,14 @@ def run(args: argparse.Namespace) -> int:
         names = ("table3",)
     for name in names:
         plan = plan_table(setup, name)
+        cells = select_cells(plan, args.cells)
         if args.dry_run:
-            _dry_run(setup, plan, seeds, args.no_reuse)
+            _dry_run(setup, plan, seeds, args.no_reuse, cells)
             continue
         if args.report_only:
             write_report(setup, plan, seeds, command, [])
         else:
-            failures += run_table(setup, plan, seeds, command, reuse=not args.no_reuse)
+            failures += run_table(setup, plan, seeds, command, reuse=not args.no_reuse, cells=cells)
         print(f"== {name}: {setup.out / f'{name}.md'}, {setup.out / f'{name}.png'}")
     for line in failures:
         print(f"failed: {line}")
