@@ -417,8 +417,8 @@ def run_table(
     prepare_data(setup, plan, log)
     failures: list[str] = []
     failed: set[tuple[str, int]] = set()
+    todo = plan.cells if cells is None else cells
     for seed in seeds:
-        todo = plan.cells if cells is None else cells
         for i, cell in enumerate(todo, start=1):
             if cell.teacher is not None and (cell.teacher, seed) in failed:
                 failed.add((cell.slug, seed))
