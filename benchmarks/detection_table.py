@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from nlkd.audit import auroc, average_precision
+from nlkd.errors import NLKDError
 from nlkd.teacher import read_scores_csv
 
 
@@ -50,7 +51,10 @@ def main(argv: list[str] | None = None) -> int:
     print("| teacher scores | AUROC | AP | mean weight, corrupted | mean weight, clean |")
     print("|---|---:|---:|---:|---:|")
     for name, path in _pairs(args.scores).items():
-        weights = read_scores_csv(path)
+        try:
+            weights = read_scores_csv(path)
+        except NLKDError as e:
+            raise SystemExit(f"detection_table: error: {e}") from None
         ids = sorted(weights)
         w = np.array([weights[i] for i in ids])
         bad = np.array([i in bad_ids for i in ids])
@@ -65,7 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     for name, runs in _pairs(args.students).items():
         records = []
         for run in runs.split(","):
-            lines = (Path(run) / "metrics.jsonl").read_text().splitlines()
+            path = Path(run) / "metrics.jsonl"
+            lines = path.read_text().splitlines() if path.is_file() else []
+            if not lines:
+                raise SystemExit(f"detection_table: error: {path}: no metrics yet (run not trained?)")
             records.append(json.loads(lines[-1]))
         miou = [100 * r["val_miou"] for r in records]
         bf = [100 * r["val_bf"] for r in records]

@@ -518,6 +518,10 @@ def test_detection_table_script(tmp_path: Path, capsys):
     # bad a = 0.2, b = 0.6 vs good c = 0.4, d = 0.9: pairs (a,c) (a,d) (b,d) found, (b,c) not -> 3/4
     assert "| oof | 0.750 | 0.833 | 0.400 | 0.650 |" in out
     assert "| oof | 41.00 ± 1.41 | 32.00 ± 2.83 | 40.00 / 30.00, 42.00 / 34.00 | 2 (epoch [20]) |" in out
+    with pytest.raises(SystemExit, match=r"run2/metrics.jsonl: no metrics yet"):
+        detection_table.main([*argv[:-1], f"{runs},{tmp_path / 'run2'}"])
+    with pytest.raises(SystemExit, match=r"missing.csv: cannot read scores file"):
+        detection_table.main([*argv[:2], "--scores", f"x={tmp_path / 'missing.csv'}"])
 
 
 def test_bench_audit_counts_classes_before_and_after_corruption(tmp_path: Path):
