@@ -151,12 +151,15 @@ def test_train_command_reproduces_the_cell_config(data: Path, tmp_path: Path) ->
 
 def test_render_markdown_mean_std_paper_and_missing(tmp_path: Path) -> None:
     plan = build_table("table3", root=tmp_path, ratios=(), teacher_model=None)
-    results = {"baseline-fine": [{"val_miou": 0.5, "val_bf": 0.25}, {"val_miou": 0.7, "val_bf": 0.25}],
-               "nlkd-fine": [{"val_miou": 0.8, "val_bf": 0.5}]}  # fmt: skip
+    runs = [{"val_miou": 0.5, "val_bf": 0.25, "seed": 0}, {"val_miou": 0.7, "val_bf": 0.25, "seed": 2}]
+    results = {"baseline-fine": runs, "nlkd-fine": [{"val_miou": 0.8, "val_bf": 0.5}]}
     text = render_markdown(plan, results, n_seeds=2, command="nlkd reproduce table3", settings="S")
-    assert "| baseline | fine | 60.00 ± 14.14 | 25.00 ± 0.00 | 87.10 | 60.01 | 2/2 |" in text
-    assert "| NLKD | fine | 80.00 | 50.00 | 87.76 | 61.12 | 1/2 |" in text
-    assert "| baseline | polygon 50 % | not run | not run | 59.79 | 34.01 | 0/2 |" in text
+    assert (
+        "| baseline | fine | 60.00 ± 14.14 | 25.00 ± 0.00 | 87.10 | 60.01 | 2/2 | s0 50.00 / 25.00, s2 70.00 / 25.00 |"
+        in text
+    )
+    assert "| NLKD | fine | 80.00 | 50.00 | 87.76 | 61.12 | 1/2 | 80.00 / 50.00 |" in text
+    assert "| baseline | polygon 50 % | not run | not run | 59.79 | 34.01 | 0/2 |  |" in text
     assert "    nlkd reproduce table3" in text and "![table3](table3.png)" in text
 
 
@@ -201,7 +204,7 @@ def test_grid_resumes_where_it_stopped_and_a_finished_grid_trains_nothing(grid: 
 def test_grid_writes_the_table_with_one_row_per_method(grid: dict) -> None:
     out = grid["setup"].out
     text = (out / "table2.md").read_text()
-    rows = [ln.split(" | ")[0].lstrip("| ") for ln in text.splitlines() if ln.endswith("| 1/1 |")]
+    rows = [ln.split(" | ")[0].lstrip("| ") for ln in text.splitlines() if "| 1/1 | s0 " in ln]
     assert rows == ["baseline", "reweight (mIoU)", "reweight (BF)", "reweight (BFmIoU)", "NLKD (BF)", "NLKD (BFmIoU)"]
     assert "| NLKD (BFmIoU) | 50 % |" in text and "| 86.80 | 58.03 | 1/1 |" in text
     assert "nlkd reproduce table2 (test)" in text
@@ -216,7 +219,7 @@ def test_cli_report_only_rewrites_the_table_and_trains_nothing(grid: dict, data:
             "--set", "model.encoder=mobilenet_v2", "--report-only"]  # fmt: skip
     assert cli.main(argv) == 0
     text = (setup.out / "table2.md").read_text()
-    assert "| NLKD (BFmIoU) | 50 % |" in text and "| 86.80 | 58.03 | 1/2 |" in text  # seed 1 never ran
+    assert "| NLKD (BFmIoU) | 50 % |" in text and "| 86.80 | 58.03 | 1/2 | s0 " in text  # seed 1 never ran
     assert "| NLKD (BFmIoU) | 30 % | not run | not run |" in text
     assert "--seeds 0 1" in text and "--report-only" not in text  # the command that makes the whole table
     assert [p.stat().st_mtime_ns for p in lasts] == grid["rerun"]

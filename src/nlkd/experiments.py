@@ -200,14 +200,15 @@ def prepare_data(setup: Setup, plan: TablePlan, log: Log = print) -> None:
 
 
 def collect_results(setup: Setup, plan: TablePlan, seeds: Sequence[int]) -> dict[str, list[dict[str, Any]]]:
-    """Cell slug -> the last ``metrics.jsonl`` records of its finished runs (``epoch == epochs``)."""
+    """Cell slug -> the last ``metrics.jsonl`` records of its finished runs (``epoch == epochs``), each
+    with its ``seed``."""
     out: dict[str, list[dict[str, Any]]] = {}
     for cell in plan.cells:
         out[cell.slug] = []
         for seed in seeds:
             record = finished_record(run_dir(setup, plan.name, cell.slug, seed), setup.base.epochs)
             if record is not None:
-                out[cell.slug].append(record)
+                out[cell.slug].append({**record, "seed": seed})
     return out
 
 
@@ -302,14 +303,15 @@ def render_markdown(
     """``DIR/<table>.md``: one line per cell, ours (mean ± sample std over seeds) beside the paper's.
 
     Args:
-        results: cell slug -> last records of its finished runs (``val_miou``, ``val_bf`` as fractions).
+        results: cell slug -> last records of its finished runs (``val_miou``, ``val_bf`` as fractions,
+            ``seed`` when known: the last column lists each run).
         n_seeds: seeds asked for (the Seeds column shows finished/asked).
         command: the command line that produced the table; settings: a paragraph on the setup.
         failures: one line per failed run.
     """
     paper = PAPER.get(plan.name, {})
     col = [plan.column_name] if plan.column_name else []
-    head = ["Method", *col, "mIoU (ours)", "BF (ours)", "mIoU (paper)", "BF (paper)", "Seeds"]
+    head = ["Method", *col, "mIoU (ours)", "BF (ours)", "mIoU (paper)", "BF (paper)", "Seeds", "Per seed (mIoU / BF)"]
     lines = [f"# {plan.name}: {plan.title}", "", "Produced by:", "", f"    {command}", "", settings, ""]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for cell in plan.cells:
@@ -321,7 +323,11 @@ def render_markdown(
         theirs = paper.get((cell.row, cell.column))
         ref = [f"{v:.2f}" for v in theirs] if theirs else ["—", "—"]
         where = [cell.column] if col else []
-        lines.append("| " + " | ".join([cell.row, *where, *ours, *ref, f"{len(recs)}/{n_seeds}"]) + " |")
+        each = ", ".join(
+            (f"s{r['seed']} " if "seed" in r else "") + f"{100 * r['val_miou']:.2f} / {100 * r['val_bf']:.2f}"
+            for r in recs
+        )
+        lines.append("| " + " | ".join([cell.row, *where, *ours, *ref, f"{len(recs)}/{n_seeds}", each]) + " |")
     lines += [
         "",
         "mIoU and BF in percent on the clean validation split. Ours: mean ± sample std over the",
