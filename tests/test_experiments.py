@@ -163,6 +163,14 @@ def test_render_markdown_mean_std_paper_and_missing(tmp_path: Path) -> None:
     assert "    nlkd reproduce table3" in text and "![table3](table3.png)" in text
 
 
+def test_paired_gain_subtracts_the_baseline_run_of_the_same_seed() -> None:
+    base = [{"val_miou": 0.40, "seed": 0}, {"val_miou": 0.50, "seed": 1}]
+    runs = [{"val_miou": 0.43, "seed": 0}, {"val_miou": 0.52, "seed": 1}, {"val_miou": 0.9, "seed": 2}]
+    mean, sd = experiments._paired_gain(runs, base, "val_miou")
+    assert mean == pytest.approx(2.5) and sd == pytest.approx(0.7071, abs=1e-4)  # seed 2 has no baseline
+    assert experiments._paired_gain(runs[2:], base, "val_miou") is None
+
+
 @pytest.fixture(scope="module")
 def grid(data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """A tiny Table 2 (ratio 50 %, seed 0, 1 epoch): interrupted after two runs, resumed, run again."""

@@ -291,6 +291,14 @@ def _mean_sd(records: list[dict[str, Any]], key: str) -> tuple[float, float] | N
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
+def _paired_gain(records: list[dict[str, Any]], base: list[dict[str, Any]], key: str) -> tuple[float, float] | None:
+    """(mean, sample std) in percent of ``key`` minus the ``base`` run's of the same seed; None when no
+    seed has both."""
+    by_seed = {r.get("seed"): float(r[key]) for r in base}
+    diffs = [{key: float(r[key]) - by_seed[r.get("seed")]} for r in records if r.get("seed") in by_seed]
+    return _mean_sd(diffs, key)
+
+
 def render_markdown(
     plan: TablePlan,
     results: dict[str, list[dict[str, Any]]],
@@ -342,17 +350,47 @@ def render_markdown(
     return "\n".join([*lines, "", f"![{plan.name}]({plan.name}.png)", ""])
 
 
+def _plot_gains(axes: Sequence[Any], plan: TablePlan, results: dict[str, list[dict[str, Any]]]) -> None:
+    """Line tables: each row's gain over the first row (the baseline) at the same x, ours (paired by
+    seed, error bars = std of the per-seed gains) beside the paper's (dashed)."""
+    paper = PAPER.get(plan.name, {})
+    rows = list(dict.fromkeys(c.row for c in plan.cells))
+    base = {c.x: c for c in plan.cells if c.row == rows[0]}
+    for k, (ax, key, metric) in enumerate(zip(axes, ("val_miou", "val_bf"), ("mIoU", "BF"))):
+        for j, row in enumerate(rows[1:], start=1):
+            cells = [c for c in plan.cells if c.row == row and c.x in base]
+            ours = [(c.x, _paired_gain(results.get(c.slug, []), results.get(base[c.x].slug, []), key)) for c in cells]
+            ours = [(x, g) for x, g in ours if g is not None]
+            if ours:
+                xs, gains = zip(*ours)
+                ax.errorbar(xs, *zip(*gains), marker="o", capsize=3, color=f"C{j % 10}", label=row)
+            ref = [(c.x, paper[(row, c.column)][k] - paper[(rows[0], c.column)][k]) for c in cells
+                   if (row, c.column) in paper and (rows[0], c.column) in paper]  # fmt: skip
+            if ref:
+                ax.plot(*zip(*ref), "x--", color=f"C{j % 10}", alpha=0.6)
+        ax.axhline(0.0, color=f"C{0}", lw=1)
+        ax.plot([], [], "kx--", alpha=0.6, label="paper")
+        ax.set_xlabel(f"{plan.column_name.lower()} ratio (%)")
+        ax.set_title(f"{metric} gain over the {rows[0]} at the same ratio (points)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+
+
 def plot_table(plan: TablePlan, results: dict[str, list[dict[str, Any]]], out_png: Path) -> None:
     """mIoU and BF panels: lines over the noise ratio (cells with ``x``, Table 2), else one bar per cell;
-    error bars are the std over seeds, the paper's numbers are dashed lines / black ticks."""
+    error bars are the std over seeds, the paper's numbers are dashed lines / black ticks. Line tables
+    get a second row of panels: each method's gain over the baseline, ours beside the paper's."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(13, 5), layout="constrained")
+    lines = all(c.x is not None for c in plan.cells)
+    fig = Figure(figsize=(13, 9 if lines else 5), layout="constrained")
     FigureCanvasAgg(fig)
     paper = PAPER.get(plan.name, {})
-    lines = all(c.x is not None for c in plan.cells)
-    for k, (ax, key, metric) in enumerate(zip(fig.subplots(1, 2), ("val_miou", "val_bf"), ("mIoU", "BF"))):
+    axes = fig.subplots(2 if lines else 1, 2, squeeze=False)
+    if lines:
+        _plot_gains(axes[1], plan, results)
+    for k, (ax, key, metric) in enumerate(zip(axes[0], ("val_miou", "val_bf"), ("mIoU", "BF"))):
         nan = (math.nan, 0.0)
         groups = {c.row: [d for d in plan.cells if d.row == c.row] for c in plan.cells} if lines else {"": plan.cells}
         for j, cells in enumerate(groups.values()):
