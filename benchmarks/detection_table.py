@@ -5,8 +5,9 @@
         --students in-sample=runs/camvid/runs/nlkd_s0,runs/camvid/runs/nlkd_s1 \
                    out-of-fold=runs/oof/nlkd_oof_s0,runs/oof/nlkd_oof_s1
 
-Each ``--scores`` CSV is an ``nlkd score`` output (``weight`` column = BFmIoU); it is scored as a detector
-of the manifest's corrupted ids (low weight = bad): AUROC, average precision and the mean weight of
+Each ``--scores`` CSV is an ``nlkd score`` output (``weight`` column = the run's metric; ``--column bf``,
+``iou`` or ``bfmiou`` picks another of its scores); it is scored as a detector of the manifest's
+corrupted ids (low score = bad): AUROC, average precision and the mean weight of
 corrupted and clean masks. Each ``--students`` entry is a list of finished ``nlkd train`` runs whose last
 ``metrics.jsonl`` record gives the validation mIoU / BF (mean ± sample std over the runs).
 """
@@ -45,14 +46,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--manifest", type=Path, required=True, help="manifest.json of `nlkd corrupt`")
     ap.add_argument("--scores", nargs="+", default=[], metavar="NAME=CSV")
     ap.add_argument("--students", nargs="+", default=[], metavar="NAME=RUN[,RUN...]")
+    ap.add_argument("--column", default="weight", help="score column of the CSVs (default: weight)")
     args = ap.parse_args(argv)
     bad_ids = set(json.loads(args.manifest.read_text())["corrupted"])
 
-    print("| teacher scores | AUROC | AP | mean weight, corrupted | mean weight, clean |")
+    what = "weight" if args.column == "weight" else args.column
+    print(f"| teacher scores | AUROC | AP | mean {what}, corrupted | mean {what}, clean |")
     print("|---|---:|---:|---:|---:|")
     for name, path in _pairs(args.scores).items():
         try:
-            weights = read_scores_csv(path)
+            weights = read_scores_csv(path, args.column)
         except NLKDError as e:
             raise SystemExit(f"detection_table: error: {e}") from None
         ids = sorted(weights)

@@ -518,6 +518,14 @@ def test_detection_table_script(tmp_path: Path, capsys):
     # bad a = 0.2, b = 0.6 vs good c = 0.4, d = 0.9: pairs (a,c) (a,d) (b,d) found, (b,c) not -> 3/4
     assert "| oof | 0.750 | 0.833 | 0.400 | 0.650 |" in out
     assert "| oof | 41.00 ± 1.41 | 32.00 ± 2.83 | 40.00 / 30.00, 42.00 / 34.00 | 2 (epoch [20]) |" in out
+    scores.write_text("id,bf,iou,bfmiou,weight\na,0.9,0,0,0\nb,0.1,0,0,0\nc,0.5,0,0,0\nd,0.3,0,0,0\n")
+    assert detection_table.main([*argv[:4], "--column", "bf"]) == 0
+    out = capsys.readouterr().out
+    # bf: bad a = 0.9, b = 0.1 vs good c = 0.5, d = 0.3: only (b,c) and (b,d) found -> 2/4
+    assert "| teacher scores | AUROC | AP | mean bf, corrupted | mean bf, clean |" in out
+    assert "| oof | 0.500 |" in out and "| 0.500 | 0.400 |" in out
+    with pytest.raises(SystemExit, match=r"s.csv: scores CSV needs columns 'id' and 'nope'"):
+        detection_table.main([*argv[:4], "--column", "nope"])
     with pytest.raises(SystemExit, match=r"run2/metrics.jsonl: no metrics yet"):
         detection_table.main([*argv[:-1], f"{runs},{tmp_path / 'run2'}"])
     with pytest.raises(SystemExit, match=r"missing.csv: cannot read scores file"):
