@@ -86,6 +86,16 @@ def test_weighted_loss_reductions_and_no_gradient_through_weights():
         weighted_loss(ce, w, "max")  # type: ignore[arg-type]
 
 
+def test_normalized_loss_is_the_weighted_mean_even_for_subnormal_weights():
+    # found by test_fuzz: dividing by max(Σw, float32 tiny) gave 1.2e-7 instead of 1.0 here
+    ce = torch.tensor([0.0, 0.0, 0.0, 1.0])
+    w = torch.tensor([math.nan, math.nan, math.nan, 1.401298464324817e-45])
+    assert weighted_loss(ce, w, "normalized").item() == pytest.approx(1.0)
+    ce = torch.tensor([2.0, 4.0])
+    assert weighted_loss(ce, torch.tensor([1e-40, 3e-40]), "normalized").item() == pytest.approx(3.5, rel=1e-4)
+    assert weighted_loss(torch.zeros(0), torch.zeros(0), "normalized").item() == 0.0
+
+
 def test_weighter_uses_teacher_only_during_warmup_then_mixes():
     t = torch.zeros(2, 12, 12, dtype=torch.long)
     t[:, 4:8, 4:8] = 1

@@ -166,7 +166,12 @@ def weighted_loss(ce: Tensor, w: Tensor, reduction: Reduction = "mean") -> Tenso
     if reduction == "mean":
         return total / max(ce.shape[0], 1)
     if reduction == "normalized":
-        return total / w.sum().clamp(min=torch.finfo(ce.dtype).tiny)
+        if w.numel() == 0:
+            return total
+        # scaled by the largest weight, so tiny (even subnormal) weights still give the weighted mean:
+        # Σ w'·ce / Σ w' with max w' = 1, hence Σ w' >= 1 unless every weight is 0 (loss 0)
+        w = w / torch.where(w.amax() > 0, w.amax(), torch.ones_like(w.amax()))
+        return (w * ce).sum() / w.sum().clamp(min=1.0)
     raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
 
 
