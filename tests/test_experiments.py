@@ -171,6 +171,30 @@ def test_paired_gain_subtracts_the_baseline_run_of_the_same_seed() -> None:
     assert experiments._paired_gain(runs[2:], base, "val_miou") is None
 
 
+def test_pooled_gains_pair_runs_by_ratio_and_seed_and_pool_them(tmp_path: Path) -> None:
+    plan = build_table("table2", root=tmp_path, ratios=(0.1, 0.5), teacher_model=None)
+
+    def runs(*pairs: tuple[int, float, float]) -> list[dict]:
+        return [{"seed": k, "val_miou": m, "val_bf": b} for k, m, b in pairs]
+
+    results = {
+        "baseline-r10": runs((0, 0.40, 0.30), (1, 0.50, 0.30)),
+        "baseline-r50": runs((0, 0.30, 0.20)),
+        "nlkd-bfmiou-r10": runs((0, 0.42, 0.31), (1, 0.49, 0.33), (2, 0.90, 0.90)),  # seed 2: no baseline
+        "nlkd-bfmiou-r50": runs((0, 0.33, 0.26)),
+        "reweight-bf-r50": runs((1, 0.99, 0.99)),  # no baseline of seed 1 at 50 %: no pair at all
+    }
+    lines = experiments.pooled_gains(plan, results)
+    # mIoU gains +2, -1, +3 -> mean +1.33, sd 2.08; BF gains +1, +3, +6 -> +3.33 ± 2.52
+    assert "| NLKD (BFmIoU) | 10 %, 50 % | 3 | +1.33 ± 2.08 | +3.33 ± 2.52 | 2/3 |" in lines
+    assert not any(line.startswith("| reweight") for line in lines)
+    text = render_markdown(plan, results, n_seeds=3, command="c", settings="S")
+    assert "| NLKD (BFmIoU) | 10 %, 50 % | 3 |" in text
+    assert experiments.pooled_gains(plan, {}) == []
+    table3 = build_table("table3", root=tmp_path, ratios=(), teacher_model=None)
+    assert "pooled" not in render_markdown(table3, results, n_seeds=3, command="c", settings="S")
+
+
 @pytest.fixture(scope="module")
 def grid(data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """A tiny Table 2 (ratio 50 %, seed 0, 1 epoch): interrupted after two runs, resumed, run again."""

@@ -54,6 +54,7 @@ __all__ = [
     "make_setup",
     "plan_table",
     "plot_table",
+    "pooled_gains",
     "prepare_data",
     "render_markdown",
     "reuse_run",
@@ -291,12 +292,52 @@ def _mean_sd(records: list[dict[str, Any]], key: str) -> tuple[float, float] | N
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
+def _paired_diffs(records: list[dict[str, Any]], base: list[dict[str, Any]], key: str) -> list[dict[str, float]]:
+    """``{key: run - base run of the same seed}`` for each run whose seed has a base run."""
+    by_seed = {r.get("seed"): float(r[key]) for r in base}
+    return [{key: float(r[key]) - by_seed[r.get("seed")]} for r in records if r.get("seed") in by_seed]
+
+
 def _paired_gain(records: list[dict[str, Any]], base: list[dict[str, Any]], key: str) -> tuple[float, float] | None:
     """(mean, sample std) in percent of ``key`` minus the ``base`` run's of the same seed; None when no
     seed has both."""
-    by_seed = {r.get("seed"): float(r[key]) for r in base}
-    diffs = [{key: float(r[key]) - by_seed[r.get("seed")]} for r in records if r.get("seed") in by_seed]
-    return _mean_sd(diffs, key)
+    return _mean_sd(_paired_diffs(records, base, key), key)
+
+
+def pooled_gains(plan: TablePlan, results: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """Markdown lines: each row's gain over the plan's first row (the baseline), paired by column and
+    seed and pooled over all columns where both ran (Table 2: every noise ratio). Per row: the columns,
+    the number of pairs, mean ± sample std of the mIoU and BF gains (percent) and how many pairs gained
+    mIoU. Empty when no row has a pair."""
+    rows = list(dict.fromkeys(c.row for c in plan.cells))
+    base = {c.column: c for c in plan.cells if c.row == rows[0]}
+    out = []
+    for row in rows[1:]:
+        cols, miou, bf = [], [], []
+        for cell in (c for c in plan.cells if c.row == row and c.column in base):
+            runs, base_runs = results.get(cell.slug, []), results.get(base[cell.column].slug, [])
+            pairs = _paired_diffs(runs, base_runs, "val_miou")
+            if pairs:
+                cols.append(cell.column)
+                miou += pairs
+                bf += _paired_diffs(runs, base_runs, "val_bf")
+        if not cols:
+            continue
+        (m_miou, sd_miou), (m_bf, sd_bf) = _mean_sd(miou, "val_miou"), _mean_sd(bf, "val_bf")  # type: ignore[misc]
+        wins = sum(d["val_miou"] > 0 for d in miou)
+        gains = f"{m_miou:+.2f} ± {sd_miou:.2f} | {m_bf:+.2f} ± {sd_bf:.2f}"
+        out.append(f"| {row} | {', '.join(cols)} | {len(miou)} | {gains} | {wins}/{len(miou)} |")
+    if not out:
+        return []
+    what = (plan.column_name or "column").lower()
+    return [
+        f"Gain over the {rows[0]} run of the same {what} and seed, pooled over the {what} columns:",
+        "",
+        "| Method | Pooled over | Pairs | mIoU gain | BF gain | Pairs with mIoU gain > 0 |",
+        "|---|---|---:|---:|---:|---:|",
+        *out,
+        "",
+    ]
 
 
 def render_markdown(
@@ -341,6 +382,10 @@ def render_markdown(
         "mIoU and BF in percent on the clean validation split. Ours: mean ± sample std over the",
         "finished seeds. '—': the paper reports no such run.",
         "",
+    ]
+    if all(c.x is not None for c in plan.cells):
+        lines += pooled_gains(plan, results)
+    lines += [
         "Notes:",
         "",
     ]
