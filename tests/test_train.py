@@ -227,15 +227,18 @@ def test_kill_9_mid_epoch_then_resume(tiny_data: Path, tmp_path: Path, capsys: p
     reader = threading.Thread(target=_read_stream, args=(proc.stderr, err), daemon=True)
     reader.start()
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 900  # a safety net only: a loaded machine may take minutes
+        in_epoch_2 = False
         while time.monotonic() < deadline and proc.poll() is None:
             text = "".join(err)
             # tqdm redraws the bar after every step: a 'loss=' after 'epoch 2/3' means epoch 2 has begun.
             _, started, epoch_2 = text.rpartition("epoch 2/3")
             if started and "loss=" in epoch_2 and (out / "last.pt").is_file():
+                in_epoch_2 = True
                 break
             time.sleep(0.01)
         assert proc.poll() is None, "training finished or failed before it could be killed:\n" + "".join(err)
+        assert in_epoch_2, "epoch 2 did not begin within 15 minutes:\n" + "".join(err)
         proc.send_signal(signal.SIGKILL)
         proc.wait(30)
     finally:
