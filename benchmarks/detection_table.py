@@ -7,7 +7,7 @@
 
 Each ``--scores`` CSV is an ``nlkd score`` output (``weight`` column = the run's metric; ``--column bf``,
 ``iou`` or ``bfmiou`` picks another of its scores); it is scored as a detector of the manifest's
-corrupted ids (low score = bad): AUROC, average precision and the mean weight of
+corrupted ids (low score = bad): AUROC, average precision and the mean score of
 corrupted and clean masks. Each ``--students`` entry is a list of finished ``nlkd train`` runs whose last
 ``metrics.jsonl`` record gives the validation mIoU / BF (mean ± sample std over the runs).
 """
