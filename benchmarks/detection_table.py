@@ -50,8 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     bad_ids = set(json.loads(args.manifest.read_text())["corrupted"])
 
-    what = "weight" if args.column == "weight" else args.column
-    print(f"| teacher scores | AUROC | AP | mean {what}, corrupted | mean {what}, clean |")
+    print(f"| teacher scores | AUROC | AP | mean {args.column}, corrupted | mean {args.column}, clean |")
     print("|---|---:|---:|---:|---:|")
     for name, path in _pairs(args.scores).items():
         try:

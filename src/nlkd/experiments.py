@@ -383,7 +383,7 @@ def render_markdown(
         "finished seeds. '—': the paper reports no such run.",
         "",
     ]
-    if all(c.x is not None for c in plan.cells):
+    if plan.is_line_table:
         lines += pooled_gains(plan, results)
     lines += [
         "Notes:",
@@ -428,7 +428,7 @@ def plot_table(plan: TablePlan, results: dict[str, list[dict[str, Any]]], out_pn
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    lines = all(c.x is not None for c in plan.cells)
+    lines = plan.is_line_table
     fig = Figure(figsize=(13, 9 if lines else 5), layout="constrained")
     FigureCanvasAgg(fig)
     paper = PAPER.get(plan.name, {})

@@ -91,6 +91,11 @@ class TablePlan:
     noise: list[NoiseSpec] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
+    @property
+    def is_line_table(self) -> bool:
+        """Every cell has an ``x`` (Table 2's noise ratio): plotted as lines, gains pooled over ``x``."""
+        return all(c.x is not None for c in self.cells)
+
     def __post_init__(self) -> None:
         seen: set[str] = set()
         for cell in self.cells:

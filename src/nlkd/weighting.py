@@ -160,18 +160,18 @@ def weighted_loss(ce: Tensor, w: Tensor, reduction: Reduction = "mean") -> Tenso
     if bool(torch.isinf(w).any()) or bool((w < 0).any()):
         raise ValueError(f"weights must be finite and >= 0 (NaN counts as 0), got {w.tolist()}")
     w = torch.nan_to_num(w.to(ce.dtype), nan=0.0)
+    if reduction == "normalized" and w.numel():
+        # scaled by the largest weight, so tiny (even subnormal) weights still give the weighted mean:
+        # Σ w'·ce / Σ w' with max w' = 1, hence Σ w' >= 1 unless every weight is 0 (loss 0)
+        peak = w.amax()
+        w = w / torch.where(peak > 0, peak, torch.ones_like(peak))
     total = (w * ce).sum()
     if reduction == "sum":
         return total
     if reduction == "mean":
         return total / max(ce.shape[0], 1)
     if reduction == "normalized":
-        if w.numel() == 0:
-            return total
-        # scaled by the largest weight, so tiny (even subnormal) weights still give the weighted mean:
-        # Σ w'·ce / Σ w' with max w' = 1, hence Σ w' >= 1 unless every weight is 0 (loss 0)
-        w = w / torch.where(w.amax() > 0, w.amax(), torch.ones_like(w.amax()))
-        return (w * ce).sum() / w.sum().clamp(min=1.0)
+        return total / w.sum().clamp(min=1.0)
     raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
 
 
