@@ -7,9 +7,10 @@
 
 Each ``--scores`` CSV is an ``nlkd score`` output (``weight`` column = the run's metric; ``--column bf``,
 ``iou`` or ``bfmiou`` picks another of its scores); it is scored as a detector of the manifest's
-corrupted ids (low score = bad): AUROC, average precision and the mean score of
-corrupted and clean masks. Each ``--students`` entry is a list of finished ``nlkd train`` runs whose last
-``metrics.jsonl`` record gives the validation mIoU / BF (mean ± sample std over the runs).
+corrupted ids (low score = bad): AUROC, average precision, the mean score of corrupted and clean
+masks and their ratio; with several CSVs (e.g. one per seed) a last row gives their mean. Each
+``--students`` entry is a list of finished ``nlkd train`` runs whose last ``metrics.jsonl`` record gives
+the validation mIoU / BF (mean ± sample std over the runs).
 """
 
 from __future__ import annotations
@@ -50,8 +51,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     bad_ids = set(json.loads(args.manifest.read_text())["corrupted"])
 
-    print(f"| teacher scores | AUROC | AP | mean {args.column}, corrupted | mean {args.column}, clean |")
-    print("|---|---:|---:|---:|---:|")
+    col = args.column
+    print(f"| teacher scores | AUROC | AP | mean {col}, corrupted | mean {col}, clean | ratio |")
+    print("|---|---:|---:|---:|---:|---:|")
+    rows = []
     for name, path in _pairs(args.scores).items():
         try:
             weights = read_scores_csv(path, args.column)
@@ -62,8 +65,15 @@ def main(argv: list[str] | None = None) -> int:
         bad = np.array([i in bad_ids for i in ids])
         ok = np.isfinite(w)
         w, bad = w[ok], bad[ok]
-        roc, ap_ = auroc(-w, bad), average_precision(-w, bad)
-        print(f"| {name} | {roc:.3f} | {ap_:.3f} | {w[bad].mean():.3f} | {w[~bad].mean():.3f} |")
+        rows.append((auroc(-w, bad), average_precision(-w, bad), w[bad].mean(), w[~bad].mean()))
+        roc, ap_, w_bad, w_ok = rows[-1]
+        ratio = f"{w_bad / w_ok:.2f}" if w_ok > 0 else "—"
+        print(f"| {name} | {roc:.3f} | {ap_:.3f} | {w_bad:.3f} | {w_ok:.3f} | {ratio} |")
+    if len(rows) > 1:  # e.g. one CSV per seed: their mean, AUROC with its range
+        roc, ap_, w_bad, w_ok = (np.array(v) for v in zip(*rows))
+        auc = f"{roc.mean():.3f} ({roc.min():.3f}–{roc.max():.3f})"
+        ratio = f"{(w_bad / w_ok).mean():.2f}" if (w_ok > 0).all() else "—"
+        print(f"| mean of {len(rows)} | {auc} | {ap_.mean():.3f} | {w_bad.mean():.3f} | {w_ok.mean():.3f} | {ratio} |")
 
     if args.students:
         print("\n| student run | val mIoU | val BF | per run (mIoU / BF) | runs |")

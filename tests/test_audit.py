@@ -523,7 +523,10 @@ def test_detection_table_script(tmp_path: Path, capsys):
     out = capsys.readouterr().out
     # bf: bad a = 0.9, b = 0.1 vs good c = 0.5, d = 0.3: only (b,c) and (b,d) found -> 2/4
     assert "| teacher scores | AUROC | AP | mean bf, corrupted | mean bf, clean |" in out
-    assert "| oof | 0.500 |" in out and "| 0.500 | 0.400 |" in out
+    assert "| oof | 0.500 |" in out and "| 0.500 | 0.400 | 1.25 |" in out
+    assert "mean of" not in out  # one CSV: no mean row
+    assert detection_table.main([*argv[:3], f"a={scores}", f"b={tmp_path / 's.csv'}", "--column", "bf"]) == 0
+    assert "| mean of 2 | 0.500 (0.500–0.500) | 0.750 | 0.500 | 0.400 | 1.25 |" in capsys.readouterr().out
     with pytest.raises(SystemExit, match=r"s.csv: scores CSV needs columns 'id' and 'nope'"):
         detection_table.main([*argv[:4], "--column", "nope"])
     with pytest.raises(SystemExit, match=r"run2/metrics.jsonl: no metrics yet"):
