@@ -102,7 +102,9 @@ class TrainConfig:
     seed: int = 0
     out: str = "runs/run"
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    amp: bool = True  # mixed precision, CUDA only
+    amp: bool = True  # float16 mixed precision, CUDA only
+    bf16: bool = False  # bfloat16 autocast for the training forward (CPU with AVX-512 bf16/AMX, or CUDA)
+    channels_last: bool = False  # NHWC memory layout for the training step (faster convolutions on CPU)
     eval_tolerance: float = 2.0  # BF tolerance for validation
     threads: int | None = None  # torch CPU threads; default: torch's choice
 

@@ -198,6 +198,8 @@ def train(cfg: TrainConfig, resume: bool = False, log: Any = print) -> dict[str,
     _seed_everything(cfg.seed)
     peer = cfg.strategy.peer_model
     models = [build_model(cfg, info, peer if k == 1 else None).to(device) for k in range(strategy.num_networks)]
+    layout = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    models = [m.to(memory_format=layout) for m in models]
     n_per_rank = cfg.batch_size // dd.world_size
     if n_per_rank < 1 or cfg.batch_size % dd.world_size:
         raise NLKDError(f"batch_size {cfg.batch_size} must be a multiple of the {dd.world_size} processes")
@@ -209,8 +211,10 @@ def train(cfg: TrainConfig, resume: bool = False, log: Any = print) -> dict[str,
         build_scheduler(o.schedule, opt, cfg.epochs * steps_per_epoch, steps_per_epoch, o.warmup_steps)
         for opt in optimizers
     ]
-    use_amp = cfg.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    # bfloat16 needs no loss scaling; float16 AMP (CUDA only) does
+    use_amp = cfg.bf16 or (cfg.amp and device.type == "cuda")
+    amp_dtype = torch.bfloat16 if cfg.bf16 else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and not cfg.bf16)
 
     start_epoch, history, best = 0, [], -math.inf
     if not resume and (out / "last.pt").is_file():
@@ -281,9 +285,9 @@ def train(cfg: TrainConfig, resume: bool = False, log: Any = print) -> dict[str,
         loss_sum, n_seen = 0.0, 0
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not dd.main, leave=False)
         for step, batch in enumerate(bar):
-            images, target = batch["image"].to(device), batch["mask"].to(device)
+            images, target = batch["image"].to(device, memory_format=layout), batch["mask"].to(device)
             index = batch["index"].to(device)
-            with torch.autocast(device.type, enabled=use_amp):
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
                 logits = [m(images) for m in models]
             losses = [
                 per_image_cross_entropy(lg.float(), target, info.ignore_index)
