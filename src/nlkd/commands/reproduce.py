@@ -27,11 +27,12 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from nlkd.tables import TABLES, Cell, TablePlan, select_cells
+from nlkd.reproduce.cells import Cell, TablePlan, select_cells
+from nlkd.reproduce.tables import TABLES
 
 if TYPE_CHECKING:
     from nlkd.config import TrainConfig
-    from nlkd.experiments import Setup
+    from nlkd.reproduce.scales import Setup
 
 __all__ = ["command_line", "register", "run", "train_command"]
 
@@ -97,8 +98,10 @@ def train_command(config_path: Path, cfg: TrainConfig) -> str:
 
 
 def _dry_run(setup: Setup, plan: TablePlan, seeds: list[int], no_reuse: bool, cells: list[Cell]) -> None:
-    from nlkd.experiments import cell_config, collect_results, find_twin, run_dir
     from nlkd.noise import load_manifest
+    from nlkd.reproduce.results import collect_results
+    from nlkd.reproduce.reuse import find_twin
+    from nlkd.reproduce.scales import cell_config, run_dir
 
     n = len(cells)
     of = "" if n == len(plan.cells) else f" of {len(plan.cells)}"
@@ -127,7 +130,9 @@ def _dry_run(setup: Setup, plan: TablePlan, seeds: list[int], no_reuse: bool, ce
 def run(args: argparse.Namespace) -> int:
     from nlkd.config import parse_set
     from nlkd.errors import ConfigError
-    from nlkd.experiments import SCALES, make_setup, plan_table, run_table, write_report
+    from nlkd.reproduce.grid import run_table
+    from nlkd.reproduce.report import write_report
+    from nlkd.reproduce.scales import SCALES, make_setup, plan_table
 
     if args.cells and args.table == "all":
         raise ConfigError("--cells picks cells of one table; name the table instead of 'all'")

@@ -1,132 +1,25 @@
-"""The paper's five tables as data: the runs (cells) that make each table, and the paper's numbers.
+"""The paper's five tables as plans: which runs (cells) make each table, teachers before students.
 
-A :class:`Cell` is one row (and column) of a table: the changes to the scale's base config, the label
-folder trained on, and the slug of the cell whose network is its teacher. :func:`build_table` returns
-a :class:`TablePlan` with teachers listed before their students. :data:`PAPER` holds the paper's
-numbers under our row and column labels, :data:`NOTES` what to keep in mind when comparing.
+:func:`build_table` returns the :class:`~nlkd.reproduce.cells.TablePlan` of one table for a data set;
+the row and column labels of its cells are those under which :data:`nlkd.reproduce.paper.PAPER` holds
+the paper's numbers.
 """
 
 from __future__ import annotations
 
-import fnmatch
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from nlkd.errors import ConfigError
+from nlkd.reproduce.cells import Cell, NoiseSpec, TablePlan
 
-__all__ = [
-    "NOTES",
-    "PAPER",
-    "PAPER_SETTING",
-    "PRETTY",
-    "TABLES",
-    "Cell",
-    "NoiseSpec",
-    "TablePlan",
-    "build_table",
-    "select_cells",
-]
+__all__ = ["EXTRA_SHARE", "PRETTY", "TABLES", "TITLES", "build_table"]
 
 TABLES: tuple[str, ...] = ("table1", "table2", "table3", "table4", "table5")
 PRETTY = {"unet": "U-Net", "deeplabv3plus": "DeepLabv3+", "ocrnet": "OCRNet", "pointrend": "PointRend"}
 #: Table 1's extra coarse share: the paper adds 500 coarse images to 4000 clean ones.
 EXTRA_SHARE = 500 / 4500
-
-
-@dataclass(frozen=True)
-class NoiseSpec:
-    """A label folder ``ROOT/labels/<name>`` written by ``corrupt_dataset(ROOT/labels/train, ...)``.
-
-    With ``subset`` (Table 1) the uncorrupted ids also form a split ``<name>_clean`` (images and labels,
-    as symlinks) and the corrupted ids are listed in ``ROOT/splits/<name>.txt``.
-    """
-
-    name: str
-    ratio: float
-    mode: str
-    subset: bool = False
-
-    @property
-    def clean_split(self) -> str:
-        return f"{self.name}_clean"
-
-
-@dataclass(frozen=True)
-class Cell:
-    """One run of a table (per seed): ``DIR/<table>/<slug>/seed<k>/``.
-
-    Attributes:
-        slug: folder name, unique in the table.
-        row, column: where the result goes in the table (column "" for tables without columns).
-        x: numeric position for line plots (Table 2: noise ratio in percent), else None.
-        labels, split: label folder under ``ROOT/labels`` and image split under ``ROOT/images``.
-        teacher: slug of the cell whose ``last.pt`` is the teacher (same seed), or None.
-        changes: dotted config overrides on top of the scale's base config.
-    """
-
-    slug: str
-    row: str
-    column: str = ""
-    x: float | None = None
-    labels: str = "train"
-    split: str = "train"
-    teacher: str | None = None
-    changes: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def strategy(self) -> str:
-        return str(self.changes.get("strategy.name", "baseline"))
-
-
-@dataclass
-class TablePlan:
-    """The cells of one table (teachers first), the label folders it needs, and notes for the report."""
-
-    name: str
-    title: str
-    column_name: str
-    cells: list[Cell]
-    noise: list[NoiseSpec] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def is_line_table(self) -> bool:
-        """Every cell has an ``x`` (Table 2's noise ratio): plotted as lines, gains pooled over ``x``."""
-        return all(c.x is not None for c in self.cells)
-
-    def __post_init__(self) -> None:
-        seen: set[str] = set()
-        for cell in self.cells:
-            if cell.slug in seen:
-                raise ValueError(f"table {self.name}: cell slug {cell.slug!r} appears twice")
-            if cell.teacher is not None and cell.teacher not in seen:
-                raise ValueError(f"table {self.name}: cell {cell.slug!r} comes before its teacher {cell.teacher!r}")
-            seen.add(cell.slug)
-
-
-def select_cells(plan: TablePlan, patterns: Sequence[str] | None) -> list[Cell]:
-    """The cells of ``plan`` whose slug matches one of the shell ``patterns`` (``nlkd-*``, ``*-r50``),
-    with the teachers they need, in the plan's order (teachers first); all cells when ``patterns`` is
-    None. A pattern that matches no cell is a :class:`ConfigError` naming the table's cells.
-    """
-    if patterns is None:
-        return list(plan.cells)
-    slugs = [c.slug for c in plan.cells]
-    wanted: set[str] = set()
-    for pattern in patterns:
-        hits = fnmatch.filter(slugs, pattern)
-        if not hits:
-            raise ConfigError(f"--cells {pattern!r} matches no cell of {plan.name}; its cells: {', '.join(slugs)}")
-        wanted.update(hits)
-    by_slug = {c.slug: c for c in plan.cells}
-    for slug in list(wanted):
-        teacher = by_slug[slug].teacher
-        while teacher is not None and teacher not in wanted:
-            wanted.add(teacher)
-            teacher = by_slug[teacher].teacher
-    return [c for c in plan.cells if c.slug in wanted]
 
 
 # (slug prefix, row label, config changes, teacher: None | "default" | a model name)
@@ -311,79 +204,3 @@ def build_table(
     noise = _BUILDERS[name](b, root=root, ratios=ratios, ignore_index=ignore_index, data_format=data_format)
     title, column_name = TITLES[name]
     return TablePlan(name, title, column_name, b.cells, noise, b.notes)
-
-
-def _paper_table2() -> dict[tuple[str, str], tuple[float, float]]:
-    cols = ("0 %", "10 %", "20 %", "30 %", "40 %", "50 %")
-    rows = {  # mIoU/BF per noise ratio; None where the paper ran nothing
-        "baseline": "87.10/60.01 86.14/55.79 86.13/52.37 84.64/48.62 84.60/44.30 84.74/43.96",
-        "reweight (mIoU)": "- 86.69/57.60 85.89/53.93 86.38/52.71 85.03/50.02 85.13/43.91",
-        "reweight (BF)": "- 87.04/59.34 86.60/58.05 85.99/57.53 85.63/53.48 84.45/50.14",
-        "NLKD (BF)": "- 87.28/59.51 86.85/58.45 86.20/57.39 85.86/54.63 85.63/54.12",
-        "reweight (BFmIoU)": "- 86.62/57.31 86.82/57.31 87.24/58.46 87.08/57.89 84.95/46.63",
-        "NLKD (BFmIoU)": "87.76/61.12 87.44/59.74 86.94/57.95 86.77/58.55 87.41/59.67 86.80/58.03",
-    }
-    out = {}
-    for row, text in rows.items():
-        for col, pair in zip(cols, text.split()):
-            if pair != "-":
-                miou, bf = pair.split("/")
-                out[(row, col)] = (float(miou), float(bf))
-    return out
-
-
-#: The paper's (mIoU, BF) in percent, keyed by table and (row label, column label) of our cells.
-PAPER: dict[str, dict[tuple[str, str], tuple[float, float]]] = {
-    "table1": {
-        ("clean only", ""): (86.88, 59.77),
-        ("clean + coarse", ""): (86.14, 55.79),
-        ("clean + coarse ×0.5", ""): (87.44, 59.74),
-    },
-    "table2": _paper_table2(),
-    "table3": {
-        ("baseline", "fine"): (87.10, 60.01),
-        ("NLKD", "fine"): (87.76, 61.12),
-        ("baseline", "dilate/erode 50 %"): (84.74, 43.96),
-        ("NLKD", "dilate/erode 50 %"): (86.80, 58.03),
-        ("baseline", "polygon 50 %"): (59.79, 34.01),
-        ("NLKD", "polygon 50 %"): (62.56, 42.98),
-        ("baseline", "Cityscapes fine"): (67.97, 45.50),
-        ("NLKD", "Cityscapes fine"): (69.51, 48.16),
-        ("baseline", "Cityscapes coarse"): (59.79, 34.01),
-        ("NLKD", "Cityscapes coarse"): (62.56, 42.98),
-    },
-    "table4": {
-        ("U-Net, baseline", ""): (84.74, 43.96),
-        ("U-Net ← OCRNet, NLKD", ""): (85.16, 48.92),
-        ("U-Net ← PointRend, NLKD", ""): (86.80, 58.03),
-        ("DeepLabv3+, baseline", ""): (86.70, 50.41),
-        ("DeepLabv3+ ← OCRNet, NLKD", ""): (87.59, 56.12),
-        ("DeepLabv3+ ← PointRend, NLKD", ""): (87.95, 58.06),
-    },
-    "table5": {
-        ("U-Net, baseline", ""): (84.74, 43.96),
-        ("Decoupling (peer DeepLabv3+)", ""): (84.12, 43.41),
-        ("Co-teaching (peer DeepLabv3+)", ""): (84.14, 44.57),
-        ("Co-teaching+ (peer DeepLabv3+)", ""): (83.16, 41.56),
-        ("NLKD (teacher DeepLabv3+)", ""): (85.92, 51.63),
-    },
-}
-NOTES: dict[str, list[str]] = {
-    "table1": [
-        f"The extra coarse share is {EXTRA_SHARE:.1%} of the training images (paper: 500 coarse images "
-        "added to 4000 clean ones); 'clean only' trains on the other images. The paper has no NLKD row "
-        "in Table 1 (its ×0.5 numbers equal those of NLKD (BFmIoU) at 10 % in Table 2)."
-    ],
-    "table2": ["Paper rows: 'Reweight' = teacher-only weights (our reweight), 'Reweight + KD' = NLKD."],
-    "table3": [
-        "Paper data sets: fine = Supervisely Fine, dilate/erode = Supervisely Manual Coarse (whose "
-        "validation labels were coarsened too; ours stay clean), polygon = Cityscapes Official Coarse "
-        "(every training image coarse; ours: half of them). With --data at a Cityscapes root the "
-        "columns are Cityscapes' own gtFine and gtCoarse training labels (validation: gtFine)."
-    ],
-    "table5": ["Two-network rows report network A (U-Net). The paper's NLKD row uses DeepLabv3+ as teacher."],
-}
-PAPER_SETTING = (
-    "Paper: Supervisely person (Tables 1, 2, 4, 5; coarse = dilate/erode) and Cityscapes, full "
-    "resolution, 100 epochs on GPUs. Compare orderings and gaps, not absolute numbers."
-)

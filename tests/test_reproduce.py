@@ -1,4 +1,4 @@
-"""nlkd.experiments / nlkd.tables / ``nlkd reproduce``: the cells of every table, data preparation, a tiny
+"""nlkd.reproduce / ``nlkd reproduce``: the cells of every table, data preparation, a tiny
 Table 2 grid end to end (interrupted, resumed, re-run without training), reports and dry runs."""
 
 from __future__ import annotations
@@ -11,14 +11,26 @@ import numpy as np
 import pytest
 import yaml
 
-from nlkd import cli, experiments
+from nlkd import cli
+from nlkd import reproduce as experiments
 from nlkd.commands.reproduce import train_command
-from nlkd.config import load_config, parse_set
+from nlkd.config import apply_overrides, config_to_dict, load_config, parse_set
 from nlkd.data.folder import list_pairs
 from nlkd.errors import ConfigError, DataError
-from nlkd.experiments import cell_config, make_setup, plan_table, prepare_data, render_markdown, run_table
 from nlkd.noise import corrupt_dataset, load_manifest
-from nlkd.tables import PAPER, TABLES, build_table, select_cells
+from nlkd.reproduce import (
+    PAPER,
+    TABLES,
+    build_table,
+    cell_config,
+    make_setup,
+    plan_table,
+    prepare_data,
+    render_markdown,
+    run_table,
+    select_cells,
+)
+from nlkd.reproduce.stats import paired_gain
 
 SMALL = {"data.size": [32, 48], "batch_size": 4, "device": "cpu"}
 FAST = {**SMALL, "model.encoder": "mobilenet_v2"}  # half the time and checkpoint size of resnet18
@@ -115,6 +127,20 @@ def test_paper_scale_teacher_is_pointrend_and_every_paper_number_has_a_cell(tmp_
         assert set(PAPER[name]) <= cells, name
 
 
+def test_paper_numbers_are_read_from_the_shipped_data_file() -> None:
+    from nlkd.reproduce.paper import load_paper, parse_numbers
+
+    numbers, notes, setting = load_paper()
+    assert numbers == PAPER and {k: len(v) for k, v in PAPER.items()} == {
+        "table1": 3, "table2": 6 * 6 - 4, "table3": 10, "table4": 6, "table5": 5,
+    }  # fmt: skip
+    assert PAPER["table2"][("reweight (BF)", "30 %")] == (85.99, 57.53)
+    assert ("reweight (BF)", "0 %") not in PAPER["table2"]  # "-": the paper ran nothing there
+    assert set(notes) == {"table1", "table2", "table3", "table5"} and "100 epochs" in setting
+    with pytest.raises(ValueError, match="row 'r' has 1 values for 2 columns"):
+        parse_numbers({"columns": ["a", "b"], "rows": {"r": ["1/2"]}})
+
+
 def test_unregistered_strategy_is_left_out_with_a_note(tmp_path: Path) -> None:
     plan = build_table("table5", root=tmp_path, ratios=(), teacher_model=None,
                        registered=["baseline", "nlkd", "decoupling", "coteaching"])  # fmt: skip
@@ -166,9 +192,9 @@ def test_render_markdown_mean_std_paper_and_missing(tmp_path: Path) -> None:
 def test_paired_gain_subtracts_the_baseline_run_of_the_same_seed() -> None:
     base = [{"val_miou": 0.40, "seed": 0}, {"val_miou": 0.50, "seed": 1}]
     runs = [{"val_miou": 0.43, "seed": 0}, {"val_miou": 0.52, "seed": 1}, {"val_miou": 0.9, "seed": 2}]
-    mean, sd = experiments._paired_gain(runs, base, "val_miou")
+    mean, sd = paired_gain(runs, base, "val_miou")
     assert mean == pytest.approx(2.5) and sd == pytest.approx(0.7071, abs=1e-4)  # seed 2 has no baseline
-    assert experiments._paired_gain(runs[2:], base, "val_miou") is None
+    assert paired_gain(runs[2:], base, "val_miou") is None
 
 
 def test_pooled_gains_pair_runs_by_ratio_and_seed_and_pool_them(tmp_path: Path) -> None:
@@ -334,17 +360,17 @@ def test_run_key_tells_runs_apart_by_config_and_by_teacher(grid: dict, tmp_path:
     by = {c.slug: cell_config(setup, plan, c, 0) for c in plan.cells}
     nlkd_cfg = by["nlkd-bfmiou-r50"]
     assert experiments.find_twin(setup, nlkd_cfg) != Path(nlkd_cfg.out)  # a run is not its own twin
-    moved = experiments.apply_overrides(nlkd_cfg, {"out": str(tmp_path / "elsewhere")})
+    moved = apply_overrides(nlkd_cfg, {"out": str(tmp_path / "elsewhere")})
     assert experiments.find_twin(setup, moved) == Path(nlkd_cfg.out)
-    other_seed = experiments.apply_overrides(moved, {"seed": 1})
+    other_seed = apply_overrides(moved, {"seed": 1})
     assert experiments.find_twin(setup, other_seed) is None
     # the same student config with a teacher trained differently is another run
     teacher = Path(nlkd_cfg.strategy.teacher).parent
     fake = tmp_path / "teacher"
     fake.mkdir()
-    changed = experiments.apply_overrides(load_config(teacher / "config.yaml"), {"optim.lr": 0.5})
-    (fake / "config.yaml").write_text(yaml.safe_dump(experiments.config_to_dict(changed)))
-    other_teacher = experiments.apply_overrides(moved, {"strategy.teacher": str(fake / "last.pt")})
+    changed = apply_overrides(load_config(teacher / "config.yaml"), {"optim.lr": 0.5})
+    (fake / "config.yaml").write_text(yaml.safe_dump(config_to_dict(changed)))
+    other_teacher = apply_overrides(moved, {"strategy.teacher": str(fake / "last.pt")})
     assert experiments.run_key(other_teacher) != experiments.run_key(moved)
     assert experiments.find_twin(setup, other_teacher) is None
 
