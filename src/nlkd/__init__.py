@@ -5,14 +5,27 @@ The public API in one screen:
 * metrics: :func:`boundary_f1`, :func:`per_image_iou`, :func:`bfmiou`, :class:`SegmentationMetrics`
 * weighting: :func:`per_image_cross_entropy`, :func:`quality_score`, :class:`LambdaSchedule`,
   :func:`distill_weights`, :func:`weighted_loss`, :class:`NLKDWeighter`
+* pixel level: :func:`relaxed_label_set`, :func:`relaxed_label_loss`, :func:`boundary_distance`,
+  :func:`reliability_weight`, :func:`soften_probabilities`, :func:`agreement_map` (:mod:`nlkd.pixelwise`);
+  ADELE's :func:`class_overlap_counts`, :func:`is_triggered`, :func:`correct_labels` (:mod:`nlkd.early_learning`)
 """
 
+from nlkd.early_learning import class_overlap_counts, correct_labels, is_triggered
 from nlkd.metrics import (
     SegmentationMetrics,
     bfmiou,
     boundary_f1,
     per_image_iou,
     tolerance_from_diagonal,
+)
+from nlkd.pixelwise import (
+    agreement_map,
+    boundary_distance,
+    boundary_pixels,
+    relaxed_label_loss,
+    relaxed_label_set,
+    reliability_weight,
+    soften_probabilities,
 )
 from nlkd.weighting import (
     LambdaSchedule,
@@ -30,12 +43,22 @@ __all__ = [
     "NLKDWeighter",
     "SegmentationMetrics",
     "__version__",
+    "agreement_map",
     "bfmiou",
+    "boundary_distance",
     "boundary_f1",
+    "boundary_pixels",
+    "class_overlap_counts",
+    "correct_labels",
     "distill_weights",
+    "is_triggered",
     "per_image_cross_entropy",
     "per_image_iou",
     "quality_score",
+    "relaxed_label_loss",
+    "relaxed_label_set",
+    "reliability_weight",
+    "soften_probabilities",
     "tolerance_from_diagonal",
     "weighted_loss",
 ]
