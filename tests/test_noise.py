@@ -16,6 +16,7 @@ from nlkd.cli import main
 from nlkd.errors import ConfigError, DataError
 from nlkd.io import read_mask, write_mask
 from nlkd.noise import corrupt_dataset, dilate_erode, load_manifest, polygon_coarse
+from nlkd.noise_markov import markov_noise, markov_walk
 
 IGNORE = 255
 
@@ -228,3 +229,103 @@ def test_cli_corrupt(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     assert main(["corrupt", "--src", str(tmp_path / "nope"), "--dst", str(tmp_path / "d2")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 3 and all(line.startswith("nlkd corrupt: error:") for line in err.splitlines())
+
+
+# ----------------------------------------------------------------------------- markov
+
+
+def disk_mask(size: int = 120, radius: float = 30.0) -> np.ndarray:
+    yy, xx = np.mgrid[:size, :size] - (size - 1) / 2
+    return (np.hypot(yy, xx) <= radius).astype(np.uint8)
+
+
+def test_markov_walk_drift_direction_follows_expand_prob() -> None:
+    fine = disk_mask().astype(bool)
+    grown = markov_walk(fine, np.random.default_rng(0), steps=100, expand_prob=1.0, flip_prob=0.1)
+    shrunk = markov_walk(fine, np.random.default_rng(0), steps=100, expand_prob=0.0, flip_prob=0.1)
+    assert (grown >= fine).all() and grown.sum() > fine.sum()  # only ever adds pixels
+    assert (shrunk <= fine).all() and shrunk.sum() < fine.sum()  # only ever removes pixels
+    # Mean radial drift ~ T·θ2 = 10 px: area of a disk of radius 30 ± 10 px, within a factor of 2.
+    r_grown, r_shrunk = np.sqrt(grown.sum() / np.pi), np.sqrt(shrunk.sum() / np.pi)
+    assert 35 < r_grown < 50 and 10 < r_shrunk < 25
+    same = markov_walk(fine, np.random.default_rng(0), steps=0, expand_prob=1.0, flip_prob=1.0)
+    assert (same == fine).all()
+    with pytest.raises(ValueError, match="flip_prob"):
+        markov_walk(fine, np.random.default_rng(0), steps=1, expand_prob=1.0, flip_prob=1.5)
+
+
+def test_markov_walk_respects_allowed_pixels() -> None:
+    fine = disk_mask().astype(bool)
+    allowed = np.ones_like(fine)
+    allowed[:, 70:] = False  # a wall through the disk: pixels behind it neither join nor leave
+    for expand_prob in (1.0, 0.0):
+        rng = np.random.default_rng(1)
+        out = markov_walk(fine, rng, steps=60, expand_prob=expand_prob, flip_prob=0.2, allowed=allowed)
+        assert (out[~allowed] == fine[~allowed]).all()
+        assert (out[allowed] != fine[allowed]).sum() > 100
+
+
+@pytest.mark.parametrize("expand_prob", [1.0, 0.0])
+def test_markov_noise_two_classes_move_by_the_later_class(expand_prob: float) -> None:
+    fine = disk_mask(100, 25)
+    fracs = set()
+    for seed in range(8):
+        out = markov_noise(fine, np.random.default_rng(seed), steps=60, expand_prob=expand_prob, pixel_flip_prob=0)
+        change = (out != fine).mean()
+        assert 0 < change < 0.5
+        fracs.add(bool(out.sum() > fine.sum()))  # the disk grew (or the background did)
+    assert fracs == {True, False}  # painting order decides which class's walk moves the shared boundary
+
+
+def test_markov_noise_keeps_ignore_and_is_deterministic() -> None:
+    for seed in range(5):
+        mask = random_mask(seed, (60, 80))
+        a = markov_noise(mask, np.random.default_rng(seed), steps=30, ignore_index=IGNORE)
+        b = markov_noise(mask, np.random.default_rng(seed), steps=30, ignore_index=IGNORE)
+        assert (a == b).all() and a.dtype == mask.dtype
+        assert ((a == IGNORE) == (mask == IGNORE)).all()  # ignore untouched, and nothing new is ignored
+        assert set(np.unique(a)) <= set(np.unique(mask))
+        # Without θ3 a boundary moves at most one pixel per step plus the 5×5 blur's reach (2√2 px).
+        far = distance_to_other_class(mask, IGNORE) > 30 + 2 * np.sqrt(2)
+        smooth = markov_noise(mask, np.random.default_rng(seed), steps=30, pixel_flip_prob=0, ignore_index=IGNORE)
+        assert not ((smooth != mask) & far).any()
+    one_class = np.ones((20, 20), np.uint8)
+    assert (markov_noise(one_class, np.random.default_rng(0)) == one_class).all()
+
+
+def test_markov_noise_pixel_flips_roughen_boundaries_and_leave_rare_blobs() -> None:
+    mask = np.zeros((200, 200), np.uint8)
+    mask[:, 100:] = 1
+    out = markov_noise(mask, np.random.default_rng(0), steps=5)
+    far = distance_to_other_class(mask, None) > 5 + 2 * np.sqrt(2)
+    # θ3 = 0.2 then the 5×5 blur: a flipped pixel survives only in a dense cluster of flips, which
+    # happens to ~0.07 % of the pixels of a class map; near the boundary the flips make it ragged.
+    assert 0 < ((out != mask) & far).mean() < 0.005 * far.mean()
+    ragged = (out != mask) & ~far
+    assert ragged.sum() > 5 * ((out != mask) & far).sum()
+
+
+def test_markov_noise_default_steps_scale_with_image() -> None:
+    # T = 150 * min(H, W) / 360: a 48-px image walks 20 steps, the same as asking for them.
+    mask = random_mask(3, (48, 64))
+    a = markov_noise(mask, np.random.default_rng(4))
+    b = markov_noise(mask, np.random.default_rng(4), steps=20)
+    assert (a == b).all() and (a != mask).any()
+
+
+def test_corrupt_dataset_markov_manifest_and_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = make_label_dir(tmp_path / "src", n=6)
+    m1 = corrupt_dataset(src, tmp_path / "a", ratio=0.5, mode="markov", seed=2, ignore_index=IGNORE, steps=10)
+    m2 = corrupt_dataset(src, tmp_path / "b", ratio=0.5, mode="markov", seed=2, ignore_index=IGNORE, steps=10)
+    assert digest(tmp_path / "a") == digest(tmp_path / "b") and m1 == m2
+    assert m1["mode"] == "markov" and m1["params"] == {"steps": 10} and len(m1["corrupted"]) == 3
+    for p in sorted(src.glob("*.png")):
+        fine, noisy = read_mask(p), read_mask(tmp_path / "a" / p.name)
+        assert ((noisy == IGNORE) == (fine == IGNORE)).all()
+    argv = ["corrupt", "--src", str(src), "--dst", str(tmp_path / "c"), "--mode", "markov", "--seed", "2"]
+    assert main([*argv, "--steps", "10", "--expand-prob", "0.3", "--ignore-index", str(IGNORE)]) == 0
+    assert load_manifest(tmp_path / "c")["params"] == {"expand_prob": 0.3, "steps": 10}
+    assert main([*argv, "--flip-prob", "1.5"]) == 2
+    assert main([*argv, "--radius", "1", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 2 and "--flip-prob" in err and "--radius" in err

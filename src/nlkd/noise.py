@@ -1,5 +1,6 @@
 """Coarse annotations on demand: boundary noise (dilate/erode), Cityscapes-coarse-like polygons,
-and :func:`corrupt_dataset`, which writes a corrupted copy of a label folder plus ``manifest.json``.
+Markov boundary noise (:mod:`nlkd.noise_markov`), and :func:`corrupt_dataset`, which writes a
+corrupted copy of a label folder plus ``manifest.json``.
 
 Masks are integer class-index maps of shape (H, W); ``ignore_index`` (int or None) marks pixels that
 belong to no class. Randomness comes only from the ``numpy.random.Generator`` passed in.
@@ -23,12 +24,13 @@ from nlkd.io import atomic_write_bytes, atomic_write_text, read_mask, write_mask
 
 __all__ = ["MODES", "MODE_PARAMS", "corrupt_dataset", "dilate_erode", "load_manifest", "polygon_coarse"]
 
-Mode = Literal["dilate_erode", "polygon"]
-MODES: tuple[str, ...] = ("dilate_erode", "polygon")
+Mode = Literal["dilate_erode", "polygon", "markov"]
+MODES: tuple[str, ...] = ("dilate_erode", "polygon", "markov")
 #: Keyword parameters each mode accepts through ``corrupt_dataset(**params)``.
 MODE_PARAMS: dict[str, tuple[str, ...]] = {
     "dilate_erode": ("radius",),
     "polygon": ("tolerance_px", "band_px"),
+    "markov": ("steps", "expand_prob", "flip_prob", "pixel_flip_prob", "blur_sigma"),
 }
 MANIFEST_NAME = "manifest.json"
 
@@ -202,6 +204,12 @@ def polygon_coarse(
     return np.where(canvas >= 0, canvas, ignore_index).astype(mask.dtype)
 
 
+def _markov():
+    from nlkd.noise_markov import markov_noise  # imported here: noise_markov reuses this module's checks
+
+    return markov_noise
+
+
 def _image_rng(seed: int, image_id: str) -> np.random.Generator:
     """A generator that depends only on (seed, image id), not on file order."""
     words = np.frombuffer(hashlib.sha256(image_id.encode("utf-8")).digest()[:16], dtype="<u4")
@@ -247,10 +255,11 @@ def corrupt_dataset(
     ``round(ratio * N)`` of the N ``src/*.png`` masks, chosen by ``seed`` among the sorted ids, are
     corrupted with :func:`dilate_erode` (``mode="dilate_erode"``, params: ``radius``) or
     :func:`polygon_coarse` (``mode="polygon"``, params: ``tolerance_px``, ``band_px``; the ignore
-    label is ``ignore_index``, 255 if None); the others are copied byte for byte. Each image's
-    randomness depends only on ``(seed, id)``, so the same call writes the same bytes. ``src`` is
-    never written. ``dst`` may be new, empty, or an earlier output (it has a manifest); stale
-    ``*.png`` in an earlier output are removed. ``dst/manifest.json`` is written last.
+    label is ``ignore_index``, 255 if None) or :func:`nlkd.noise_markov.markov_noise` (``mode="markov"``,
+    params: ``steps``, ``expand_prob``, ``flip_prob``, ``pixel_flip_prob``, ``blur_sigma``); the others
+    are copied byte for byte. Each image's randomness depends only on ``(seed, id)``, so the same call
+    writes the same bytes. ``src`` is never written. ``dst`` may be new, empty, or an earlier output
+    (it has a manifest); stale ``*.png`` in an earlier output are removed. ``dst/manifest.json`` is written last.
 
     Returns:
         The manifest: mode, ratio, seed, ignore_index (the one used), params, corrupted (sorted
@@ -282,7 +291,7 @@ def corrupt_dataset(
             atomic_write_bytes(dst / path.name, path.read_bytes())
             continue
         mask, rng = read_mask(path), _image_rng(int(seed), image_id)
-        corrupt = dilate_erode if mode == "dilate_erode" else polygon_coarse
+        corrupt = {"dilate_erode": dilate_erode, "polygon": polygon_coarse, "markov": _markov()}[mode]
         try:
             noisy = corrupt(mask, rng, ignore_index=used_ignore, **params)
         except ValueError as e:

@@ -15,7 +15,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``corrupt`` parser to the ``nlkd`` sub-commands."""
     p = subparsers.add_parser(
         "corrupt",
-        help="copy a label folder, corrupting a random fraction of masks (dilate/erode or polygons)",
+        help="copy a label folder, corrupting a random fraction of masks (dilate/erode, polygons or markov)",
         description="Copy SRC/*.png class-index masks to DST; round(ratio * N) of them, chosen by --seed, "
         "are corrupted with --mode. Writes DST/manifest.json listing the corrupted ids. SRC is never "
         "modified.",
@@ -35,6 +35,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--tolerance-px", type=float, help="polygon: simplification tolerance in px")
     p.add_argument("--band-px", type=float, help="polygon: width of the unlabelled band in px")
+    p.add_argument("--steps", type=int, help="markov: random-walk steps T (default 150 * min(H, W) / 360)")
+    p.add_argument("--expand-prob", type=float, help="markov: probability θ1 that a step expands (default 0.8)")
+    p.add_argument("--flip-prob", type=float, help="markov: flip probability θ2 of a boundary pixel (default 0.05)")
+    p.add_argument("--pixel-flip-prob", type=float, help="markov: final per-pixel flip probability θ3 (default 0.2)")
+    p.add_argument("--blur-sigma", type=float, help="markov: σ of the final Gaussian blur in px (default 2; 0 none)")
     p.set_defaults(func=run)
 
 
@@ -43,6 +48,7 @@ def _mode_params(args: argparse.Namespace) -> dict[str, Any]:
         "radius": tuple(args.radius) if args.radius is not None else None,
         "tolerance_px": args.tolerance_px,
         "band_px": args.band_px,
+        **{k: getattr(args, k) for k in ("steps", "expand_prob", "flip_prob", "pixel_flip_prob", "blur_sigma")},
     }
     allowed = MODE_PARAMS[args.mode]
     params = {}
@@ -56,6 +62,11 @@ def _mode_params(args: argparse.Namespace) -> dict[str, Any]:
         raise ConfigError(f"--radius: expected 0 <= LO <= HI, got {params['radius'][0]} {params['radius'][1]}")
     if params.get("tolerance_px", 1.0) <= 0 or params.get("band_px", 0.0) < 0:
         raise ConfigError("--tolerance-px must be > 0 and --band-px >= 0")
+    for key in ("expand_prob", "flip_prob", "pixel_flip_prob"):
+        if not 0 <= params.get(key, 0.0) <= 1:
+            raise ConfigError(f"--{key.replace('_', '-')}: expected a probability in [0, 1], got {params[key]}")
+    if params.get("steps", 0) < 0 or params.get("blur_sigma", 0.0) < 0:
+        raise ConfigError("--steps and --blur-sigma must be >= 0")
     return params
 
 
