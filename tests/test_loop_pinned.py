@@ -1,0 +1,83 @@
+"""A short run's final metrics, pinned: the loop's refactors must not change what a seed trains.
+
+The values were recorded from the loop before it was split into build / epoch / step / finish (commit
+1ae0232). Each case runs two epochs on ``tiny_data`` with the small encoder and exercises a different part
+of the step: coarse flags (``fixed``), teacher scores and ``setup`` (``nlkd`` from a scores CSV), two
+networks (``coteaching``). Float kernels may round differently on another CPU, so the
+comparison allows 1e-4 relative; any change in what is trained (RNG draws, order, weights, schedule)
+moves these numbers by far more.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import SMALL_ENCODER, tiny_config
+from nlkd.train import train
+
+
+def _scores_csv(data: Path, path: Path) -> str:
+    ids = sorted(p.stem for p in (data / "images" / "train").iterdir())
+    path.write_text("id,weight\n" + "".join(f"{i},{0.1 + 0.05 * k:.2f}\n" for k, i in enumerate(ids)))
+    return str(path)
+
+
+def _run(name: str, data: Path, out: Path) -> dict[str, Any]:
+    changes: dict[str, Any] = {"model.encoder": SMALL_ENCODER, "data.labels": "train_coarse", "epochs": 2}
+    changes["strategy.name"] = name
+    if name == "nlkd":
+        changes["strategy.teacher_scores"] = _scores_csv(data, out.parent / "scores.csv")
+    record = train(tiny_config(data, out, **changes), log=lambda *a, **k: None)
+    return {k: v for k, v in record.items() if k not in ("seconds", "train_seconds")}
+
+
+@pytest.mark.parametrize("name", ["fixed", "nlkd", "coteaching"])
+def test_final_metrics_are_pinned(name: str, tiny_data: Path, tmp_path: Path) -> None:
+    got = _run(name, tiny_data, tmp_path / "run")
+    want = PINNED[name]
+    assert got.keys() == want.keys()
+    for k, v in want.items():
+        assert got[k] == pytest.approx(v, rel=1e-4, abs=1e-7), k
+
+
+PINNED: dict[str, dict[str, float]] = {
+    "fixed": {
+        "epoch": 2,
+        "train_loss": 1.0349582135677338,
+        "coarse_share": 0.5,
+        "w_mean": 0.75,
+        "lr": 0.0,
+        "val_miou": 0.14561433581270286,
+        "val_bf": 0.3062904581463609,
+        "val_pixel_accuracy": 0.4003092348575592,
+    },
+    "nlkd": {
+        "epoch": 2,
+        "train_loss": 0.5010773539543152,
+        "lambda": 0.5,
+        "w_teacher": 0.4750000014901161,
+        "w_teacher_coarse": 0.36249999701976776,
+        "w_teacher_clean": 0.5874999910593033,
+        "w_student": 0.2688019871711731,
+        "w_student_coarse": 0.29103951156139374,
+        "w_student_clean": 0.24656444415450096,
+        "lr": 0.0,
+        "val_miou": 0.16658457774172442,
+        "val_bf": 0.31553705986551805,
+        "val_pixel_accuracy": 0.4090169370174408,
+    },
+    "coteaching": {
+        "epoch": 2,
+        "train_loss": 1.8987986147403717,
+        "keep_rate": 0.8,
+        "kept": 0.75,
+        "overlap": 0.7499999999999999,
+        "lr": 0.0,
+        "val_miou": 0.14298845750389702,
+        "val_bf": 0.32544118733752697,
+        "val_pixel_accuracy": 0.3706868588924408,
+    },
+}
