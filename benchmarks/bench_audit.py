@@ -45,7 +45,7 @@ from nlkd.data.validate import check_split
 from nlkd.errors import NLKDError
 from nlkd.io import read_mask
 from nlkd.noise import load_manifest
-from nlkd.train import resolve_device
+from nlkd.runtime import resolve_device
 from nlkd.weighting import per_image_cross_entropy
 
 

@@ -96,7 +96,8 @@ def train_fold_teachers(
     of each fold)``. Seeds, model, epochs, size etc. are ``cfg``'s."""
     from nlkd.data.folder import list_pairs
     from nlkd.data.validate import check_split
-    from nlkd.train import dataset_info, train
+    from nlkd.runtime import dataset_info
+    from nlkd.train import train
 
     d = cfg.data
     if d.format != "folder":
@@ -156,7 +157,7 @@ def out_of_fold_scores(
     (the dataset order of ``nlkd score``). Also writes ``out_dir/folds.csv`` (id, fold)."""
     from nlkd.checkpoint import model_from_checkpoint
     from nlkd.data.folder import FolderDataset
-    from nlkd.train import dataset_info, resolve_device
+    from nlkd.runtime import dataset_info, resolve_device
 
     folds, checkpoints = train_fold_teachers(cfg, k, out_dir, log=log)
     info, device = dataset_info(cfg), resolve_device(cfg.device)

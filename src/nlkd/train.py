@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import time
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,14 +31,14 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import yaml
-from torch import nn
+from torch import Tensor, nn
 from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
-from nlkd.checkpoint import build_model, load_checkpoint, make_checkpoint
+from nlkd.checkpoint import build_model, load_checkpoint, make_checkpoint, unwrap
 from nlkd.config import TrainConfig, check_config, config_from_dict, config_to_dict
 from nlkd.data.folder import FolderDataset, make_loader
-from nlkd.data.info import DatasetInfo, load_dataset_info
+from nlkd.data.info import DatasetInfo
 from nlkd.data.validate import check_split
 from nlkd.errors import DataError, NLKDError
 from nlkd.evaluate import evaluate
@@ -46,65 +46,14 @@ from nlkd.io import atomic_write_bytes, atomic_write_text, checkpoint_bytes
 from nlkd.models import auxiliary_loss
 from nlkd.noise import load_manifest
 from nlkd.optim import build_optimizer, build_scheduler
-from nlkd.strategies import StepInputs, create_strategy
+from nlkd.runtime import Distributed, dataset_info, resolve_device, setup_distributed
+from nlkd.strategies import StepInputs, Strategy, create_strategy
 from nlkd.teacher import teacher_scores
 from nlkd.weighting import per_image_cross_entropy, weighted_loss
 
-__all__ = ["Distributed", "build_datasets", "resolve_device", "train"]
+__all__ = ["Run", "build_datasets", "build_run", "finish", "run_epoch", "train", "train_step"]
 
-
-@dataclass(frozen=True)
-class Distributed:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def setup_distributed(device_name: str) -> Distributed:
-    """Join the process group when started by ``torchrun`` (WORLD_SIZE > 1): NCCL on GPUs, else gloo."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return Distributed()
-    if not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() and device_name != "cpu" else "gloo"
-        dist.init_process_group(backend)
-    return Distributed(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto`` -> the local GPU if there is one, else the CPU."""
-    if name == "auto":
-        name = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise NLKDError(f"device {name!r} requested but CUDA is not available; use --set device=cpu")
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise NLKDError(f"device {name!r} not understood; use auto, cpu, cuda or cuda:N") from None
-
-
-def dataset_info(cfg: TrainConfig) -> DatasetInfo:
-    if not cfg.data.root:
-        raise NLKDError("no data set given: pass --data ROOT")
-    if not Path(cfg.data.root).is_dir():
-        raise DataError(f"{cfg.data.root}: data folder not found")
-    if cfg.data.format == "cityscapes":
-        from nlkd.data.formats import CITYSCAPES_INFO
-
-        return CITYSCAPES_INFO
-    if cfg.data.format == "supervisely":
-        from nlkd.data.formats import SUPERVISELY_INFO
-
-        return SUPERVISELY_INFO
-    return load_dataset_info(cfg.data.root, cfg.data.num_classes, cfg.data.ignore_index)
+Log = Callable[..., None]
 
 
 def build_datasets(cfg: TrainConfig, info: DatasetInfo, check: bool = True) -> tuple[FolderDataset, FolderDataset]:
@@ -182,199 +131,293 @@ def _check_resume_config(ckpt: dict[str, Any], cfg: TrainConfig, path: Path) -> 
         raise NLKDError(f"{path} was written with a different config ({'; '.join(diffs)}); use a new --out")
 
 
-def train(cfg: TrainConfig, resume: bool = False, log: Any = print) -> dict[str, Any]:
+@dataclass
+class Run:
+    """One training run between epochs: what :func:`build_run` set up and what each epoch updates."""
+
+    cfg: TrainConfig
+    dd: Distributed
+    device: torch.device
+    info: DatasetInfo
+    train_ds: FolderDataset
+    val_ds: FolderDataset
+    strategy: Strategy
+    models: list[nn.Module]  # DDP-wrapped under torchrun; checkpoint.unwrap gives the network
+    optimizers: list[torch.optim.Optimizer]
+    schedulers: list[Any]
+    steps_per_epoch: int
+    say: Log  # the log on rank 0, silent elsewhere
+    history: list[dict[str, Any]] = field(default_factory=list)  # one record per finished epoch
+    best: float = -math.inf  # best val mIoU so far
+    start_epoch: int = 0  # the first epoch still to train (from 0)
+    scores: Tensor | None = None  # (N,) teacher scores of the training set, dataset order
+    coarse: Tensor | None = None  # (N,) bool images flagged coarse
+
+    def __post_init__(self) -> None:
+        cfg = self.cfg
+        self.out = Path(cfg.out)
+        self.layout = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        # bfloat16 needs no loss scaling; float16 AMP (CUDA only) does
+        self.use_amp = cfg.bf16 or (cfg.amp and self.device.type == "cuda")
+        self.amp_dtype = torch.bfloat16 if cfg.bf16 else torch.float16
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and not cfg.bf16)
+        self.drop_last = len(self.train_ds) > cfg.batch_size
+
+
+def train(cfg: TrainConfig, resume: bool = False, log: Log = print) -> dict[str, Any]:
     """Train as configured; returns the last epoch's record (also the last line of metrics.jsonl)."""
     check_config(cfg)
+    run = build_run(cfg, resume, log)
+    record: dict[str, Any] = run.history[-1] if run.history else {}
+    for epoch in range(run.start_epoch, cfg.epochs):
+        record = run_epoch(run, epoch)
+    finish(run)
+    return record
+
+
+def build_run(cfg: TrainConfig, resume: bool, log: Log) -> Run:
+    """Everything before the first epoch: process group and device, data, strategy, models, optimisers and
+    schedules, the state saved in ``last.pt`` (``resume``) or a fresh run folder, teacher scores, coarse
+    flags, and the DDP wrappers."""
     dd = setup_distributed(cfg.device)
     device = resolve_device(cfg.device, dd.local_rank)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    say = log if dd.main else (lambda *a, **k: None)
-    out = Path(cfg.out)
     info = dataset_info(cfg)
     train_ds, val_ds = build_datasets(cfg, info)
     strategy = create_strategy(cfg.strategy, info.num_classes, info.ignore_index, cfg.epochs)
-
-    _seed_everything(cfg.seed)
-    peer = cfg.strategy.peer_model
-    models = [build_model(cfg, info, peer if k == 1 else None).to(device) for k in range(strategy.num_networks)]
-    layout = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    models = [m.to(memory_format=layout) for m in models]
-    n_per_rank = cfg.batch_size // dd.world_size
-    if n_per_rank < 1 or cfg.batch_size % dd.world_size:
+    models = _build_models(cfg, info, strategy.num_networks, device)
+    if cfg.batch_size // dd.world_size < 1 or cfg.batch_size % dd.world_size:
         raise NLKDError(f"batch_size {cfg.batch_size} must be a multiple of the {dd.world_size} processes")
-    drop_last = len(train_ds) > cfg.batch_size
-    steps_per_epoch = (len(train_ds) // cfg.batch_size) if drop_last else math.ceil(len(train_ds) / cfg.batch_size)
+    n = len(train_ds)
+    steps = (n // cfg.batch_size) if n > cfg.batch_size else math.ceil(n / cfg.batch_size)
+    optimizers, schedulers = _build_optimizers(cfg, models, steps)
+    say = log if dd.main else _silent
+    run = Run(cfg, dd, device, info, train_ds, val_ds, strategy, models, optimizers, schedulers, steps, say)
+    _resume_or_start(run, resume)
+    run.scores = _teacher_scores(run)
+    coarse = _coarse_flags(cfg, train_ds, strategy.needs_coarse_flags)
+    run.coarse = None if coarse is None else coarse.to(device)
+    if dd.enabled:
+        ids = [device.index] if device.type == "cuda" else None
+        run.models = [nn.parallel.DistributedDataParallel(m, device_ids=ids) for m in models]
+    return run
+
+
+def _silent(*args: Any, **kwargs: Any) -> None:
+    pass
+
+
+def _build_models(cfg: TrainConfig, info: DatasetInfo, n: int, device: torch.device) -> list[nn.Module]:
+    """The strategy's ``n`` networks from ``cfg.seed`` (network 1 is ``strategy.peer_model`` when set)."""
+    _seed_everything(cfg.seed)
+    peer, layout = cfg.strategy.peer_model, torch.channels_last if cfg.channels_last else torch.contiguous_format
+    models = [build_model(cfg, info, peer if k == 1 else None).to(device) for k in range(n)]
+    return [m.to(memory_format=layout) for m in models]
+
+
+def _build_optimizers(
+    cfg: TrainConfig, models: list[nn.Module], steps_per_epoch: int
+) -> tuple[list[torch.optim.Optimizer], list[Any]]:
+    """One optimiser and one per-step LR schedule per network."""
     o = cfg.optim
     optimizers = [build_optimizer(o.name, m.parameters(), o.lr, o.weight_decay) for m in models]
-    schedulers = [
-        build_scheduler(o.schedule, opt, cfg.epochs * steps_per_epoch, steps_per_epoch, o.warmup_steps)
-        for opt in optimizers
-    ]
-    # bfloat16 needs no loss scaling; float16 AMP (CUDA only) does
-    use_amp = cfg.bf16 or (cfg.amp and device.type == "cuda")
-    amp_dtype = torch.bfloat16 if cfg.bf16 else torch.float16
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and not cfg.bf16)
+    total = cfg.epochs * steps_per_epoch
+    schedulers = [build_scheduler(o.schedule, opt, total, steps_per_epoch, o.warmup_steps) for opt in optimizers]
+    return optimizers, schedulers
 
-    start_epoch, history, best = 0, [], -math.inf
-    if not resume and (out / "last.pt").is_file():
-        raise NLKDError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
-    if resume and (out / "last.pt").is_file():
-        ckpt = load_checkpoint(out / "last.pt")
-        _check_resume_config(ckpt, cfg, out / "last.pt")
-        for m, sd in zip(models, ckpt["models"]):
+
+def _resume_or_start(run: Run, resume: bool) -> None:
+    """Restore models, optimisers, schedules, strategy, RNG and history from ``last.pt`` (``resume``), or
+    start a fresh run folder with its ``config.yaml``; never train over an existing run by accident."""
+    last = run.out / "last.pt"
+    if not resume and last.is_file():
+        raise NLKDError(f"{run.out} already holds a run; pass --resume to continue it, or choose another --out")
+    if resume and last.is_file():
+        ckpt = load_checkpoint(last)
+        _check_resume_config(ckpt, run.cfg, last)
+        for m, sd in zip(run.models, ckpt["models"]):
             m.load_state_dict(sd)
-        for opt, sd in zip(optimizers, ckpt["optimizers"]):
+        for opt, sd in zip(run.optimizers, ckpt["optimizers"]):
             opt.load_state_dict(sd)
-        for sch, sd in zip(schedulers, ckpt["schedulers"]):
+        for sch, sd in zip(run.schedulers, ckpt["schedulers"]):
             sch.load_state_dict(sd)
-        strategy.load_state_dict(ckpt["strategy"])
+        run.strategy.load_state_dict(ckpt["strategy"])
         _set_rng_state(ckpt["rng"])
-        start_epoch, history, best = ckpt["epoch"] + 1, ckpt["history"], ckpt["best"]
-        say(f"resuming {out} after epoch {ckpt['epoch']}")
-    elif dd.main:
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / "config.yaml", yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+        run.start_epoch, run.history, run.best = ckpt["epoch"] + 1, ckpt["history"], ckpt["best"]
+        run.say(f"resuming {run.out} after epoch {ckpt['epoch']}")
+    elif run.dd.main:
+        run.out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run.out / "config.yaml", yaml.safe_dump(config_to_dict(run.cfg), sort_keys=False))
 
-    scores = None
-    if strategy.needs_teacher:
-        s = cfg.strategy
-        if dd.main:
-            scores = teacher_scores(
-                train_ds,
-                teacher=s.teacher,
-                scores_csv=s.teacher_scores,
-                metric=s.metric,
-                tolerance=s.tolerance,
-                cache_dir=out,
-                device=device,
-                log=say,
-            )
-        if dd.enabled:  # rank 0 computes (and caches) the scores once; every rank receives them
-            box = [scores]
-            dist.broadcast_object_list(box, src=0)
-            scores = box[0]
-        scores = scores.to(device)
-        strategy.setup(scores)  # e.g. discard decides its cut-off once, from the whole training set
-    coarse = _coarse_flags(cfg, train_ds, strategy.needs_coarse_flags)
-    coarse = None if coarse is None else coarse.to(device)
-    if dd.enabled:
-        models = [
-            nn.parallel.DistributedDataParallel(m, device_ids=[device.index] if device.type == "cuda" else None)
-            for m in models
-        ]
 
-    record: dict[str, Any] = history[-1] if history else {}
-    for epoch in range(start_epoch, cfg.epochs):
-        t0 = time.perf_counter()
-        seed = cfg.seed * 1_000_003 + epoch
-        sampler = None
-        if dd.enabled:
-            sampler = DistributedSampler(train_ds, dd.world_size, dd.rank, shuffle=True, seed=seed, drop_last=drop_last)
-        loader = make_loader(
-            train_ds,
-            n_per_rank,
-            shuffle=sampler is None,
-            seed=seed,
-            num_workers=cfg.data.num_workers,
-            drop_last=drop_last,
-            sampler=sampler,
+def _teacher_scores(run: Run) -> Tensor | None:
+    """(N,) teacher scores of the training set on the device, for strategies that need them (rank 0
+    computes and caches them once, every rank receives them); the strategy's ``setup`` sees them all."""
+    if not run.strategy.needs_teacher:
+        return None
+    s, scores = run.cfg.strategy, None
+    if run.dd.main:
+        scores = teacher_scores(
+            run.train_ds,
+            teacher=s.teacher,
+            scores_csv=s.teacher_scores,
+            metric=s.metric,
+            tolerance=s.tolerance,
+            cache_dir=run.out,
+            device=run.device,
+            log=run.say,
         )
-        for m in models:
-            m.train()
-        loss_sum, n_seen = 0.0, 0
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not dd.main, leave=False)
-        for step, batch in enumerate(bar):
-            images, target = batch["image"].to(device, memory_format=layout), batch["mask"].to(device)
-            index = batch["index"].to(device)
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
-                logits = [m(images) for m in models]
-            losses = [
-                per_image_cross_entropy(lg.float(), target, info.ignore_index)
-                + auxiliary_loss(m, target, info.ignore_index)
-                for m, lg in zip(models, logits)
-            ]
-            inputs = StepInputs(
-                index,
-                target,
-                logits,
-                losses,
-                epoch,
-                step,
-                steps_per_epoch,
-                None if scores is None else scores[index],
-                None if coarse is None else coarse[index],
-            )
-            weights = strategy.weights(inputs)
-            total = sum(weighted_loss(ls, w, cfg.strategy.reduction) for ls, w in zip(losses, weights))
-            if not torch.isfinite(total):
-                last = out / "last.pt"
-                kept = f"{last} is the last good checkpoint" if last.is_file() else "no checkpoint written"
-                where = f"epoch {epoch + 1}, step {step + 1}"
-                raise NLKDError(f"loss became {float(total.detach())} at {where}; stopped, {kept}")
-            for opt in optimizers:
-                opt.zero_grad(set_to_none=True)
-            scaler.scale(total).backward()
-            for m, opt in zip(models, optimizers):
-                if o.grad_clip:
-                    scaler.unscale_(opt)
-                    nn.utils.clip_grad_norm_(m.parameters(), o.grad_clip)
-                scaler.step(opt)
-            scaler.update()
-            for sch in schedulers:
-                sch.step()
-            loss_sum += float(total.detach()) * len(target)
-            n_seen += len(target)
-            bar.set_postfix(loss=f"{loss_sum / n_seen:.4f}")
-        train_seconds = time.perf_counter() - t0
-        if dd.enabled:
-            loss_sum, n_seen = _gather_epoch_logs(loss_sum, n_seen, strategy)
-            _broadcast_buffers(models[0])
-        val = evaluate(
-            models[0].module if dd.enabled else models[0],
-            val_ds,
-            device,
-            cfg.eval_tolerance,
-            rank=dd.rank,
-            world_size=dd.world_size,
-        )
-        record = {
-            "epoch": epoch + 1,
-            "train_loss": loss_sum / max(n_seen, 1),
-            **strategy.log.pop(),
-            "lr": optimizers[0].param_groups[0]["lr"],
-            "val_miou": val["miou"],
-            "val_bf": val["bf"],
-            "val_pixel_accuracy": val["pixel_accuracy"],
-            "train_seconds": train_seconds,
-            "seconds": time.perf_counter() - t0,
-        }
-        history.append(record)
-        improved = record["val_miou"] > best
-        best = max(best, record["val_miou"])
-        if dd.main:
-            ckpt = make_checkpoint(
-                cfg,
-                info,
-                models,
-                epoch,
-                history=history,
-                best=best,
-                rng=_rng_state(),
-                optimizers=[opt.state_dict() for opt in optimizers],
-                schedulers=[s.state_dict() for s in schedulers],
-                strategy=strategy.state_dict(),
-            )
-            data = checkpoint_bytes(ckpt)  # serialised once for both files
-            if improved:  # best.pt first: a crash in between leaves last.pt behind, and --resume redoes it
-                atomic_write_bytes(out / "best.pt", data)
-            atomic_write_bytes(out / "last.pt", data)
-            atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
-            _plot(out)
-            say(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
+    if run.dd.enabled:
+        box = [scores]
+        dist.broadcast_object_list(box, src=0)
+        scores = box[0]
+    scores = scores.to(run.device)
+    run.strategy.setup(scores)  # e.g. discard decides its cut-off once, from the whole training set
+    return scores
+
+
+def run_epoch(run: Run, epoch: int) -> dict[str, Any]:
+    """Train epoch ``epoch`` (from 0), validate network 0, and on rank 0 write ``last.pt`` (``best.pt``),
+    ``metrics.jsonl`` and ``curves.png``; returns the epoch's record."""
+    cfg, dd = run.cfg, run.dd
+    t0 = time.perf_counter()
+    for m in run.models:
+        m.train()
+    loss_sum, n_seen = 0.0, 0
+    batches = _progress(_epoch_loader(run, epoch), f"epoch {epoch + 1}/{cfg.epochs}", dd.main)
+    for step, batch in enumerate(batches):
+        total = train_step(run, batch, epoch, step)
+        loss_sum += float(total) * len(batch["mask"])
+        n_seen += len(batch["mask"])
+        batches.set_postfix(loss=f"{loss_sum / n_seen:.4f}")
+    train_seconds = time.perf_counter() - t0
     if dd.enabled:
-        dist.barrier()  # a barrier before teardown avoids a gloo abort seen with torch 2.14.1
+        loss_sum, n_seen = _gather_epoch_logs(loss_sum, n_seen, run.strategy)
+        _broadcast_buffers(run.models[0])
+    model = unwrap(run.models[0])
+    val = evaluate(model, run.val_ds, run.device, cfg.eval_tolerance, rank=dd.rank, world_size=dd.world_size)
+    record = {
+        "epoch": epoch + 1,
+        "train_loss": loss_sum / max(n_seen, 1),
+        **run.strategy.log.pop(),
+        "lr": run.optimizers[0].param_groups[0]["lr"],
+        "val_miou": val["miou"],
+        "val_bf": val["bf"],
+        "val_pixel_accuracy": val["pixel_accuracy"],
+        "train_seconds": train_seconds,
+        "seconds": time.perf_counter() - t0,
+    }
+    run.history.append(record)
+    improved = record["val_miou"] > run.best
+    run.best = max(run.best, record["val_miou"])
+    if dd.main:
+        _save_epoch(run, epoch, improved)
+        run.say(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
     return record
+
+
+def _epoch_loader(run: Run, epoch: int) -> Iterable[dict[str, Tensor]]:
+    """This process's batches of epoch ``epoch``: order and augmentation are a function of (seed, epoch)."""
+    dd, seed = run.dd, run.cfg.seed * 1_000_003 + epoch
+    sampler = None
+    if dd.enabled:
+        sampler = DistributedSampler(
+            run.train_ds, dd.world_size, dd.rank, shuffle=True, seed=seed, drop_last=run.drop_last
+        )
+    return make_loader(
+        run.train_ds,
+        run.cfg.batch_size // dd.world_size,
+        shuffle=sampler is None,
+        seed=seed,
+        num_workers=run.cfg.data.num_workers,
+        drop_last=run.drop_last,
+        sampler=sampler,
+    )
+
+
+def _progress(batches: Iterable[dict[str, Tensor]], desc: str, show: bool) -> tqdm:
+    return tqdm(batches, desc=desc, disable=not show, leave=False)
+
+
+def train_step(run: Run, batch: dict[str, Tensor], epoch: int, step: int) -> Tensor:
+    """One optimisation step of every network on ``batch``; returns the total loss (detached scalar).
+
+    Each network's logits -> per-image CE (+ the model's auxiliary loss) -> the strategy's per-image
+    weights -> weighted loss, summed over the networks -> backward -> optimiser and LR schedule step.
+    """
+    ignore = run.info.ignore_index
+    images = batch["image"].to(run.device, memory_format=run.layout)
+    target, index = batch["mask"].to(run.device), batch["index"].to(run.device)
+    with torch.autocast(run.device.type, dtype=run.amp_dtype, enabled=run.use_amp):
+        logits = [m(images) for m in run.models]
+    losses = [
+        per_image_cross_entropy(lg.float(), target, ignore) + auxiliary_loss(m, target, ignore)
+        for m, lg in zip(run.models, logits)
+    ]
+    inputs = StepInputs(
+        index=index,
+        target=target,
+        logits=logits,
+        losses=losses,
+        epoch=epoch,
+        step=step,
+        steps_per_epoch=run.steps_per_epoch,
+        teacher_scores=None if run.scores is None else run.scores[index],
+        coarse=None if run.coarse is None else run.coarse[index],
+    )
+    weights = run.strategy.weights(inputs)
+    total = sum(weighted_loss(ls, w, run.cfg.strategy.reduction) for ls, w in zip(losses, weights))
+    if not torch.isfinite(total):
+        last = run.out / "last.pt"
+        kept = f"{last} is the last good checkpoint" if last.is_file() else "no checkpoint written"
+        raise NLKDError(f"loss became {float(total.detach())} at epoch {epoch + 1}, step {step + 1}; stopped, {kept}")
+    _optimize(run, total)
+    return total.detach()
+
+
+def _optimize(run: Run, total: Tensor) -> None:
+    """Backward through ``total`` (loss-scaled under float16 AMP), clip, and step optimisers and schedules."""
+    for opt in run.optimizers:
+        opt.zero_grad(set_to_none=True)
+    run.scaler.scale(total).backward()
+    clip = run.cfg.optim.grad_clip
+    for m, opt in zip(run.models, run.optimizers):
+        if clip:
+            run.scaler.unscale_(opt)
+            nn.utils.clip_grad_norm_(m.parameters(), clip)
+        run.scaler.step(opt)
+    run.scaler.update()
+    for sch in run.schedulers:
+        sch.step()
+
+
+def _save_epoch(run: Run, epoch: int, improved: bool) -> None:
+    """``last.pt`` (and ``best.pt`` when ``improved``), ``metrics.jsonl`` and ``curves.png``, atomically."""
+    ckpt = make_checkpoint(
+        run.cfg,
+        run.info,
+        run.models,
+        epoch,
+        history=run.history,
+        best=run.best,
+        rng=_rng_state(),
+        optimizers=[opt.state_dict() for opt in run.optimizers],
+        schedulers=[s.state_dict() for s in run.schedulers],
+        strategy=run.strategy.state_dict(),
+    )
+    data = checkpoint_bytes(ckpt)  # serialised once for both files
+    if improved:  # best.pt first: a crash in between leaves last.pt behind, and --resume redoes it
+        atomic_write_bytes(run.out / "best.pt", data)
+    atomic_write_bytes(run.out / "last.pt", data)
+    atomic_write_text(run.out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in run.history))
+    _plot(run.out)
+
+
+def finish(run: Run) -> None:
+    """End the run: under DDP, wait for every process."""
+    if run.dd.enabled:
+        dist.barrier()  # a barrier before teardown avoids a gloo abort seen with torch 2.14.1
 
 
 def _gather_epoch_logs(loss_sum: float, n_seen: int, strategy: Any) -> tuple[float, int]:

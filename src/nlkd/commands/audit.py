@@ -127,7 +127,7 @@ def _teachers(args: argparse.Namespace, out: Path):
     from nlkd.data.info import load_dataset_info
     from nlkd.data.validate import check_split
     from nlkd.errors import ConfigError, DataError
-    from nlkd.train import dataset_info, resolve_device
+    from nlkd.runtime import dataset_info, resolve_device
 
     device = resolve_device(args.device)
     if args.folds:

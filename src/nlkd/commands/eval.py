@@ -29,7 +29,7 @@ def open_split(args: argparse.Namespace):
     from nlkd.data.info import load_dataset_info
     from nlkd.data.validate import check_split
     from nlkd.errors import DataError
-    from nlkd.train import resolve_device
+    from nlkd.runtime import resolve_device
 
     if not Path(args.data).is_dir():
         raise DataError(f"{args.data}: data folder not found")

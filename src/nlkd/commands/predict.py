@@ -25,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
     from nlkd.errors import DataError
     from nlkd.io import read_image, write_mask, write_rgb
     from nlkd.plots import overlay
-    from nlkd.train import resolve_device
+    from nlkd.runtime import resolve_device
 
     device = resolve_device(args.device)
     model, cfg, info = model_from_checkpoint(args.checkpoint, device)

@@ -102,7 +102,7 @@ def auxiliary_loss(model: nn.Module, target: Tensor, ignore_index: int | None) -
 
     Args:
         model: any segmentation model, possibly wrapped in ``DistributedDataParallel`` /
-            ``DataParallel`` (unwrapped through ``.module``).
+            ``DataParallel`` (unwrapped by :func:`nlkd.checkpoint.unwrap`).
         target: ``(B, H, W)`` int64 class indices at the input size of that forward; pixels equal to
             ``ignore_index`` count for nothing.
         ignore_index: the ignored label, or ``None`` when every pixel is labelled.
@@ -112,8 +112,9 @@ def auxiliary_loss(model: nn.Module, target: Tensor, ignore_index: int | None) -
     """
     if target.dim() != 3:
         raise ValueError(f"auxiliary_loss: target must be (B, H, W), got shape {tuple(target.shape)}")
-    if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
-        model = model.module
+    from nlkd.checkpoint import unwrap  # local: checkpoint imports the models
+
+    model = unwrap(model)
     if isinstance(model, AuxiliaryLossModule):
         return model.auxiliary_loss(target, ignore_index)
     return torch.zeros(target.shape[0], device=target.device)

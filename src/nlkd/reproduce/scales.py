@@ -76,7 +76,7 @@ def make_setup(
             raise DataError(f"{root / 'labels' / 'train'}: clean training labels not found (ROOT/labels/train)")
         info = load_dataset_info(root, base.data.num_classes, base.data.ignore_index)
     else:
-        from nlkd.train import dataset_info
+        from nlkd.runtime import dataset_info
 
         info = dataset_info(base)
     return Setup(sc, root, Path(out).resolve(), base, info, ratios=tuple(ratios or sc.ratios))

@@ -1,0 +1,77 @@
+"""Where a run runs: the device, the process group under ``torchrun``, and the data set's classes.
+
+Shared by every command that loads data or a model (train, eval, score, audit, folds, ...).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from nlkd.config import TrainConfig
+from nlkd.data.info import DatasetInfo, load_dataset_info
+from nlkd.errors import DataError, NLKDError
+
+__all__ = ["Distributed", "dataset_info", "resolve_device", "setup_distributed"]
+
+
+@dataclass(frozen=True)
+class Distributed:
+    """This process's place in a ``torchrun`` job (rank 0 of 1 when run alone)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed(device_name: str) -> Distributed:
+    """Join the process group when started by ``torchrun`` (WORLD_SIZE > 1): NCCL on GPUs, else gloo."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Distributed()
+    if not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() and device_name != "cpu" else "gloo"
+        dist.init_process_group(backend)
+    return Distributed(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """``auto`` -> the local GPU if there is one, else the CPU."""
+    if name == "auto":
+        name = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise NLKDError(f"device {name!r} requested but CUDA is not available; use --set device=cpu")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise NLKDError(f"device {name!r} not understood; use auto, cpu, cuda or cuda:N") from None
+
+
+def dataset_info(cfg: TrainConfig) -> DatasetInfo:
+    """Classes, ignore index, names and palette of the configured data set (``dataset.yaml``, flags, or
+    the fixed ones of the cityscapes / supervisely formats)."""
+    if not cfg.data.root:
+        raise NLKDError("no data set given: pass --data ROOT")
+    if not Path(cfg.data.root).is_dir():
+        raise DataError(f"{cfg.data.root}: data folder not found")
+    if cfg.data.format == "cityscapes":
+        from nlkd.data.formats import CITYSCAPES_INFO
+
+        return CITYSCAPES_INFO
+    if cfg.data.format == "supervisely":
+        from nlkd.data.formats import SUPERVISELY_INFO
+
+        return SUPERVISELY_INFO
+    return load_dataset_info(cfg.data.root, cfg.data.num_classes, cfg.data.ignore_index)
