@@ -29,6 +29,7 @@ from nlkd.audit import (
     precision_recall_curve,
     roc_curve,
 )
+from nlkd.audit.gallery import disagreement_map
 from nlkd.checkpoint import model_from_checkpoint
 from nlkd.cli import main
 from nlkd.data.folder import FolderDataset
@@ -38,7 +39,6 @@ from nlkd.errors import DataError
 from nlkd.folds import assign_folds
 from nlkd.io import read_mask, write_mask
 from nlkd.metrics import bf_and_iou
-from nlkd.report import disagreement_map
 from nlkd.teacher import read_scores_csv, score_dataset
 
 BAD = [f"train_{i:04d}" for i in (1, 4, 6, 9, 12, 15)]
@@ -288,6 +288,54 @@ def test_bad_mask_value_is_a_validate_style_error(tiny_data: Path, tmp_path: Pat
     assert main(_audit_args(teacher, root, out)) == 2
     err = capsys.readouterr().err
     assert err.startswith("nlkd audit: error: 1 problem in ") and lines[0] in err.splitlines()
+    assert not (out / "scores.csv").exists()
+
+
+def test_rerun_without_known_bad_ids_drops_the_old_detection_figure(
+    audit_out: Path, teacher: Path, bad_root: Path, tmp_path: Path
+):
+    out = tmp_path / "out"
+    shutil.copytree(audit_out, out)
+    assert (out / "figures" / "detection.png").is_file()
+    args = _audit_args(teacher, bad_root, out)
+    args[args.index("--labels") + 1] = "train"  # the clean labels: no manifest, no --known-bad
+    assert main(args) == 0
+    parser = _Refs()
+    parser.feed((out / "report.html").read_text(encoding="utf-8"))
+    assert not (out / "figures" / "detection.png").exists()
+    assert not any("detection" in ref for ref in parser.refs)
+    assert "detection" not in json.loads((out / "audit.json").read_text())
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("missing checkpoint", "nope.pt: checkpoint not found"),
+        ("corrupt checkpoint", "broken.pt: corrupt or truncated checkpoint"),
+        ("class count", "8 classes, but "),
+        ("missing known-bad", "nope.txt: cannot read the list of known-bad ids"),
+    ],
+)
+def test_audit_bad_input_is_one_line_and_exit_2(
+    case: str, message: str, teacher: Path, bad_root: Path, tmp_path: Path, capsys
+):
+    ckpt, extra, root = teacher, [], bad_root
+    if case == "missing checkpoint":
+        ckpt = tmp_path / "nope.pt"
+    elif case == "corrupt checkpoint":
+        ckpt = tmp_path / "broken.pt"
+        ckpt.write_bytes(teacher.read_bytes()[:1000])
+    elif case == "class count":  # a data set of 8 classes; the teacher predicts 6
+        root = _linked_root(bad_root, tmp_path / "data")
+        os.symlink(bad_root / "labels" / "bad", root / "labels" / "bad")
+        names = [f"c{i}" for i in range(8)]
+        (root / "dataset.yaml").write_text(json.dumps({"num_classes": 8, "class_names": names}))
+    else:
+        extra = ["--known-bad", str(tmp_path / "nope.txt")]
+    out = tmp_path / "out"
+    assert main(_audit_args(ckpt, root, out, *extra)) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and err.startswith("nlkd audit: error: ") and message in err, err
     assert not (out / "scores.csv").exists()
 
 

@@ -16,12 +16,22 @@ on K−1 folds, and judges every image with the one that never saw it.
 from __future__ import annotations
 
 import argparse
+import json
+import math
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from nlkd.commands._common import add_data_args, size_arg
 from nlkd.config import TrainConfig
 
-__all__ = ["add_fold_args", "fold_config", "register", "run"]
+if TYPE_CHECKING:
+    from nlkd.audit import AuditTable, Detection, Teachers
+    from nlkd.data.folder import FolderDataset
+
+__all__ = ["add_fold_args", "fold_config", "register", "run", "run_audit"]
 
 
 def _int_at_least(lo: int):
@@ -144,18 +154,22 @@ def _teachers(args: argparse.Namespace, out: Path):
     info = ckpt_info
     if args.format == "folder":
         ignore = args.ignore_index if args.ignore_index is not None else ckpt_info.ignore_index
-        info = load_dataset_info(args.data, args.num_classes or ckpt_info.num_classes, ignore)
-        check_split(args.data, args.split, info.num_classes, info.ignore_index, args.labels)
+        try:  # the data's own class count: --num-classes, else its dataset.yaml
+            info = load_dataset_info(args.data, args.num_classes, ignore)
+        except DataError:  # known from neither: the checkpoint's
+            info = load_dataset_info(args.data, ckpt_info.num_classes, ignore)
     if info.num_classes != ckpt_info.num_classes:
         raise DataError(
             f"{args.data}: {info.num_classes} classes, but {args.checkpoint} predicts {ckpt_info.num_classes}"
         )
+    if args.format == "folder":
+        check_split(args.data, args.split, info.num_classes, info.ignore_index, args.labels)
     teachers = Teachers([model], [Path(args.checkpoint)], device=device)
     return teachers, info, args.size or cfg.data.size, str(args.checkpoint)
 
 
 def run(args: argparse.Namespace) -> int:
-    from nlkd.audit import known_bad_ids, run_audit
+    from nlkd.audit import known_bad_ids
     from nlkd.data.folder import FolderDataset
 
     out = Path(args.out)
@@ -201,3 +215,84 @@ def run(args: argparse.Namespace) -> int:
             f"({found.n_bad} of {found.n} images)"
         )
     return 0
+
+
+def run_audit(
+    teachers: Teachers,
+    dataset: FolderDataset,
+    out_dir: Path,
+    *,
+    tolerance: float = 2.0,
+    batch_size: int = 8,
+    resume: bool = False,
+    save_every: int = 10,
+    top: int = 8,
+    known_bad: tuple[set[str], str] | None = None,
+    meta: Mapping[str, Any] | None = None,
+    log: Callable[[str], None] = print,
+) -> tuple[AuditTable, Detection | None]:
+    """Audit ``dataset`` and write ``out_dir``: ``progress.csv``, ``scores.csv`` (worst first),
+    ``teacher_scores.csv``, ``audit.json``, ``gallery/``, ``figures/`` and ``report.html``; returns the
+    table and, when ``known_bad = (ids, source)`` is given, the detection scores."""
+    from nlkd.audit import PROGRESS_NAME, audit_dataset, detection
+    from nlkd.audit.report import write_report  # matplotlib is only needed once the numbers exist
+    from nlkd.io import atomic_write_text
+
+    out_dir = Path(out_dir)
+    key = teachers.key(dataset, tolerance)
+    progress = out_dir / PROGRESS_NAME
+    if not resume and progress.is_file():
+        log(f"starting over: {progress} is replaced (pass --resume to keep its rows)")
+        progress.unlink()
+    table = audit_dataset(
+        teachers,
+        dataset,
+        tolerance=tolerance,
+        batch_size=batch_size,
+        partial=progress,
+        key=key,
+        resume=resume,
+        save_every=save_every,
+    )
+    found = by_labelled = None
+    if known_bad is not None:
+        found = detection(table, *known_bad)
+        by_labelled = detection(table, *known_bad, by="labelled")
+    atomic_write_text(out_dir / "scores.csv", table.to_csv())
+    atomic_write_text(out_dir / "teacher_scores.csv", table.score_table().to_csv("bfmiou"))
+    write_report(
+        out_dir, table, dataset, teachers, top=top, found=found, found_by_labelled=by_labelled, meta=meta or {}
+    )
+    record = _audit_record(key, meta or {}, table, found, by_labelled)
+    atomic_write_text(out_dir / "audit.json", json.dumps(record, indent=2) + "\n")
+    return table, found
+
+
+def _audit_record(
+    key: str, meta: Mapping[str, Any], table: AuditTable, found: Detection | None, by_labelled: Detection | None
+) -> dict[str, Any]:
+    """The content of ``audit.json``: settings, image count, mean quality and the detection scores."""
+    record = {
+        "key": key,
+        **meta,
+        "n_images": len(table.ids),
+        "mean_quality": float(np.nanmean(table.quality)) if np.isfinite(table.quality).any() else None,
+    }
+    if found is not None:
+        record["detection"] = {
+            "source": found.source,
+            "n": found.n,
+            "n_bad": found.n_bad,
+            "auroc": _json_float(found.auroc),
+            "average_precision": _json_float(found.average_precision),
+        }
+    if by_labelled is not None:
+        record["detection_by_labelled"] = {
+            "auroc": _json_float(by_labelled.auroc),
+            "average_precision": _json_float(by_labelled.average_precision),
+        }
+    return record
+
+
+def _json_float(x: float) -> float | None:
+    return None if math.isnan(x) else x
