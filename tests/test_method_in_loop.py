@@ -100,9 +100,7 @@ def test_nlkd_weights_follow_eq6_and_the_lambda_schedule(epoch: int, step: int) 
     """W = λ·w_student + (1 − λ)·w_teacher, λ from the schedule at the fractional epoch epoch + step/spe
     (6 epochs, 2 of warm-up, final 0.8, 4 steps per epoch)."""
     epochs, warmup, final, spe = 6, 2, 0.8, 4
-    strategy = create_strategy(
-        StrategyConfig(name="nlkd", warmup_epochs=warmup, final_lambda=final), C, None, epochs
-    )
+    strategy = create_strategy(StrategyConfig(name="nlkd", warmup_epochs=warmup, final_lambda=final), C, None, epochs)
     teacher = torch.tensor([0.2, 0.9, 0.55, 0.35])
     inputs, w_student = _nlkd_step(epoch, step, spe, teacher)
     assert w_student[0] == 1.0 and len(set(w_student.tolist())) == 4  # four different student scores
@@ -347,4 +345,3 @@ def test_fixed_step_ignores_the_images_weighted_zero(
     nlkd.train.train(_config(tiny_data, tmp_path / "run", probe_model, **changes), log=_quiet)
     w = [0.0 if i in chosen else 1.0 for i in hand.ids]
     _check_step(tmp_path / "run", hand, recorded, w, {"unweighted": [1.0] * len(w), "misaligned": _shifted(w)})
-
