@@ -361,7 +361,7 @@ def test_missing_data_folder(command: str, ckpt: Path, tmp_path: Path, capsys: p
             ["--checkpoint", "{ckpt}", "--images", "{tmp}/none", "--out", "{tmp}/p"],
             "{tmp}/none: image folder not found",
         ),
-        ("predict", ["--checkpoint", "{ckpt}", "--images", "{tmp}", "--out", "{tmp}/p"], "{tmp}: no .jpg/.png images"),
+        ("predict", ["--checkpoint", "{ckpt}", "--images", "{tmp}", "--out", "{tmp}/p"], "{tmp}: no images (.jpg"),
         (
             "score",
             ["--checkpoint", "{ckpt}", "--data", "{data}", "--split", "nosuch", "--out", "{tmp}/s.csv"],

@@ -6,7 +6,9 @@ import argparse
 
 from nlkd.config import parse_size
 
-__all__ = ["add_data_args", "size_arg"]
+__all__ = ["DEVICE_HELP", "add_data_args", "size_arg"]
+
+DEVICE_HELP = "auto | cpu | cuda | cuda:N (default: auto: CUDA when present)"
 
 
 def size_arg(text: str) -> list[int]:
@@ -20,6 +22,19 @@ def add_data_args(p: argparse.ArgumentParser, split_default: str | None = "train
     p.add_argument("--data", required=True, metavar="ROOT", help="data set root (images/<split>, labels/<split>)")
     p.add_argument("--split", default=split_default, help=f"split to use (default: {split_default})")
     p.add_argument("--labels", default=None, metavar="NAME", help="label folder under labels/ (default: the split)")
-    p.add_argument("--format", default="folder", choices=["folder", "cityscapes", "supervisely"])
-    p.add_argument("--num-classes", type=int, default=None, help="default: from ROOT/dataset.yaml")
-    p.add_argument("--ignore-index", type=int, default=None, help="default: from ROOT/dataset.yaml")
+    p.add_argument(
+        "--format",
+        default="folder",
+        choices=["folder", "cityscapes", "supervisely"],
+        help="data set layout (default: folder)",
+    )
+    p.add_argument(
+        "--num-classes", type=int, default=None, metavar="N", help="number of classes (default: from ROOT/dataset.yaml)"
+    )
+    p.add_argument(
+        "--ignore-index",
+        type=int,
+        default=None,
+        metavar="I",
+        help="mask value of unlabelled pixels (default: from ROOT/dataset.yaml, else none)",
+    )

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from nlkd.commands._common import add_data_args, size_arg
+from nlkd.commands._common import DEVICE_HELP, add_data_args, size_arg
 from nlkd.config import TrainConfig
 
 if TYPE_CHECKING:
@@ -106,7 +106,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--checkpoint", default=None, metavar="CKPT", help="teacher (with --folds: its config)")
     add_data_args(p)
-    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument(
+        "--out", required=True, metavar="DIR", help="folder for scores.csv, the gallery and report.html (new or empty)"
+    )
     p.add_argument("--top", type=_int_at_least(0), default=8, metavar="K", help="worst and best K in the gallery")
     p.add_argument(
         "--known-bad",
@@ -125,7 +127,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="rewrite OUT/progress.csv every N batches (default 10)",
     )
     p.add_argument("--resume", action="store_true", help="keep the images already in OUT/progress.csv")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     add_fold_args(p, "OUT/folds")
     p.set_defaults(func=run)
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
-from nlkd.errors import ConfigError
+from nlkd.data.info import load_dataset_info
+from nlkd.errors import ConfigError, DataError
 from nlkd.noise import MODE_PARAMS, MODES, corrupt_dataset
 
 __all__ = ["register", "run"]
@@ -25,7 +27,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--ratio", type=float, default=0.5, help="fraction of masks to corrupt (default 0.5)")
     p.add_argument("--mode", choices=MODES, default="dilate_erode", help="corruption (default dilate_erode)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--ignore-index", type=int, default=None, help="label of unlabelled pixels")
+    p.add_argument(
+        "--ignore-index",
+        type=int,
+        default=None,
+        metavar="I",
+        help="label of unlabelled pixels, never grown or shrunk (default: from ROOT/dataset.yaml when --src is "
+        "ROOT/labels/NAME, else none: every value is a class)",
+    )
     p.add_argument(
         "--radius",
         type=float,
@@ -70,19 +79,50 @@ def _mode_params(args: argparse.Namespace) -> dict[str, Any]:
     return params
 
 
+def _dataset_ignore_index(src: str | Path) -> tuple[int | None, Path] | None:
+    """``(ignore_index, yaml path)`` of ``ROOT/dataset.yaml`` when ``src`` is ``ROOT/labels/NAME`` and the
+    yaml exists; None otherwise. The yaml may lack ``num_classes`` here: corrupting needs no class count."""
+    folder = Path(src).resolve()
+    path = folder.parent.parent / "dataset.yaml"
+    if folder.parent.name != "labels" or not path.is_file():
+        return None
+    try:
+        info = load_dataset_info(path.parent)
+    except DataError:  # raised only for a missing num_classes; 256 admits every 8-bit ignore_index
+        info = load_dataset_info(path.parent, num_classes=256)
+    return info.ignore_index, path
+
+
+def _ignore_index(args: argparse.Namespace) -> tuple[int | None, str]:
+    """The ignore index to corrupt with, and where it came from (for the summary line)."""
+    if args.ignore_index is not None:
+        return args.ignore_index, "--ignore-index"
+    found = _dataset_ignore_index(args.src)
+    if found is None:
+        return None, "no --ignore-index and no ROOT/dataset.yaml"
+    return found[0], str(found[1])
+
+
 def run(args: argparse.Namespace) -> int:
     """Corrupt the label folder and print a one-line summary; user errors raise NLKDError."""
+    params = _mode_params(args)
+    ignore_index, source = _ignore_index(args)
     manifest = corrupt_dataset(
         args.src,
         args.dst,
         ratio=args.ratio,
         mode=args.mode,
         seed=args.seed,
-        ignore_index=args.ignore_index,
-        **_mode_params(args),
+        ignore_index=ignore_index,
+        **params,
     )
+    used = manifest["ignore_index"]
+    if used is None:
+        unlabelled = f"no ignore_index ({source}): every mask value is a class"
+    else:
+        unlabelled = f"ignore_index {used} ({source if used == ignore_index else 'the polygon default'})"
     print(
         f"corrupted {len(manifest['corrupted'])} of {manifest['n_images']} masks ({args.mode}, seed "
-        f"{args.seed}) -> {args.dst} (manifest.json lists them)"
+        f"{args.seed}, {unlabelled}) -> {args.dst} (manifest.json lists them)"
     )
     return 0

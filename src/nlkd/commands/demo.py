@@ -12,8 +12,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "demo", help="the end-to-end demo on synthetic data (about 10 minutes on 2 CPU cores)", description=__doc__
     )
     p.add_argument("--out", default="runs/demo", help="where data, runs and pictures go (default runs/demo)")
-    p.add_argument("--epochs", type=int, default=12)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=int, default=12, help="epochs of each of the four runs (default 12)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the data and of every run (default 0)")
     p.set_defaults(func=run)
 
 

@@ -5,17 +5,17 @@ from __future__ import annotations
 import argparse
 import json
 
-from nlkd.commands._common import add_data_args, size_arg
+from nlkd.commands._common import DEVICE_HELP, add_data_args, size_arg
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="evaluate a checkpoint on a split", description=__doc__)
-    p.add_argument("--checkpoint", required=True, metavar="CKPT")
+    p.add_argument("--checkpoint", required=True, metavar="CKPT", help="trained model, e.g. runs/nlkd/best.pt")
     add_data_args(p, split_default="val")
     p.add_argument("--size", type=size_arg, default=None, metavar="HxW", help="default: the checkpoint's")
     p.add_argument("--full-resolution", action="store_true", help="score at the labels' own resolution")
     p.add_argument("--tolerance", type=float, default=2.0, help="BF tolerance in pixels (default 2)")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=run)
 

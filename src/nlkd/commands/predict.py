@@ -1,18 +1,76 @@
-"""``nlkd predict``: class-index PNGs and colour overlays for a folder of images."""
+"""``nlkd predict``: class-index PNGs and colour overlays for a folder of images.
+
+For every image ``DIR/<name>.<ext>`` (.jpg, .jpeg, .png, .tif, .tiff, .bmp) it writes ``OUT/<name>.png``
+(class index per pixel, at the image's own size) and ``OUT/<name>_overlay.png``. Other files are
+skipped and named; two images that would write the same output (``a.jpg`` and ``a.png``) are refused
+before anything is written.
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from collections import defaultdict
 from pathlib import Path
+
+from nlkd.commands._common import DEVICE_HELP
+
+__all__ = ["PREDICT_EXTENSIONS", "plan_outputs", "register", "run"]
+
+#: Image files ``nlkd predict`` reads (PIL decodes them all; TIFF through its built-in reader).
+PREDICT_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("predict", help="predict masks for a folder of images", description=__doc__)
-    p.add_argument("--checkpoint", required=True, metavar="CKPT")
-    p.add_argument("--images", required=True, metavar="DIR")
-    p.add_argument("--out", required=True, metavar="DIR")
-    p.add_argument("--device", default="auto")
+    p = sub.add_parser(
+        "predict",
+        help="predict masks for a folder of images",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--checkpoint", required=True, metavar="CKPT", help="trained model, e.g. runs/nlkd/best.pt")
+    p.add_argument("--images", required=True, metavar="DIR", help="folder of images (not searched recursively)")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder for the masks and overlays (not DIR)")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.set_defaults(func=run)
+
+
+def plan_outputs(src: Path, out: Path) -> tuple[list[Path], list[Path]]:
+    """``(images to predict, other files skipped)`` of folder ``src``, both sorted by name.
+
+    Raises:
+        DataError: ``src`` is not a folder, holds no image, ``out`` is ``src`` (the masks would replace
+            the PNG inputs), or two images would write the same output file (the message names both).
+    """
+    from nlkd.errors import DataError
+
+    if not src.is_dir():
+        raise DataError(f"{src}: image folder not found")
+    if out.resolve() == src.resolve():
+        raise DataError(f"{out}: --out is the --images folder; the masks would overwrite .png images there")
+    entries = sorted(p for p in src.iterdir() if not p.name.startswith("."))
+    files = [p for p in entries if p.is_file() and p.suffix.lower() in PREDICT_EXTENSIONS]
+    skipped = [p for p in entries if p not in files]
+    if not files:
+        raise DataError(f"{src}: no images ({', '.join(PREDICT_EXTENSIONS)})")
+    writers: dict[str, list[Path]] = defaultdict(list)
+    for path in files:
+        for name in (f"{path.stem}.png", f"{path.stem}_overlay.png"):
+            writers[name].append(path)
+    clash = next(((name, paths) for name, paths in writers.items() if len(paths) > 1), None)
+    if clash is not None:
+        name, paths = clash
+        raise DataError(
+            f"{src}: {' and '.join(p.name for p in paths)} would both be written to {name}; "
+            "rename one, or predict them into separate --out folders"
+        )
+    return files, skipped
+
+
+def _describe_skipped(skipped: list[Path]) -> str:
+    shown = ", ".join(p.name + ("/" if p.is_dir() else "") for p in skipped[:5])
+    more = f", ... ({len(skipped)} in all)" if len(skipped) > 5 else ""
+    return f"{shown}{more}"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -22,20 +80,20 @@ def run(args: argparse.Namespace) -> int:
 
     from nlkd.checkpoint import model_from_checkpoint
     from nlkd.data.transforms import resize_image, to_tensor
-    from nlkd.errors import DataError
     from nlkd.io import read_image, write_mask, write_rgb
     from nlkd.plots import overlay
     from nlkd.runtime import resolve_device
 
+    src, out = Path(args.images), Path(args.out)
+    files, skipped = plan_outputs(src, out)
+    if skipped:
+        print(
+            f"nlkd predict: skipping {len(skipped)} of the {len(skipped) + len(files)} entries in {src} (only "
+            f"{'/'.join(PREDICT_EXTENSIONS)} files are read; folders are not searched): {_describe_skipped(skipped)}",
+            file=sys.stderr,
+        )
     device = resolve_device(args.device)
     model, cfg, info = model_from_checkpoint(args.checkpoint, device)
-    src = Path(args.images)
-    if not src.is_dir():
-        raise DataError(f"{src}: image folder not found")
-    files = sorted(p for p in src.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
-    if not files:
-        raise DataError(f"{src}: no .jpg/.png images")
-    out = Path(args.out)
     with torch.no_grad():
         for path in tqdm(files, desc="predicting"):
             image = read_image(path)
@@ -46,5 +104,6 @@ def run(args: argparse.Namespace) -> int:
             pred = logits.argmax(1)[0].cpu().numpy().astype(np.uint8)
             write_mask(out / f"{path.stem}.png", pred)
             write_rgb(out / f"{path.stem}_overlay.png", overlay(image, pred, info.palette, None))
-    print(f"predicted {len(files)} images -> {out}")
+    note = f"; {len(skipped)} other entries skipped" if skipped else ""
+    print(f"predicted {len(files)} images -> {out} ({len(files)} masks + {len(files)} overlays{note})")
     return 0

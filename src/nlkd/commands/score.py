@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from nlkd.commands._common import add_data_args, size_arg
+from nlkd.commands._common import DEVICE_HELP, add_data_args, size_arg
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,8 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size", type=size_arg, default=None, metavar="HxW", help="default: the checkpoint's")
     p.add_argument("--metric", default="bfmiou", choices=["bfmiou", "bf", "miou"], help="the 'weight' column")
     p.add_argument("--tolerance", type=float, default=2.0, help="BF tolerance in pixels")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--out", required=True, metavar="CSV")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
+    p.add_argument("--out", required=True, metavar="CSV", help="the scores file to write (one row per image)")
     from nlkd.commands.audit import add_fold_args
 
     add_fold_args(p, "<CSV without suffix>_folds")

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import argparse
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 from nlkd.commands._common import size_arg
-from nlkd.config import load_config, parse_set
+from nlkd.config import TrainConfig, load_config, parse_set
+
+#: Configs shipped in ``nlkd/configs/``, usable as ``--config NAME``.
+READY_CONFIGS = ("cpu", "paper")
+#: Listed in ``--help`` (the registries hold the truth; importing them here would import torch).
+MODEL_NAMES = ("unet", "deeplabv3plus", "ocrnet", "pointrend")
+STRATEGY_NAMES = ("baseline", "reweight", "nlkd", "fixed", "discard", "decoupling", "coteaching", "coteaching_plus")
 
 FLAG_KEYS = {
     "data": "data.root",
@@ -33,32 +40,133 @@ FLAG_KEYS = {
 }
 
 
+_DESCRIPTION = """\
+Train a segmentation model with a strategy: first a baseline on your labels (the teacher), then an
+NLKD student that down-weights the images whose annotation the teacher disagrees with. Defaults are
+those of nlkd.config.TrainConfig; --config, then the flags and --set override them.
+"""
+_EPILOG = """\
+ready configs (shipped with nlkd; flags and --set override them):
+  --config cpu     small and fast: U-Net/ResNet-18, 96x128, 20 epochs, AdamW (minutes per run on a CPU)
+  --config paper   the paper's settings (section 3.1): 100 epochs, batch 32, native size, Ranger lr 0.1
+  (a name is used when no file of that name exists; the files are in {configs})
+
+examples:
+  nlkd train --data ROOT --labels train_coarse --epochs 25 --out runs/teacher
+  nlkd train --config cpu --data ROOT --labels train_coarse --strategy nlkd --teacher runs/teacher/last.pt \\
+      --out runs/nlkd
+"""
+
+
+def _default(key: str) -> str:
+    """The TrainConfig default of a dotted key, as a flag would spell it (``[96, 128]`` -> ``96x128``)."""
+    node: Any = TrainConfig()
+    for part in key.split("."):
+        node = getattr(node, part)
+    if isinstance(node, list):
+        return "x".join(map(str, node))
+    return str(node)
+
+
+def config_arg(text: str) -> str:
+    """``--config`` value: a YAML file, or the name of a ready config (``cpu``, ``paper``) when no such file
+    exists; returns the path to load."""
+    if Path(text).exists() or text not in READY_CONFIGS:
+        return text
+    return str(files("nlkd").joinpath("configs", f"{text}.yaml"))
+
+
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train a model (teacher, baseline or NLKD student)", description=__doc__)
-    p.add_argument("--config", default=None, help="YAML config (keys as in nlkd.config.TrainConfig)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any config key")
-    p.add_argument("--data", metavar="ROOT")
-    p.add_argument("--labels", metavar="NAME", help="label folder to train on, e.g. train_coarse")
-    p.add_argument("--val-split", metavar="SPLIT")
-    p.add_argument("--format", choices=["folder", "cityscapes", "supervisely"])
-    p.add_argument("--num-classes", type=int)
-    p.add_argument("--ignore-index", type=int)
-    p.add_argument("--size", type=size_arg, metavar="HxW", help="training resolution, e.g. 96x128")
-    p.add_argument("--model", help="unet | deeplabv3plus | ocrnet | pointrend")
-    p.add_argument("--encoder", help="encoder of unet/deeplabv3plus/pointrend, e.g. resnet18")
-    p.add_argument(
-        "--strategy", help="baseline | reweight | nlkd | fixed | discard | decoupling | coteaching | coteaching_plus"
+    p = sub.add_parser(
+        "train",
+        help="train a model (teacher, baseline or NLKD student)",
+        description=_DESCRIPTION,
+        epilog=_EPILOG.format(configs=files("nlkd").joinpath("configs")),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--teacher", metavar="CKPT", help="teacher checkpoint for reweight/nlkd")
-    p.add_argument("--teacher-scores", metavar="CSV", help="per-image teacher scores (e.g. out-of-fold)")
-    p.add_argument("--metric", choices=["bfmiou", "bf", "miou"])
-    p.add_argument("--optimizer", choices=["ranger", "sgd", "adamw"])
-    p.add_argument("--lr", type=float)
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--out", metavar="RUN_DIR")
+    d = _default
+    p.add_argument(
+        "--config",
+        type=config_arg,
+        default=None,
+        metavar="YAML",
+        help="YAML config (keys as in nlkd.config.TrainConfig), or a ready one: cpu, paper (see below)",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any config key, e.g. --set optim.schedule=step (repeatable; the value is read as YAML)",
+    )
+    p.add_argument("--data", metavar="ROOT", help="data set root with images/<split>/ and labels/<split>/")
+    p.add_argument(
+        "--labels",
+        metavar="NAME",
+        help="label folder ROOT/labels/NAME to train on, e.g. train_coarse (default: the train split's own)",
+    )
+    p.add_argument(
+        "--val-split",
+        metavar="SPLIT",
+        help=f"split scored after every epoch; best.pt is the best epoch on it (default: {d('data.val_split')})",
+    )
+    p.add_argument(
+        "--format",
+        choices=["folder", "cityscapes", "supervisely"],
+        help=f"data set layout (default: {d('data.format')})",
+    )
+    p.add_argument("--num-classes", type=int, metavar="N", help="number of classes (default: from ROOT/dataset.yaml)")
+    p.add_argument(
+        "--ignore-index",
+        type=int,
+        metavar="I",
+        help="mask value of unlabelled pixels (default: from ROOT/dataset.yaml, else none)",
+    )
+    p.add_argument(
+        "--size",
+        type=size_arg,
+        metavar="HxW",
+        help=f"resize every image and mask to HxW for training and validation (default: {d('data.size')}; "
+        "--set data.size=null keeps each image's own size)",
+    )
+    p.add_argument("--model", help=f"{' | '.join(MODEL_NAMES)} (default: {d('model.name')})")
+    p.add_argument("--encoder", help="encoder of unet/deeplabv3plus/pointrend, e.g. resnet18 (default: the model's)")
+    p.add_argument(
+        "--strategy",
+        help=f"how each image's loss is weighted: {' | '.join(STRATEGY_NAMES)} (default: {d('strategy.name')})",
+    )
+    p.add_argument(
+        "--teacher",
+        metavar="CKPT",
+        help="teacher checkpoint (an earlier run's last.pt); needed by reweight, nlkd, discard",
+    )
+    p.add_argument(
+        "--teacher-scores",
+        metavar="CSV",
+        help="per-image teacher scores from `nlkd score` (e.g. out-of-fold), instead of --teacher",
+    )
+    p.add_argument(
+        "--metric",
+        choices=["bfmiou", "bf", "miou"],
+        help=f"per-image annotation quality of teacher and student (default: {d('strategy.metric')})",
+    )
+    p.add_argument(
+        "--optimizer",
+        choices=["ranger", "sgd", "adamw"],
+        help=f"optimiser (default: {d('optim.name')}; the paper's is ranger)",
+    )
+    p.add_argument("--lr", type=float, help=f"learning rate (default: {d('optim.lr')})")
+    p.add_argument("--epochs", type=int, metavar="N", help=f"passes over the training set (default: {d('epochs')})")
+    p.add_argument(
+        "--batch-size", type=int, metavar="N", help=f"images per step, over all processes (default: {d('batch_size')})"
+    )
+    p.add_argument("--seed", type=int, help=f"random seed of initialisation and data order (default: {d('seed')})")
+    p.add_argument("--device", help=f"auto | cpu | cuda | cuda:N (default: {d('device')}: CUDA when present)")
+    p.add_argument(
+        "--out",
+        metavar="RUN_DIR",
+        help=f"run folder: config.yaml, last.pt, best.pt, metrics.jsonl (default: {d('out')})",
+    )
     p.add_argument("--resume", action="store_true", help="continue RUN_DIR from its last.pt")
     p.set_defaults(func=run)
 

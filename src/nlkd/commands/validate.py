@@ -3,17 +3,20 @@
     nlkd validate --data data/camvid --split train --num-classes 11 --ignore-index 11
     nlkd validate --data data/camvid --split train --labels train_coarse   # dataset.yaml gives classes
 
-Prints ``ok: N pairs`` (exit 0), or every problem on stderr, one line per bad file (exit 2).
+Prints the num_classes and ignore_index it checked against and where they came from, then
+``ok: N pairs`` (exit 0), or every problem on stderr, one line per bad file (exit 2). An ignore_index
+that is also a class index (e.g. 3 with 6 classes) is allowed but warned about.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
-from nlkd.data.info import load_dataset_info
-from nlkd.data.validate import validate_report
+from nlkd.data.info import DatasetInfo, load_dataset_info
+from nlkd.data.validate import ignore_index_warning, validate_report
 
 __all__ = ["register", "run"]
 
@@ -61,9 +64,28 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=run)
 
 
+def _settings(args: argparse.Namespace, info: DatasetInfo) -> str:
+    """``num_classes 6 (--num-classes), ignore_index 255 (ROOT/dataset.yaml)``: what was used, from where."""
+    yaml_path = Path(args.data) / "dataset.yaml"
+    yaml_source = str(yaml_path) if yaml_path.is_file() else None
+    classes = "--num-classes" if args.num_classes is not None else yaml_source
+    if args.ignore_index is not None:
+        ignore = f"ignore_index {info.ignore_index} (--ignore-index)"
+    elif info.ignore_index is not None:
+        ignore = f"ignore_index {info.ignore_index} ({yaml_source})"
+    else:
+        ignore = f"no ignore_index ({yaml_source or 'no dataset.yaml'})"
+    return f"num_classes {info.num_classes} ({classes}), {ignore}"
+
+
 def run(args: argparse.Namespace) -> int:
     """Validate the split; 0 when every pair is fine, 2 otherwise."""
     info = load_dataset_info(args.data, args.num_classes, args.ignore_index)
+    labels = f", labels {args.labels}" if args.labels else ""
+    print(f"checking split {args.split}{labels} with {_settings(args, info)}")
+    warning = ignore_index_warning(info.num_classes, info.ignore_index)
+    if warning is not None:
+        print(f"nlkd validate: warning: {warning}", file=sys.stderr)
     report = validate_report(args.data, args.split, info.num_classes, info.ignore_index, args.labels)
     if report.problems:
         for line in report.problems:

@@ -22,7 +22,7 @@ from nlkd.data.folder import IMAGE_EXTENSIONS, scan_folder
 from nlkd.data.info import DatasetInfo
 from nlkd.errors import DataError
 
-__all__ = ["ValidationReport", "check_split", "validate_report", "validate_split"]
+__all__ = ["ValidationReport", "check_split", "ignore_index_warning", "validate_report", "validate_split"]
 
 _COLOUR_MODES = ("RGB", "RGBA", "CMYK", "YCbCr", "LAB", "HSV")
 _DECODE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError)
@@ -38,6 +38,25 @@ class ValidationReport:
     @property
     def ok(self) -> bool:
         return not self.problems
+
+
+def ignore_index_warning(num_classes: int, ignore_index: int | None) -> str | None:
+    """A warning when ``ignore_index`` is also a class index (``0 <= ignore_index < num_classes``), else None.
+
+    Such data validates (every value is allowed) but one class is silently never learned nor scored.
+
+    >>> ignore_index_warning(6, 255) is None
+    True
+    >>> ignore_index_warning(6, 3)[:44]
+    'ignore_index 3 is also a class index (0..5):'
+    """
+    if ignore_index is None or not 0 <= ignore_index < num_classes:
+        return None
+    return (
+        f"ignore_index {ignore_index} is also a class index (0..{num_classes - 1}): class {ignore_index} will be "
+        f"neither learned nor scored; if {ignore_index} marks unlabelled pixels, check num_classes, else choose "
+        f"an ignore_index outside 0..{num_classes - 1} (e.g. 255)"
+    )
 
 
 def _image_size(path: Path) -> tuple[int, int]:

@@ -12,7 +12,6 @@ per-image loss ``(B,)``. :func:`auxiliary_loss` is the door the training loop us
 
 from __future__ import annotations
 
-import difflib
 import inspect
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -21,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nlkd.errors import ConfigError
+from nlkd.errors import ConfigError, did_you_mean
 
 __all__ = [
     "AuxiliaryLossModule",
@@ -83,8 +82,7 @@ def create_model(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
         torch.Size([1, 3, 40, 50])
     """
     if name not in _REGISTRY:
-        close = difflib.get_close_matches(str(name).lower(), list(_REGISTRY), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        hint = did_you_mean(name, _REGISTRY)
         raise ConfigError(f"model: unknown name {name!r}{hint}; valid names: {', '.join(list_models())}")
     factory = _REGISTRY[name]
     accepted = _options(factory)

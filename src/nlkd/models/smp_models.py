@@ -8,12 +8,10 @@ back, so any input size works. The encoder is any name smp accepts (``resnet18``
 
 from __future__ import annotations
 
-import difflib
-
 import segmentation_models_pytorch as smp
 from torch import Tensor, nn
 
-from nlkd.errors import ConfigError
+from nlkd.errors import ConfigError, did_you_mean
 from nlkd.models.registry import pad_to_multiple, register_model
 
 __all__ = ["SmpSegmenter", "build_deeplabv3plus", "build_unet", "check_encoder"]
@@ -34,8 +32,7 @@ def check_encoder(model: str, encoder: str) -> None:
         return
     names = smp.encoders.get_encoder_names()
     if encoder not in names:
-        close = difflib.get_close_matches(encoder, names, n=3)
-        hint = f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
+        hint = did_you_mean(encoder, names, n=3)
         raise ConfigError(
             f"model {model!r}: unknown encoder {encoder!r}{hint}; valid: {', '.join(names)} or 'tu-<timm model name>'"
         )

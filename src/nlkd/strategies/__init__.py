@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from nlkd.config import StrategyConfig
-from nlkd.errors import ConfigError
+from nlkd.errors import ConfigError, did_you_mean
 from nlkd.strategies.base import StepInputs, Strategy
 from nlkd.strategies.discard import Discard
 from nlkd.strategies.fixed import Fixed
@@ -27,5 +27,6 @@ for _cls in (Baseline, Reweight, NLKD, Fixed, Discard, Decoupling, CoTeaching, C
 def create_strategy(cfg: StrategyConfig, num_classes: int, ignore_index: int | None, epochs: int) -> Strategy:
     """Build the strategy named ``cfg.name``; an unknown name lists the valid ones."""
     if cfg.name not in STRATEGIES:
-        raise ConfigError(f"unknown strategy {cfg.name!r}; choose one of: {', '.join(sorted(STRATEGIES))}")
+        hint = did_you_mean(cfg.name, STRATEGIES)
+        raise ConfigError(f"unknown strategy {cfg.name!r}{hint}; choose one of: {', '.join(sorted(STRATEGIES))}")
     return STRATEGIES[cfg.name](cfg, num_classes, ignore_index, epochs)

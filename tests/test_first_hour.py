@@ -1,0 +1,314 @@
+"""What a new user meets in the first hour (issue 17): file permissions, ``corrupt``'s ignore index,
+``predict``'s file names, ``validate``'s settings, ``--help`` texts and did-you-mean hints."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from conftest import SMALL_ENCODER
+from nlkd.checkpoint import make_checkpoint, save_checkpoint
+from nlkd.cli import build_parser, main
+from nlkd.config import StrategyConfig, TrainConfig
+from nlkd.data.info import DatasetInfo
+from nlkd.errors import ConfigError
+from nlkd.io import atomic_write_bytes, write_mask
+from nlkd.models import create_model
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, list[str]]:
+    """``nlkd argv`` in process: exit code, stdout, and the non-empty stderr lines after tqdm's redraws."""
+    capsys.readouterr()
+    rc = main(list(argv))
+    cap = capsys.readouterr()
+    assert "Traceback" not in cap.err
+    lines = [ln.rsplit("\r", 1)[-1].strip() for ln in cap.err.split("\n")]
+    return rc, cap.out, [ln for ln in lines if ln]
+
+
+def masks_with_band(n: int, h: int = 40, w: int = 48) -> list[np.ndarray]:
+    """``n`` masks of classes 0, 1, 2 in vertical stripes; in the top half a 4-px unlabelled band (255) lies
+    between them (in the bottom half they touch, so a corruption has boundaries to move)."""
+    out = []
+    for i in range(n):
+        mask = np.zeros((h, w), np.uint8)
+        cut1, cut2 = 12 + i, 30 - i
+        mask[:, cut1:cut2] = 1
+        mask[:, cut2:] = 2
+        for cut in (cut1, cut2):
+            mask[: h // 2, cut - 2 : cut + 2] = 255
+        out.append(mask)
+    return out
+
+
+@pytest.fixture()
+def band_data(tmp_path: Path) -> Path:
+    """ROOT/labels/train with 4 banded masks and ROOT/dataset.yaml saying ignore_index 255."""
+    root = tmp_path / "root"
+    for i, mask in enumerate(masks_with_band(4)):
+        write_mask(root / "labels" / "train" / f"m{i}.png", mask)
+    (root / "dataset.yaml").write_text("num_classes: 3\nignore_index: 255\n")
+    return root
+
+
+# ----------------------------------------------------------------------------- file permissions
+
+
+@pytest.fixture()
+def umask() -> Iterator[None]:
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o077, 0o002])
+def test_written_files_follow_the_umask(mask: int, umask: None, tmp_path: Path) -> None:
+    os.umask(mask)
+    atomic_write_bytes(tmp_path / "new.bin", b"x")
+    write_mask(tmp_path / "mask.png", np.zeros((2, 2), np.uint8))
+    for name in ("new.bin", "mask.png"):
+        assert oct((tmp_path / name).stat().st_mode & 0o777) == oct(0o666 & ~mask)
+
+
+def test_rewriting_a_file_keeps_its_permissions(umask: None, tmp_path: Path) -> None:
+    path = tmp_path / "shared.csv"
+    atomic_write_bytes(path, b"old")
+    path.chmod(0o640)
+    atomic_write_bytes(path, b"new")
+    assert path.read_bytes() == b"new" and path.stat().st_mode & 0o777 == 0o640
+
+
+# ----------------------------------------------------------------------------- corrupt
+
+
+def corrupt(capsys: pytest.CaptureFixture[str], root: Path, dst: Path, *extra: str) -> tuple[int, str]:
+    rc, out, _ = run(
+        capsys,
+        *("corrupt", "--src", str(root / "labels" / "train"), "--dst", str(dst)),
+        *("--ratio", "1", "--radius", "3", "5", "--seed", "0", *extra),
+    )
+    return rc, out
+
+
+def band_moved(root: Path, dst: Path) -> list[bool]:
+    """Per mask: does the set of 255 pixels differ between the source and the corrupted copy?"""
+    moved = []
+    for src in sorted((root / "labels" / "train").glob("*.png")):
+        before, after = np.asarray(Image.open(src)), np.asarray(Image.open(dst / src.name))
+        assert (before != after).any()  # every mask was corrupted (ratio 1)
+        moved.append(bool(((before == 255) != (after == 255)).any()))
+    return moved
+
+
+def test_corrupt_takes_the_ignore_index_from_dataset_yaml(
+    band_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rc, out = corrupt(capsys, band_data, tmp_path / "de")
+    assert rc == 0 and f"ignore_index 255 ({band_data / 'dataset.yaml'})" in out
+    assert band_moved(band_data, tmp_path / "de") == [False] * 4
+    assert json.loads((tmp_path / "de" / "manifest.json").read_text())["ignore_index"] == 255
+
+
+def test_corrupt_without_an_ignore_index_moves_the_band_and_says_so(
+    band_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (band_data / "dataset.yaml").unlink()
+    rc, out = corrupt(capsys, band_data, tmp_path / "de")
+    assert rc == 0 and "no ignore_index (no --ignore-index and no ROOT/dataset.yaml): every mask value" in out
+    assert any(band_moved(band_data, tmp_path / "de"))
+
+
+def test_corrupt_ignore_index_flag_wins_and_yaml_needs_no_class_count(
+    band_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (band_data / "dataset.yaml").write_text("ignore_index: 2\n")  # no num_classes: corrupt does not need it
+    rc, out = corrupt(capsys, band_data, tmp_path / "a")
+    assert rc == 0 and "ignore_index 2 (" in out
+    rc, out = corrupt(capsys, band_data, tmp_path / "b", "--ignore-index", "255")
+    assert rc == 0 and "ignore_index 255 (--ignore-index)" in out
+    assert band_moved(band_data, tmp_path / "b") == [False] * 4
+
+
+# ----------------------------------------------------------------------------- predict
+
+
+@pytest.fixture(scope="module")
+def untrained_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A checkpoint of an untrained 3-class U-Net (predict only needs its shape, not its skill)."""
+    cfg = TrainConfig(device="cpu")
+    cfg.model.encoder = SMALL_ENCODER
+    cfg.data.size = [32, 32]
+    info = DatasetInfo(num_classes=3)
+    path = tmp_path_factory.mktemp("ckpt") / "model.pt"
+    model = create_model("unet", 3, encoder=SMALL_ENCODER)
+    save_checkpoint(make_checkpoint(cfg, info, [model], epoch=0), path)
+    return path
+
+
+def save_rgb(path: Path, hw: tuple[int, int], seed: int = 0) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pixels = np.random.default_rng(seed).integers(0, 255, (*hw, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path)
+
+
+def predict(capsys: pytest.CaptureFixture[str], ckpt: Path, images: Path, out: Path) -> tuple[int, str, list[str]]:
+    return run(
+        capsys, "predict", "--checkpoint", str(ckpt), "--images", str(images), "--out", str(out), "--device", "cpu"
+    )
+
+
+def test_predict_refuses_two_images_with_one_output_name(
+    untrained_ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    images = tmp_path / "images"
+    save_rgb(images / "a.jpg", (20, 30))
+    save_rgb(images / "a.png", (20, 30), seed=1)
+    save_rgb(images / "b.png", (20, 30))
+    rc, _, err = predict(capsys, untrained_ckpt, images, tmp_path / "out")
+    assert rc == 2 and err == [
+        f"nlkd predict: error: {images}: a.jpg and a.png would both be written to a.png; "
+        "rename one, or predict them into separate --out folders"
+    ]
+    assert not (tmp_path / "out").exists()  # refused before anything was written
+
+
+def test_predict_reads_tiff_and_names_what_it_skips(
+    untrained_ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    images = tmp_path / "images"
+    save_rgb(images / "scan.tif", (24, 36))
+    save_rgb(images / "photo.TIFF", (20, 30))
+    save_rgb(images / "c.png", (16, 16))
+    (images / "notes.txt").write_text("not an image")
+    (images / "sub").mkdir()
+    out = tmp_path / "out"
+    rc, stdout, err = predict(capsys, untrained_ckpt, images, out)
+    assert rc == 0 and "predicted 3 images" in stdout and "2 other entries skipped" in stdout
+    notes = [line for line in err if line.startswith("nlkd")]  # not the progress bar
+    assert len(notes) == 1 and notes[0].startswith("nlkd predict: skipping 2 of the 5 entries in")
+    assert notes[0].endswith(": notes.txt, sub/")
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        f"{stem}{suffix}" for stem in ("scan", "photo", "c") for suffix in (".png", "_overlay.png")
+    )
+    with Image.open(out / "scan.png") as m:
+        assert m.size == (36, 24) and np.asarray(m).max() < 3
+
+
+def test_predict_refuses_to_write_into_the_image_folder(
+    untrained_ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    save_rgb(tmp_path / "a.png", (8, 8))
+    before = (tmp_path / "a.png").read_bytes()
+    rc, _, err = predict(capsys, untrained_ckpt, tmp_path, tmp_path / ".")
+    assert rc == 2 and len(err) == 1 and "--out is the --images folder" in err[0]
+    assert (tmp_path / "a.png").read_bytes() == before
+
+
+# ----------------------------------------------------------------------------- validate
+
+
+def test_validate_says_what_it_checked_against_and_warns_on_a_class_ignore_index(
+    tiny_data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rc, out, err = run(capsys, "validate", "--data", str(tiny_data), "--split", "val")
+    assert rc == 0 and err == []
+    assert out.splitlines() == [
+        f"checking split val with num_classes 6 ({tiny_data / 'dataset.yaml'}), "
+        f"no ignore_index ({tiny_data / 'dataset.yaml'})",
+        "ok: 8 pairs",
+    ]
+    rc, out, err = run(capsys, "validate", "--data", str(tiny_data), "--split", "val", "--ignore-index", "3")
+    assert rc == 0 and "ignore_index 3 (--ignore-index)" in out.splitlines()[0]
+    assert len(err) == 1 and err[0].startswith(
+        "nlkd validate: warning: ignore_index 3 is also a class index (0..5): class 3 will be neither learned"
+    )
+    rc, _, err = run(capsys, "validate", "--data", str(tiny_data), "--split", "val", "--ignore-index", "6")
+    assert rc == 0 and err == []  # just outside the classes: the usual "last value is void" layout
+
+
+# ----------------------------------------------------------------------------- --help and names
+
+
+def subparsers() -> dict[str, argparse.ArgumentParser]:
+    action = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(action.choices)
+
+
+@pytest.mark.parametrize("command", sorted(subparsers()))
+def test_every_flag_has_a_help_sentence(command: str) -> None:
+    undocumented = [
+        a.option_strings[0]
+        for a in subparsers()[command]._actions
+        if a.option_strings and (not a.help or a.help == argparse.SUPPRESS)
+    ]
+    assert undocumented == []
+
+
+def test_train_help_shows_the_defaults_and_the_ready_configs(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    help_text = capsys.readouterr().out
+    text = " ".join(help_text[help_text.index("options:") :].split())  # below the usage; argparse wraps lines
+    defaults = TrainConfig()
+    for flag, default in (
+        ("--val-split SPLIT", defaults.data.val_split),
+        ("--size HxW resize every image and mask", "x".join(map(str, defaults.data.size))),
+        ("--lr LR learning rate", defaults.optim.lr),
+        ("--epochs N", defaults.epochs),
+        ("--strategy STRATEGY", defaults.strategy.name),
+    ):
+        start = text.index(flag)
+        assert f"(default: {default}" in text[start : text.index(" --", start + len(flag))], flag
+    assert "--config cpu" in text and "--config paper" in text
+
+
+def test_help_lists_exactly_the_registered_models_and_strategies() -> None:
+    from nlkd.commands.train import MODEL_NAMES, STRATEGY_NAMES
+    from nlkd.models import list_models
+    from nlkd.strategies import STRATEGIES
+
+    assert sorted(MODEL_NAMES) == sorted(list_models())
+    assert sorted(STRATEGY_NAMES) == sorted(STRATEGIES)
+
+
+@pytest.mark.parametrize("name", ["cpu", "paper"])
+def test_a_ready_config_by_name(name: str) -> None:
+    from nlkd.commands.train import config_arg
+    from nlkd.config import load_config
+
+    args = build_parser().parse_args(["train", "--config", name])
+    cfg = load_config(args.config)
+    expected = yaml.safe_load(Path(config_arg(name)).read_text())
+    assert (cfg.epochs, cfg.optim.name) == (expected["epochs"], expected["optim"]["name"])
+
+
+def test_a_file_named_like_a_ready_config_wins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("cpu").write_text("epochs: 3\n")
+    assert build_parser().parse_args(["train", "--config", "cpu"]).config == "cpu"
+
+
+@pytest.mark.parametrize(
+    ("typo", "hint"), [("nlk", "'nlkd'"), ("Baseline", "'baseline'"), ("co-teaching", "'coteaching'")]
+)
+def test_unknown_strategy_gets_a_did_you_mean(typo: str, hint: str) -> None:
+    from nlkd.strategies import create_strategy
+
+    with pytest.raises(ConfigError, match=rf"unknown strategy '{typo}' \(did you mean {hint}\?\); choose one of"):
+        create_strategy(StrategyConfig(name=typo), num_classes=3, ignore_index=None, epochs=1)
+
+
+def test_train_with_a_strategy_typo_is_one_line(tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    rc, _, err = run(capsys, "train", "--data", str(tiny_data), "--strategy", "nlk", "--out", str(tmp_path / "r"))
+    assert rc == 2 and err == [
+        "nlkd train: error: unknown strategy 'nlk' (did you mean 'nlkd'?); choose one of: baseline, coteaching, "
+        "coteaching_plus, decoupling, discard, fixed, nlkd, reweight"
+    ]
