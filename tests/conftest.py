@@ -6,9 +6,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 
 from nlkd.config import TrainConfig
 from nlkd.data.synth import make_synthetic
+from nlkd.models import registry
 
 CAMVID = Path(__file__).resolve().parents[2] / "shared" / "data" / "camvid"
 
@@ -55,3 +57,24 @@ def train_argv(data: Path, out: Path, *extra: str, labels: str = "train_coarse")
         *("--size", "32x48", "--batch-size", "4", "--seed", "0", "--device", "cpu"),
         *extra,
     ]
+
+
+PROBE = "probe_conv3x3"
+
+
+def probe_network(num_classes: int) -> nn.Module:
+    """One 3×3 convolution with weights drawn from a fixed generator: the same network every time, and no
+    BatchNorm, so an image's loss and gradient depend on that image alone (hand-checkable training steps)."""
+    conv = nn.Conv2d(3, num_classes, 3, padding=1)
+    g = torch.Generator().manual_seed(1234)
+    with torch.no_grad():
+        conv.weight.copy_(torch.randn(conv.weight.shape, generator=g) * 0.3)
+        conv.bias.copy_(torch.randn(conv.bias.shape, generator=g) * 0.3)
+    return conv
+
+
+@pytest.fixture
+def probe_model(monkeypatch: pytest.MonkeyPatch) -> str:
+    """Registers :func:`probe_network` as a model for one test; returns its name (for ``model.name``)."""
+    monkeypatch.setitem(registry._REGISTRY, PROBE, probe_network)
+    return PROBE

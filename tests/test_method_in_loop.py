@@ -31,20 +31,18 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 import nlkd.train
 import nlkd.weighting
-from conftest import tiny_config
+from conftest import probe_network, tiny_config
 from nlkd.checkpoint import load_checkpoint
 from nlkd.config import StrategyConfig
 from nlkd.data.folder import FolderDataset
 from nlkd.data.info import load_dataset_info
 from nlkd.metrics import bf_and_iou
-from nlkd.models import registry
 from nlkd.strategies import StepInputs, create_strategy
 
-PROBE = "probe_conv3x3"
 LR = 0.5
 C = 3
 
@@ -143,22 +141,6 @@ def test_nlkd_nan_teacher_score_gives_weight_zero() -> None:
 # ----------------------------------------------------------------------------- one real training step
 
 
-def _probe_factory(num_classes: int) -> nn.Module:
-    """One 3×3 convolution with weights drawn from a fixed generator: the same network every time."""
-    conv = nn.Conv2d(3, num_classes, 3, padding=1)
-    g = torch.Generator().manual_seed(1234)
-    with torch.no_grad():
-        conv.weight.copy_(torch.randn(conv.weight.shape, generator=g) * 0.3)
-        conv.bias.copy_(torch.randn(conv.bias.shape, generator=g) * 0.3)
-    return conv
-
-
-@pytest.fixture
-def probe_model(monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setitem(registry._REGISTRY, PROBE, _probe_factory)
-    return PROBE
-
-
 @pytest.fixture
 def recorded(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Tensor, Tensor]]:
     """(per-image losses, weights) of every ``weighted_loss`` call the loop makes, wherever the loop's
@@ -200,7 +182,7 @@ class HandStep:
         info = load_dataset_info(data)
         ds = FolderDataset(data, "train", "train_coarse", info=info, size=(32, 48))
         self.ids = list(ds.ids)
-        self.model = _probe_factory(info.num_classes)
+        self.model = probe_network(info.num_classes)
         self.params = dict(self.model.named_parameters())
         self.ce, self.grads, self.student = [], [], []
         for k in range(len(ds)):

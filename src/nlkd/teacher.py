@@ -12,6 +12,7 @@ import copy
 import csv
 import hashlib
 import io
+import math
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -96,20 +97,40 @@ def score_dataset(
     return ScoreTable(ids, bf_all, iou_all, (bf_all + iou_all) / 2)
 
 
-def read_scores_csv(path: str | os.PathLike[str], column: str = "weight") -> dict[str, float]:
-    """Read ``id -> score`` from a scores CSV (``nlkd score`` output, or any CSV with ``id`` + ``column``)."""
+def read_scores_csv(path: str | os.PathLike[str], column: str | None = None) -> dict[str, float]:
+    """Read ``id -> score`` from a scores CSV (``nlkd score`` / ``nlkd audit`` output, or any CSV with ``id``
+    and a score column). ``column=None`` takes ``weight`` if the file has it, else ``quality``.
+
+    A missing column, an id given twice or a value that is not a number is a one-line :class:`DataError`
+    naming the file and the line; ``nan`` is a number (an image without valid pixels)."""
     path = Path(path)
     try:
-        lines = [ln for ln in path.read_text().splitlines() if not ln.startswith("#")]
-    except OSError as e:
-        raise DataError(f"{path}: cannot read scores file ({e.strerror})") from None
-    rows = list(csv.DictReader(lines))
-    if not rows or "id" not in rows[0] or column not in rows[0]:
-        raise DataError(f"{path}: scores CSV needs columns 'id' and {column!r}")
-    try:
-        return {r["id"]: float(r[column]) for r in rows}
-    except ValueError as e:
-        raise DataError(f"{path}: bad number in column {column!r} ({e})") from None
+        numbered = [(n, ln) for n, ln in enumerate(path.read_text().splitlines(), 1) if not ln.startswith("#")]
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: cannot read scores file ({getattr(e, 'strerror', None) or e})") from None
+    reader = csv.DictReader([ln for _, ln in numbered])
+    header = reader.fieldnames or []
+    names = (column,) if column else ("weight", "quality")
+    found = next((c for c in names if c in header), None)
+    if "id" not in header or found is None:
+        wanted = " or ".join(repr(c) for c in names)
+        raise DataError(f"{path}: scores CSV needs columns 'id' and {wanted}, got: {', '.join(header) or 'none'}")
+    column = found
+    table: dict[str, float] = {}
+    first_line: dict[str, int] = {}
+    for row in reader:
+        line = numbered[reader.line_num - 1][0]
+        id_, value = row["id"], row[column]
+        if id_ in table:
+            raise DataError(f"{path}: line {line}: id {id_!r} given twice (first on line {first_line[id_]})")
+        try:
+            table[id_] = float(value)
+        except (TypeError, ValueError):
+            raise DataError(f"{path}: line {line}: {column} of {id_!r} is not a number: {value!r}") from None
+        first_line[id_] = line
+    if not table:
+        raise DataError(f"{path}: scores CSV has no rows")
+    return table
 
 
 def _file_digest(path: Path) -> str:
@@ -161,6 +182,9 @@ def teacher_scores(
         missing = [i for i in dataset.ids if i not in table]
         if missing:
             raise DataError(f"{scores_csv}: no score for {len(missing)} training images, e.g. {missing[0]!r}")
+        bad = next((i for i in dataset.ids if table[i] < 0 or math.isinf(table[i])), None)
+        if bad is not None:
+            raise DataError(f"{scores_csv}: score of {bad!r} is {table[bad]}; scores must be >= 0 and finite (or nan)")
         return torch.tensor([table[i] for i in dataset.ids], dtype=torch.float32)
     if teacher is None:
         raise DataError("this strategy needs a teacher: pass --teacher CKPT (or strategy.teacher_scores=CSV)")
