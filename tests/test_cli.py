@@ -18,7 +18,7 @@ from conftest import train_argv
 from nlkd.cli import build_parser, main
 from nlkd.config import config_from_dict
 
-VAL_KEYS = {"epoch", "train_loss", "lr", "val_miou", "val_bf", "val_pixel_accuracy"}
+VAL_KEYS = {"epoch", "train_loss", "lr", "val_miou", "val_bf", "val_pixel_accuracy", "val_bf_1", "val_miou_band"}
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, list[str]]:

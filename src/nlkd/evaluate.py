@@ -1,6 +1,8 @@
 """Evaluate a model on a data set: dataset mIoU (one confusion matrix), mean per-image BF, pixel
-accuracy and per-class IoU. Under ``torchrun`` each process evaluates its share and the sums are
-all-reduced, so every process returns the same numbers."""
+accuracy and per-class IoU, plus where the errors are: BF at θ = 1 and 2 px and the trimap mIoU in
+the 3-px band around the true boundaries vs the interior (:class:`nlkd.metrics.BoundaryMetrics`).
+Under ``torchrun`` each process evaluates its share and the sums are all-reduced, so every process
+returns the same numbers."""
 
 from __future__ import annotations
 
@@ -10,9 +12,14 @@ from torch import nn
 from torch.utils.data import Subset
 
 from nlkd.data.folder import FolderDataset, make_loader
-from nlkd.metrics import SegmentationMetrics
+from nlkd.metrics import BoundaryMetrics, SegmentationMetrics
 
-__all__ = ["evaluate", "format_report"]
+__all__ = ["BAND_RADIUS", "BOUNDARY_KEYS", "BOUNDARY_TOLERANCES", "evaluate", "format_report"]
+
+BOUNDARY_TOLERANCES = (1.0, 2.0)  # BF θ in px at the evaluated resolution
+BAND_RADIUS = 3.0  # trimap band: pixels closer than 3 px to a true boundary pixel
+#: The keys :func:`evaluate` adds from :class:`BoundaryMetrics` (``nlkd train`` logs them as ``val_<key>``).
+BOUNDARY_KEYS = ("bf_1", "bf_2", "miou_band", "miou_interior", "band_share")
 
 
 @torch.no_grad()
@@ -26,10 +33,13 @@ def evaluate(
     world_size: int = 1,
     full_resolution: bool = False,
 ) -> dict[str, object]:
-    """Metrics of ``model`` (network outputs resized to the labels when ``full_resolution``)."""
+    """Metrics of ``model`` (network outputs resized to the labels when ``full_resolution``): ``miou``,
+    ``per_class_iou``, ``pixel_accuracy``, ``bf`` (at ``tolerance``), ``n_images`` and
+    :data:`BOUNDARY_KEYS`."""
     info = dataset.info
     device = torch.device(device)
     metrics = SegmentationMetrics(info.num_classes, info.ignore_index, tolerance, device=device)
+    boundary = BoundaryMetrics(info.num_classes, info.ignore_index, BOUNDARY_TOLERANCES, BAND_RADIUS, device)
     shard = dataset if world_size == 1 else Subset(dataset, list(range(rank, len(dataset), world_size)))
     was_training = model.training
     model.eval()
@@ -41,11 +51,14 @@ def evaluate(
             logits = nn.functional.interpolate(logits, size=target.shape[-2:], mode="bilinear", align_corners=False)
         else:
             target = batch["mask"].to(device)
-        metrics.update(logits.argmax(1), target)
+        pred = logits.argmax(1)
+        metrics.update(pred, target)
+        boundary.update(pred, target)
     model.train(was_training)
     if world_size > 1:
         metrics.all_reduce()
-    out = metrics.compute()
+        boundary.all_reduce()
+    out = {**metrics.compute(), **boundary.compute()}
     out["class_names"] = list(info.class_names)
     return out
 
@@ -57,6 +70,12 @@ def format_report(result: dict[str, object], title: str = "") -> str:
         f"mIoU {100 * float(result['miou']):.2f}  BF {100 * float(result['bf']):.2f}  "
         f"pixel acc {100 * float(result['pixel_accuracy']):.2f}  ({result['n_images']} images)"
     )
+    if "miou_band" in result:
+        lines.append(
+            f"BF θ=1 {100 * float(result['bf_1']):.2f}  BF θ=2 {100 * float(result['bf_2']):.2f}  "
+            f"mIoU within {BAND_RADIUS:g} px of the true boundaries {100 * float(result['miou_band']):.2f}, "
+            f"elsewhere {100 * float(result['miou_interior']):.2f}"
+        )
     names = result.get("class_names") or []
     for name, iou in zip(names, result["per_class_iou"]):  # type: ignore[arg-type]
         lines.append(f"  {name:<20s} {'   n/a' if iou != iou else f'{100 * iou:6.2f}'}")

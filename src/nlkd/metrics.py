@@ -39,16 +39,19 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "BoundaryMetrics",
     "SegmentationMetrics",
     "SegmentationStats",
     "bf_and_iou",
     "bfmiou",
+    "boundary_band",
     "boundary_f1",
     "boundary_map",
     "confusion_matrices",
     "per_image_iou",
     "segmentation_stats",
     "tolerance_from_diagonal",
+    "trimap_confusion",
 ]
 
 _NO_LABEL = -1
@@ -451,3 +454,146 @@ class SegmentationMetrics:
             "bf": float(self.bf_sum / self.bf_count) if self.bf_count > 0 else float("nan"),
             "n_images": int(self.bf_count),
         }
+
+
+# ----------------------------------------------------------------------------- where the errors are
+
+
+def _band(target: Tensor, radius: float) -> Tensor:
+    """(B, H, W) prepared target -> (B, H, W) bool: valid pixels closer than ``radius`` to a boundary pixel."""
+    offsets = _disk_offsets(radius)
+    r = max(abs(dy) for dy, _ in offsets)
+    kernel = torch.zeros(1, 1, 2 * r + 1, 2 * r + 1, dtype=torch.float32, device=target.device)
+    for dy, dx in offsets:
+        kernel[0, 0, dy + r, dx + r] = 1.0
+    edge = (_edges(target) & (target >= 0)).unsqueeze(1).float()
+    near = torch.nn.functional.conv2d(edge, kernel, padding=r).squeeze(1) > 0.5
+    return near & (target >= 0)
+
+
+def boundary_band(labels: Tensor, num_classes: int, radius: float = 3.0, ignore_index: int | None = None) -> Tensor:
+    """The trimap band: valid pixels at Euclidean distance strictly below ``radius`` from a boundary pixel.
+
+    With ``radius = 3`` the band holds the boundary pixels themselves and the two next rings on each side
+    of every class edge (3 px per side), as BF matches at distance strictly below θ.
+
+    Args:
+        labels: (B, H, W) integer label map (the *true* labels; its boundaries define the band).
+        radius: band half-width in pixels (> 0).
+        ignore_index: label of removed pixels (never in the band, but they border their neighbours).
+
+    Returns:
+        (B, H, W) bool.
+    """
+    radius = _validate_tolerance(radius)
+    as_pred = labels if ignore_index is None else labels.masked_fill(labels == ignore_index, 0)
+    _, t = _prepare(as_pred, labels, num_classes, ignore_index)
+    return _band(t, radius)
+
+
+def _trimap_confusion(p: Tensor, t: Tensor, num_classes: int, radius: float) -> Tensor:
+    band = _band(t, radius)
+    inner = ~band & (t >= 0)
+    parts = [_confusion(p.masked_fill(~m, _NO_LABEL), t.masked_fill(~m, _NO_LABEL), num_classes) for m in (band, inner)]
+    return torch.stack(parts, dim=1)
+
+
+def trimap_confusion(
+    pred: Tensor, target: Tensor, num_classes: int, radius: float = 3.0, ignore_index: int | None = None
+) -> Tensor:
+    """Per-image confusion matrices inside the band around the true boundaries and in the interior.
+
+    Args:
+        pred: (B, H, W) integer predicted labels.
+        target: (B, H, W) integer true labels; ``ignore_index`` pixels are removed from both maps.
+        radius: band half-width (see :func:`boundary_band`).
+
+    Returns:
+        (B, 2, C, C) int64: ``[:, 0]`` over band pixels, ``[:, 1]`` over the other valid pixels (rows
+        target, columns prediction). The two add up to :func:`confusion_matrices`.
+    """
+    radius = _validate_tolerance(radius)
+    p, t = _prepare(pred, target, num_classes, ignore_index)
+    return _trimap_confusion(p, t, num_classes, radius)
+
+
+class BoundaryMetrics:
+    """Where a model's errors are, over a data set: mean per-image BF at several tolerances, and the
+    trimap mIoU inside the band of ``band_radius`` px around the true boundaries vs in the interior
+    (one confusion matrix each, as for mIoU). State is kept as sums, so merging is addition.
+
+    >>> m = BoundaryMetrics(num_classes=2, tolerances=(1.0, 2.0), band_radius=1.0)
+    >>> target = torch.tensor([[[0, 0, 1, 1]] * 4])
+    >>> m.update(torch.tensor([[[0, 1, 1, 1]] * 4]), target)
+    >>> r = m.compute(); r["miou_interior"], round(r["miou_band"], 4), r["bf_2"]
+    (1.0, 0.25, 1.0)
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        ignore_index: int | None = None,
+        tolerances: tuple[float, ...] = (1.0, 2.0),
+        band_radius: float = 3.0,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+            raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+        if not tolerances:
+            raise ValueError("tolerances must name at least one BF tolerance in pixels")
+        self.num_classes, self.ignore_index = num_classes, ignore_index
+        self.tolerances = tuple(_validate_tolerance(t) for t in tolerances)
+        self.band_radius = _validate_tolerance(band_radius)
+        self.device = torch.device(device)
+        self.reset()
+
+    def reset(self) -> None:
+        c = self.num_classes
+        self.trimap = torch.zeros(2, c, c, dtype=torch.int64, device=self.device)
+        self.bf_sums = torch.zeros(len(self.tolerances), dtype=torch.float64, device=self.device)
+        self.bf_count = torch.zeros((), dtype=torch.int64, device=self.device)
+
+    @torch.no_grad()
+    def update(self, pred: Tensor, target: Tensor) -> None:
+        """Add a batch of (B, H, W) label maps."""
+        p, t = _prepare(pred.to(self.device), target.to(self.device), self.num_classes, self.ignore_index)
+        self.trimap += _trimap_confusion(p, t, self.num_classes, self.band_radius).sum(0)
+        bfs = torch.stack([_bf(p, t, self.num_classes, tol) for tol in self.tolerances])  # (T, B)
+        ok = ~bfs[0].isnan()
+        self.bf_sums += bfs[:, ok].sum(1)
+        self.bf_count += ok.sum()
+
+    def merge(self, other: BoundaryMetrics) -> BoundaryMetrics:
+        """Add another evaluator's state (same classes and settings) into this one."""
+        if (other.num_classes, other.tolerances, other.band_radius) != (
+            self.num_classes,
+            self.tolerances,
+            self.band_radius,
+        ):
+            raise ValueError("cannot merge BoundaryMetrics with other classes, tolerances or band radius")
+        self.trimap += other.trimap.to(self.device)
+        self.bf_sums += other.bf_sums.to(self.device)
+        self.bf_count += other.bf_count.to(self.device)
+        return self
+
+    def all_reduce(self) -> None:
+        """Sum the state over all processes of the default ``torch.distributed`` group (no-op otherwise)."""
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            for t in (self.trimap, self.bf_sums, self.bf_count):
+                dist.all_reduce(t)
+
+    def compute(self) -> dict[str, float]:
+        """``bf_<θ>`` per tolerance (``bf_1``, ``bf_2``; ``bf_1.5`` for 1.5), ``miou_band``,
+        ``miou_interior`` and ``band_share`` (share of valid pixels in the band); NaN when undefined."""
+        out = {
+            f"bf_{tol:g}": float(s / self.bf_count) if self.bf_count > 0 else float("nan")
+            for tol, s in zip(self.tolerances, self.bf_sums)
+        }
+        for name, cm in (("band", self.trimap[0]), ("interior", self.trimap[1])):
+            iou = _iou_from_confusion(cm)
+            out[f"miou_{name}"] = float(torch.nanmean(iou)) if (~iou.isnan()).any() else float("nan")
+        total = self.trimap.sum()
+        out["band_share"] = float(self.trimap[0].sum().double() / total) if total > 0 else float("nan")
+        return out

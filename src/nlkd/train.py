@@ -41,7 +41,7 @@ from nlkd.data.folder import FolderDataset, make_loader
 from nlkd.data.info import DatasetInfo
 from nlkd.data.validate import check_split
 from nlkd.errors import DataError, NLKDError
-from nlkd.evaluate import evaluate
+from nlkd.evaluate import BOUNDARY_KEYS, evaluate
 from nlkd.io import atomic_write_bytes, atomic_write_text, checkpoint_bytes
 from nlkd.models import auxiliary_loss
 from nlkd.noise import load_manifest
@@ -305,6 +305,7 @@ def run_epoch(run: Run, epoch: int) -> dict[str, Any]:
         "val_miou": val["miou"],
         "val_bf": val["bf"],
         "val_pixel_accuracy": val["pixel_accuracy"],
+        **{f"val_{k}": val[k] for k in BOUNDARY_KEYS},
         "train_seconds": train_seconds,
         "seconds": time.perf_counter() - t0,
     }

@@ -1,0 +1,57 @@
+"""The statistics that decide a row of the noise benchmark, against values computed by hand."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from nlkd.reproduce.stats import gap_recovered, last_k_mean, paired_difference, summarize
+
+
+def test_summarize_hand_values() -> None:
+    s = summarize([46.2, 48.0, 50.4])  # issue 14's three plain-CE seeds
+    assert s.n == 3 and s.mean == pytest.approx(48.2)
+    # deviations -2.0, -0.2, 2.2: squares 4 + 0.04 + 4.84 = 8.88, / 2 = 4.44
+    assert s.std == pytest.approx(math.sqrt(4.44))
+    assert summarize([3.0]) == summarize([3.0]) and summarize([3.0]).std == 0.0
+    assert summarize([]) is None
+
+
+def test_paired_difference_interval_excludes_zero_only_when_it_should() -> None:
+    # diffs 2, 3, 4, 3: mean 3, sd sqrt(2/3), se sqrt(2/3)/2 = 0.408248; t(0.975, 3) = 3.182446
+    d = paired_difference({0: 3.0, 1: 5.0, 2: 4.0, 3: 6.0}, {0: 1.0, 1: 2.0, 2: 0.0, 3: 3.0})
+    assert (d.n, d.mean) == (4, pytest.approx(3.0))
+    assert d.low == pytest.approx(3.0 - 3.182446 * 0.408248, abs=1e-5)
+    assert d.high == pytest.approx(3.0 + 3.182446 * 0.408248, abs=1e-5)
+    assert d.verdict == "beats"
+    # diffs 1, 2, 3: mean 2, sd 1, t(0.975, 2) = 4.302653 -> 2 ± 2.484138: the interval holds 0
+    d = paired_difference({0: 1.0, 1: 2.0, 2: 3.0}, {0: 0.0, 1: 0.0, 2: 0.0})
+    assert d.low == pytest.approx(2 - 4.302653 / math.sqrt(3), abs=1e-5) and d.low < 0
+    assert d.verdict == "no measurable difference"
+    d = paired_difference({0: -1.0, 1: -2.0, 2: -1.5}, {0: 0.0, 1: 0.0, 2: 0.0})
+    assert d.verdict == "below" and d.high < 0
+
+
+def test_paired_difference_pairs_by_seed_only() -> None:
+    d = paired_difference({0: 5.0, 1: 7.0, 9: 100.0}, {1: 6.0, 0: 4.0, 5: -100.0})
+    assert d.n == 2 and d.mean == pytest.approx(1.0) and d.std == 0.0 and d.low == d.high == pytest.approx(1.0)
+    one = paired_difference({0: 5.0}, {0: 4.0})
+    assert one.n == 1 and math.isnan(one.low) and one.verdict == "no measurable difference"
+    assert paired_difference({0: 1.0}, {1: 1.0}) is None
+    with pytest.raises(ValueError, match="confidence"):
+        paired_difference({0: 1.0}, {0: 1.0}, confidence=95)
+
+
+def test_last_k_mean_and_gap_recovered() -> None:
+    records = [{"epoch": e, "val_miou": v} for e, v in enumerate([0.1, 0.2, 0.3, 0.4, 0.5, 0.6], 1)]
+    assert last_k_mean(records, "val_miou", k=5) == pytest.approx(0.4)  # (0.2 + ... + 0.6) / 5
+    assert last_k_mean(records, "val_miou", k=1) == pytest.approx(0.6)
+    assert last_k_mean(records[:3], "val_miou", k=5) == pytest.approx(0.2)  # fewer epochs than k: all
+    assert last_k_mean(records, "val_bf_1") is None and last_k_mean([], "val_miou") is None
+    assert last_k_mean([*records, {"val_miou": float("nan")}], "val_miou") is None
+    with pytest.raises(ValueError):
+        last_k_mean(records, "val_miou", k=0)
+    assert gap_recovered(48.0, 46.0, 50.0) == pytest.approx(0.5)
+    assert gap_recovered(45.0, 46.0, 50.0) == pytest.approx(-0.25)
+    assert gap_recovered(48.0, 46.0, 46.0) is None
