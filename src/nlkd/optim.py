@@ -1,23 +1,26 @@
-"""Optimisers and learning-rate schedules: Lookahead, Ranger (RAdam + GC + Lookahead), factories.
+"""Optimisers and learning-rate schedules: Ranger (RAdam + Lookahead + gradient centralisation) and
+the factories that turn config names into optimisers and schedules.
 
 The paper (§3.1) trains with Ranger, weight decay 5e-4, a learning rate of 0.1 halved every 25 of 100
-epochs. :func:`build_optimizer` and :func:`build_scheduler` turn config names into those objects; the
+epochs. :class:`Ranger` is pytorch-optimizer's, set up as RAdam does it (see the class);
+:func:`build_optimizer` and :func:`build_scheduler` turn config names into those objects; the
 schedulers step once per optimiser step, so a schedule is defined over ``total_steps``.
 """
 
 from __future__ import annotations
 
-import inspect
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
+import pytorch_optimizer
 import torch
+from pytorch_optimizer import Lookahead
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler
 
-from nlkd.errors import ConfigError
+from nlkd.errors import ConfigError, NLKDError
 
 __all__ = [
     "Lookahead",
@@ -26,160 +29,27 @@ __all__ = [
     "SchedulerName",
     "build_optimizer",
     "build_scheduler",
-    "centralize_gradient_",
 ]
 
 OptimizerName = Literal["ranger", "sgd", "adamw"]
 SchedulerName = Literal["step", "poly", "cosine", "constant"]
 
-_HAS_DECOUPLED_RADAM = "decoupled_weight_decay" in inspect.signature(torch.optim.RAdam).parameters
 
+class Ranger(pytorch_optimizer.Ranger):
+    """Ranger: RAdam with gradient centralisation, wrapped in Lookahead (pytorch-optimizer's).
 
-def centralize_gradient_(grad: torch.Tensor) -> torch.Tensor:
-    """Gradient centralisation, in place: subtract from ``grad`` its mean over all dims but the first.
+    Every step centralises the gradient of each weight with ``ndim > 1`` (conv and linear weights:
+    minus its mean over all dims but the first), decays the weights decoupled (AdamW style), takes a
+    rectified Adam step, and every ``k``-th step moves the slow weights ``alpha`` of the way to the
+    fast ones and restarts the fast weights from there.
 
-    Args:
-        grad: gradient of a weight of shape (C_out, ...), e.g. (C_out, C_in, kH, kW) for a convolution
-            or (C_out, C_in) for a linear layer. Tensors with ``ndim <= 1`` (biases, norm scales) are
-            returned unchanged.
-
-    Returns:
-        ``grad`` itself, where every slice ``grad[i]`` now has mean zero.
-    """
-    if grad.ndim > 1:
-        grad.sub_(grad.mean(dim=tuple(range(1, grad.ndim)), keepdim=True))
-    return grad
-
-
-class Lookahead(Optimizer):
-    """Lookahead (Zhang et al., 2019) around any optimiser: ``k`` fast steps, then one slow update.
-
-    The base optimiser takes the fast steps. After every ``k``-th step the slow weights move towards
-    the fast ones, ``slow += alpha * (fast - slow)``, and the fast weights restart from there
-    (``fast = slow``). Slow weights are snapshots of the parameters taken at the first :meth:`step`.
-
-    ``param_groups`` is the base optimiser's own list, so an LR scheduler attached to the wrapper
-    drives the base optimiser. :meth:`state_dict` holds the base state, the slow weights and the step
-    counter, so a run restored mid-cycle continues exactly as if uninterrupted.
+    Set up as torch's ``RAdam`` is: ``eps`` 1e-8, and before the variance estimate is usable (the first
+    5 steps at β₂ = 0.999) a momentum SGD step (``degenerated_to_sgd``; the library's default would
+    step *up* the gradient then). Updates match RAdam + gradient centralisation + Lookahead to float
+    rounding (tests/test_optim.py checks 40 steps against a step-by-step reference).
 
     Args:
-        base: the inner (fast) optimiser, e.g. ``torch.optim.RAdam``.
-        k: fast steps per slow update, >= 1.
-        alpha: slow step size in (0, 1].
-    """
-
-    def __init__(self, base: Optimizer, k: int = 6, alpha: float = 0.5) -> None:
-        if not isinstance(base, Optimizer):
-            raise TypeError(f"base must be a torch.optim.Optimizer, got {type(base).__name__}")
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ValueError(f"k must be an int >= 1, got {k!r}")
-        if not 0.0 < alpha <= 1.0:
-            raise ValueError(f"alpha must lie in (0, 1], got {alpha!r}")
-        self.base = base
-        self.k = k
-        self.alpha = float(alpha)
-        self.lookahead_step = 0
-        # Registers the base's group dicts (unchanged) and creates self.state for the slow weights ...
-        super().__init__(base.param_groups, base.defaults)
-        # ... then shares the list itself, so add_param_group and schedulers act on the base directly.
-        self.param_groups = base.param_groups
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = super().__getstate__()
-        state.update(base=self.base, k=self.k, alpha=self.alpha, lookahead_step=self.lookahead_step)
-        return state
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(k={self.k}, alpha={self.alpha}, base={self.base!r})"
-
-    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
-        """One fast step of the base optimiser; every ``k``-th call also a slow update.
-
-        Args:
-            closure: re-evaluates the model and returns the loss; passed to the base optimiser.
-
-        Returns:
-            Whatever the base optimiser's ``step`` returns (the closure's loss, or None).
-        """
-        with torch.no_grad():
-            for group in self.param_groups:
-                for p in group["params"]:
-                    if "slow_buffer" not in self.state[p]:
-                        self.state[p]["slow_buffer"] = p.detach().clone()
-        loss = self.base.step(closure)
-        self.lookahead_step += 1
-        if self.lookahead_step % self.k == 0:
-            with torch.no_grad():
-                for group in self.param_groups:
-                    for p in group["params"]:
-                        slow = self.state[p]["slow_buffer"]
-                        slow.add_(p.detach() - slow, alpha=self.alpha)
-                        p.copy_(slow)
-        return loss
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        """Reset the gradients of all parameters (delegated to the base optimiser)."""
-        self.base.zero_grad(set_to_none=set_to_none)
-
-    def state_dict(self) -> dict[str, Any]:
-        """Everything needed to resume: ``{"base", "slow", "k", "alpha", "lookahead_step"}``."""
-        return {
-            "base": self.base.state_dict(),
-            "slow": super().state_dict(),
-            "k": self.k,
-            "alpha": self.alpha,
-            "lookahead_step": self.lookahead_step,
-        }
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore a :meth:`state_dict`: base state, slow weights, ``k``, ``alpha`` and step counter."""
-        missing = {"base", "slow", "k", "alpha", "lookahead_step"} - set(state_dict)
-        if missing:
-            raise ValueError(
-                f"state_dict is not a Lookahead state (missing keys {sorted(missing)}); "
-                "was it saved from the base optimiser instead?"
-            )
-        super().load_state_dict(state_dict["slow"])  # casts slow weights to each param's device/dtype
-        self.base.load_state_dict(state_dict["base"])
-        self.param_groups = self.base.param_groups  # the base rebuilt its list: share it again
-        self.k = int(state_dict["k"])
-        self.alpha = float(state_dict["alpha"])
-        self.lookahead_step = int(state_dict["lookahead_step"])
-
-
-class _CentralizedRAdam(torch.optim.RAdam):
-    """RAdam that centralises the gradients of ``ndim > 1`` weights of groups with ``gc=True``."""
-
-    def __init__(self, params: Iterable[Any], gc: bool, **kwargs: Any) -> None:
-        super().__init__(params, **kwargs)
-        self.defaults["gc"] = gc
-        for group in self.param_groups:
-            group.setdefault("gc", gc)
-
-    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        with torch.no_grad():
-            for group in self.param_groups:
-                if group.get("gc", False):
-                    for p in group["params"]:
-                        if p.grad is not None:
-                            centralize_gradient_(p.grad)
-        super().step()
-        return loss
-
-
-class Ranger(Lookahead):
-    """Ranger: RAdam with optional gradient centralisation, wrapped in :class:`Lookahead`.
-
-    Gradient centralisation (``gc=True``) subtracts from each weight gradient with ``ndim > 1``
-    (conv and linear weights) its mean over all dims but the first, before the RAdam step. Weight
-    decay is decoupled (AdamW style) when the installed torch's RAdam supports it.
-
-    Args:
-        params: parameters or parameter-group dicts (a group may set ``"gc": False``).
+        params: parameters or parameter-group dicts.
         lr: learning rate.
         weight_decay: weight decay coefficient (the paper uses 5e-4).
         betas: RAdam's moment coefficients.
@@ -198,9 +68,27 @@ class Ranger(Lookahead):
         alpha: float = 0.5,
         gc: bool = True,
     ) -> None:
-        extra = {"decoupled_weight_decay": True} if _HAS_DECOUPLED_RADAM else {}
-        base = _CentralizedRAdam(params, gc=gc, lr=lr, betas=betas, weight_decay=weight_decay, **extra)
-        super().__init__(base, k=k, alpha=alpha)
+        super().__init__(
+            params,
+            lr=lr,
+            betas=betas,
+            alpha=alpha,
+            k=k,
+            weight_decay=weight_decay,
+            weight_decouple=True,
+            use_gc=gc,
+            degenerated_to_sgd=True,
+            eps=1e-8,
+        )
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore a :meth:`state_dict`; the state of nlkd's former own Ranger is refused in one line."""
+        if {"base", "slow", "lookahead_step"} <= set(state_dict):
+            raise NLKDError(
+                "the checkpoint's optimiser state is from nlkd's own former Ranger (before pytorch-optimizer); "
+                "this nlkd cannot resume it: start the run again, or finish it with the nlkd that wrote it"
+            )
+        super().load_state_dict(state_dict)
 
 
 def build_optimizer(
