@@ -428,3 +428,23 @@ def test_tables_that_write_label_folders_refuse_a_cityscapes_root(cityscapes: Pa
     out = capsys.readouterr().out
     assert "only table3 applies" in out and "== table3:" in out and "== table2" not in out
     assert "labels gtCoarse, teacher baseline-coarse" in out
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"--data": "missing"}, "missing: data root not found (--data ROOT)"),
+        ({"--scale": "gpu"}, "--scale: unknown scale 'gpu'; choose one of: cpu, paper"),
+        ({"--data": "empty"}, "empty/labels/train: clean training labels not found"),
+    ],
+)
+def test_cli_bad_input_is_one_line_and_exit_2(
+    change: dict[str, str], message: str, data: Path, tmp_path: Path, capsys
+) -> None:
+    (tmp_path / "empty").mkdir()
+    flags = {"--data": str(data), "--out": str(tmp_path / "o"), "--scale": "cpu"}
+    flags.update({k: str(tmp_path / v) if k == "--data" else v for k, v in change.items()})
+    assert cli.main(["reproduce", "table2", *(x for kv in flags.items() for x in kv), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and err.startswith("nlkd reproduce: error: ") and message in err, err
+    assert not (tmp_path / "o").exists()

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from nlkd.reproduce.cells import Cell, TablePlan, select_cells
+from nlkd.reproduce.scales import SCALES
 from nlkd.reproduce.tables import TABLES
 
 if TYPE_CHECKING:
@@ -45,7 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("table", choices=[*TABLES, "all"], help="which table (all: one after the other)")
     p.add_argument("--data", required=True, metavar="ROOT", help="data root with a clean train and val split")
     p.add_argument("--out", required=True, metavar="DIR", help="where runs, tables and plots go")
-    p.add_argument("--scale", choices=["cpu", "paper"], default="cpu", help="experiment settings (default cpu)")
+    p.add_argument("--scale", default="cpu", help=f"experiment settings: {' | '.join(SCALES)} (default cpu)")
     p.add_argument("--seeds", type=int, nargs="+", metavar="K", help="training seeds (default: 0 1 2)")
     p.add_argument("--epochs", type=int, metavar="N", help="override the scale's number of epochs")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -132,12 +133,12 @@ def run(args: argparse.Namespace) -> int:
     from nlkd.errors import ConfigError
     from nlkd.reproduce.grid import run_table
     from nlkd.reproduce.report import write_report
-    from nlkd.reproduce.scales import SCALES, make_setup, plan_table
+    from nlkd.reproduce.scales import make_setup, plan_table
 
     if args.cells and args.table == "all":
         raise ConfigError("--cells picks cells of one table; name the table instead of 'all'")
-    seeds = list(args.seeds) if args.seeds else list(SCALES[args.scale].seeds)
     setup = make_setup(args.scale, args.data, args.out, epochs=args.epochs, overrides=parse_set(args.set))
+    seeds = list(args.seeds) if args.seeds else list(setup.scale.seeds)
     command = command_line(args, seeds)
     failures: list[str] = []
     names = TABLES if args.table == "all" else (args.table,)
