@@ -5,12 +5,12 @@
         --students in-sample=runs/camvid/runs/nlkd_s0,runs/camvid/runs/nlkd_s1 \
                    out-of-fold=runs/oof/nlkd_oof_s0,runs/oof/nlkd_oof_s1
 
-Each ``--scores`` CSV is an ``nlkd score`` output (``weight`` column = the run's metric; ``--column bf``,
-``iou`` or ``bfmiou`` picks another of its scores); it is scored as a detector of the manifest's
-corrupted ids (low score = bad): AUROC, average precision, the mean score of corrupted and clean
-masks and their ratio; with several CSVs (e.g. one per seed) a last row gives their mean. Each
-``--students`` entry is a list of finished ``nlkd train`` runs whose last ``metrics.jsonl`` record gives
-the validation mIoU / BF (mean ± sample std over the runs).
+Each ``--scores`` CSV is an ``nlkd score`` output (``quality`` column = the run's metric, ``weight`` in
+CSVs of earlier versions; ``--column bf``, ``iou``, or in those older CSVs ``bfmiou``, picks another);
+it is scored as a detector of the manifest's corrupted ids (low score = bad): AUROC, average precision,
+the mean score of corrupted and clean masks and their ratio; with several CSVs (e.g. one per seed) a
+last row gives their mean. Each ``--students`` entry is a list of finished ``nlkd train`` runs whose
+last ``metrics.jsonl`` record gives the validation mIoU / BF (mean ± sample std over the runs).
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--manifest", type=Path, required=True, help="manifest.json of `nlkd corrupt`")
     ap.add_argument("--scores", nargs="+", default=[], metavar="NAME=CSV")
     ap.add_argument("--students", nargs="+", default=[], metavar="NAME=RUN[,RUN...]")
-    ap.add_argument("--column", default="weight", help="score column of the CSVs (default: weight)")
+    ap.add_argument("--column", default="quality", help="score column of the CSVs (default: quality)")
     args = ap.parse_args(argv)
     bad_ids = set(json.loads(args.manifest.read_text())["corrupted"])
 

@@ -448,8 +448,8 @@ def test_folds_score_each_image_with_the_teacher_that_did_not_see_it(oof: Path, 
     assert sorted(folds.values()) == [0] * 8 + [1] * 8
     assert {r["id"]: int(r["fold"]) for r in _read_csv(folds_dir / "folds.csv")} == folds
     assert assign_folds(ids[::-1], 2, seed=0) == folds and assign_folds(ids, 2, seed=1) != folds
-    scores = read_scores_csv(oof)  # the `nlkd score` columns: id, bf, iou, bfmiou, weight
-    assert list(_read_csv(oof)[0]) == ["id", "bf", "iou", "bfmiou", "weight"] and sorted(scores) == ids
+    scores = read_scores_csv(oof)  # the `nlkd score` columns: id, quality, bf, iou
+    assert list(_read_csv(oof)[0]) == ["id", "quality", "bf", "iou"] and sorted(scores) == ids
     full = FolderDataset(tiny_data, "train", "train_coarse", info=load_dataset_info(tiny_data), size=SIZE)
     for f in range(2):
         data = folds_dir / f"fold_{f}" / "data"

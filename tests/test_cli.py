@@ -205,7 +205,7 @@ def test_train_nlkd_with_teacher(
         csv.DictReader(ln for ln in (out / "teacher_scores.csv").read_text().splitlines() if not ln.startswith("#"))
     )
     assert len(scores) == 16
-    assert recs[0]["w_teacher"] == pytest.approx(np.mean([float(s["weight"]) for s in scores]), abs=1e-5)
+    assert recs[0]["w_teacher"] == pytest.approx(np.mean([float(s["quality"]) for s in scores]), abs=1e-5)
 
 
 def test_train_reweight(teacher: Path, tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -240,12 +240,12 @@ def test_score(teacher: Path, tiny_data: Path, tmp_path: Path, capsys: pytest.Ca
     assert rc == 0 and "scored 16 images" in out
     with open(dst) as f:
         rows = list(csv.DictReader(f))
-    assert list(rows[0]) == ["id", "bf", "iou", "bfmiou", "weight"]
+    assert list(rows[0]) == ["id", "quality", "bf", "iou"]  # as the audit's scores.csv begins
     assert [r["id"] for r in rows] == sorted(p.stem for p in (tiny_data / "labels" / "train_coarse").glob("*.png"))
     for r in rows:
-        bf, iou, bfmiou, weight = (float(r[k]) for k in ("bf", "iou", "bfmiou", "weight"))
+        quality, bf, iou = (float(r[k]) for k in ("quality", "bf", "iou"))
         assert 0 <= bf <= 1 and 0 <= iou <= 1
-        assert bfmiou == pytest.approx((bf + iou) / 2, abs=2e-6) and weight == bfmiou
+        assert quality == pytest.approx((bf + iou) / 2, abs=2e-6)  # BFmIoU by default
 
 
 def test_score_metric_column(
@@ -270,7 +270,7 @@ def test_score_metric_column(
     )
     assert rc == 0
     with open(dst) as f:
-        assert all(r["weight"] == r["bf"] for r in csv.DictReader(f))
+        assert all(r["quality"] == r["bf"] for r in csv.DictReader(f))
 
 
 def test_eval_table_and_json(teacher: Path, tiny_data: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -312,3 +312,33 @@ def test_train_with_a_strategy_typo_is_one_line(tiny_data: Path, tmp_path: Path,
         "nlkd train: error: unknown strategy 'nlk' (did you mean 'nlkd'?); choose one of: baseline, coteaching, "
         "coteaching_plus, decoupling, discard, fixed, nlkd, reweight"
     ]
+
+
+# ----------------------------------------------------------------------------- one name for the quality column
+
+
+def test_score_csv_names_the_quality_column_as_the_audit_does() -> None:
+    from nlkd.audit.table import _FIXED
+    from nlkd.teacher import ScoreTable
+
+    table = ScoreTable(["a", "b"], np.array([0.2, 0.6]), np.array([0.4, 1.0]), np.array([0.3, 0.8]))
+    header, first, _ = table.to_csv("bf").split("\n", 2)
+    assert header.split(",") == list(_FIXED[:4]) == ["id", "quality", "bf", "iou"]
+    assert first == "a,0.200000,0.200000,0.400000"  # quality = the chosen metric (here BF)
+
+
+@pytest.mark.parametrize(
+    ("header", "row", "expected"),
+    [
+        ("id,quality,bf,iou", "a,0.25,0.1,0.4", 0.25),
+        ("id,bf,iou,bfmiou,weight", "a,0.5,0.3,0.4,0.5", 0.5),  # nlkd score before the rename: weight
+        ("id,bf,iou,bfmiou", "a,0.1,0.3,0.2", 0.2),  # only the metric's own name
+    ],
+)
+def test_scores_reader_accepts_the_old_column_names(header: str, row: str, expected: float, tmp_path: Path) -> None:
+    from nlkd.teacher import read_scores_csv
+
+    path = tmp_path / "s.csv"
+    path.write_text(f"{header}\n{row}\n")
+    assert read_scores_csv(path) == {"a": expected}
+    assert read_scores_csv(path, "iou") == {"a": float(row.split(",")[header.split(",").index("iou")])}

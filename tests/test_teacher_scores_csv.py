@@ -65,12 +65,13 @@ def test_shuffled_csv_gives_the_same_weights_as_an_ordered_one(tiny_data: Path, 
 
 
 def test_quality_column_of_an_audit_csv_is_accepted(tmp_path: Path) -> None:
-    """``nlkd audit``'s scores.csv holds ``quality``; ``nlkd score``'s holds ``weight`` (taken first)."""
+    """``nlkd audit``'s and ``nlkd score``'s CSVs hold ``quality`` (taken first); earlier ``nlkd score`` CSVs
+    held ``weight``, still read when there is no ``quality``."""
     assert read_scores_csv(_write(tmp_path / "a.csv", [("a", 0.25)], column="quality")) == {"a": 0.25}
     both = tmp_path / "both.csv"
     both.write_text("id,quality,weight\na,0.25,0.75\n")
-    assert read_scores_csv(both) == {"a": 0.75}
-    assert read_scores_csv(both, "quality") == {"a": 0.25}
+    assert read_scores_csv(both) == {"a": 0.25}
+    assert read_scores_csv(both, "weight") == {"a": 0.75}
 
 
 def test_nan_is_a_score(tmp_path: Path) -> None:
@@ -87,7 +88,7 @@ def test_nan_is_a_score(tmp_path: Path) -> None:
         ("empty", "line 8: weight of 'train_0005' is not a number: ''"),
         ("negative", "score of 'train_0005' is -0.5; scores must be >= 0 and finite"),
         ("infinite", "score of 'train_0005' is inf; scores must be >= 0 and finite"),
-        ("no column", "scores CSV needs columns 'id' and 'weight' or 'quality', got: id, bf, score"),
+        ("no column", "scores CSV needs columns 'id' and 'quality' or 'weight' or 'bfmiou', got: id, bf, score"),
     ],
 )
 def test_bad_scores_csv_is_one_line_and_exit_2(

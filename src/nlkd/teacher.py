@@ -46,13 +46,15 @@ class ScoreTable:
         return {"bf": self.bf, "miou": self.iou, "bfmiou": self.bfmiou}[name]
 
     def to_csv(self, weight_metric: str = "bfmiou", key: str | None = None) -> str:
+        """CSV with columns ``id, quality, bf, iou`` (as ``nlkd audit``'s scores.csv begins); ``quality`` is
+        ``weight_metric`` (BFmIoU by default), the per-image weight a teacher gives. Values with 6 decimals."""
         buf = io.StringIO()
         if key is not None:
             buf.write(f"# key={key}\n")
         w = csv.writer(buf, lineterminator="\n")
-        w.writerow(["id", "bf", "iou", "bfmiou", "weight"])
+        w.writerow(["id", "quality", "bf", "iou"])
         for i, id_ in enumerate(self.ids):
-            row = (self.bf[i], self.iou[i], self.bfmiou[i], self.metric(weight_metric)[i])
+            row = (self.metric(weight_metric)[i], self.bf[i], self.iou[i])
             w.writerow([id_, *(f"{v:.6f}" for v in row)])
         return buf.getvalue()
 
@@ -97,9 +99,14 @@ def score_dataset(
     return ScoreTable(ids, bf_all, iou_all, (bf_all + iou_all) / 2)
 
 
+#: Names the quality column had in CSVs of earlier nlkd versions (``nlkd score``: weight, then bfmiou).
+_OLD_QUALITY_NAMES = ("weight", "bfmiou")
+
+
 def read_scores_csv(path: str | os.PathLike[str], column: str | None = None) -> dict[str, float]:
     """Read ``id -> score`` from a scores CSV (``nlkd score`` / ``nlkd audit`` output, or any CSV with ``id``
-    and a score column). ``column=None`` takes ``weight`` if the file has it, else ``quality``.
+    and a score column). ``column=None`` takes ``quality``, else the names it had in CSVs of earlier versions
+    (``weight``, then ``bfmiou``).
 
     A missing column, an id given twice or a value that is not a number is a one-line :class:`DataError`
     naming the file and the line; ``nan`` is a number (an image without valid pixels)."""
@@ -110,7 +117,7 @@ def read_scores_csv(path: str | os.PathLike[str], column: str | None = None) -> 
         raise DataError(f"{path}: cannot read scores file ({getattr(e, 'strerror', None) or e})") from None
     reader = csv.DictReader([ln for _, ln in numbered])
     header = reader.fieldnames or []
-    names = (column,) if column else ("weight", "quality")
+    names = (column,) if column else ("quality", *_OLD_QUALITY_NAMES)
     found = next((c for c in names if c in header), None)
     if "id" not in header or found is None:
         wanted = " or ".join(repr(c) for c in names)

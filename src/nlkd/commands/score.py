@@ -1,8 +1,9 @@
-"""``nlkd score``: per-image BF, IoU, BFmIoU and weight of every annotation, judged by a checkpoint.
+"""``nlkd score``: per-image quality (BFmIoU by default), BF and IoU of every annotation, judged by a checkpoint.
 
 With ``--folds K`` the judges are K out-of-fold teachers (see :mod:`nlkd.folds`): each image is scored
 by a teacher trained on the other folds, so its own annotation never shaped its score. The CSV has the
-same columns either way and feeds ``nlkd train --strategy nlkd --teacher-scores CSV``.
+same columns either way (``id, quality, bf, iou``, as ``nlkd audit``'s scores.csv begins) and feeds
+``nlkd train --strategy nlkd --teacher-scores CSV``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", default=None, metavar="CKPT", help="the teacher (with --folds: its config)")
     add_data_args(p)
     p.add_argument("--size", type=size_arg, default=None, metavar="HxW", help="default: the checkpoint's")
-    p.add_argument("--metric", default="bfmiou", choices=["bfmiou", "bf", "miou"], help="the 'weight' column")
+    p.add_argument(
+        "--metric",
+        default="bfmiou",
+        choices=["bfmiou", "bf", "miou"],
+        help="what the 'quality' column holds (default: bfmiou)",
+    )
     p.add_argument("--tolerance", type=float, default=2.0, help="BF tolerance in pixels")
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--out", required=True, metavar="CSV", help="the scores file to write (one row per image)")
@@ -29,6 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from nlkd.commands.eval import open_split
     from nlkd.errors import ConfigError
     from nlkd.io import atomic_write_text
@@ -47,6 +55,6 @@ def run(args: argparse.Namespace) -> int:
         model, dataset, device = open_split(args)
         table = score_dataset(model, dataset, args.tolerance, device)
     atomic_write_text(args.out, table.to_csv(args.metric))
-    mean = table.metric(args.metric).mean()
-    print(f"scored {len(table.ids)} images -> {args.out} (mean {args.metric} {mean:.4f})")
+    mean = np.nanmean(table.metric(args.metric)) if np.isfinite(table.metric(args.metric)).any() else float("nan")
+    print(f"scored {len(table.ids)} images -> {args.out} (mean quality {mean:.3f}, {args.metric})")
     return 0
