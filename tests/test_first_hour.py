@@ -342,3 +342,24 @@ def test_scores_reader_accepts_the_old_column_names(header: str, row: str, expec
     path.write_text(f"{header}\n{row}\n")
     assert read_scores_csv(path) == {"a": expected}
     assert read_scores_csv(path, "iou") == {"a": float(row.split(",")[header.split(",").index("iou")])}
+
+
+# ----------------------------------------------------------------------------- units: percent for people
+
+
+def test_epoch_line_prints_validation_metrics_in_percent() -> None:
+    from nlkd.train import epoch_line
+
+    record = {"epoch": 3, "train_loss": 0.41234, "w_teacher": 0.5, "lr": 0.002, "val_miou": 0.51234, "val_bf": 0.4}
+    assert epoch_line(record) == "epoch=3 train_loss=0.4123 w_teacher=0.5 lr=0.002 val_miou=51.23% val_bf=40.00%"
+
+
+def test_train_prints_percent_and_stores_fractions(
+    tiny_data: Path, tmp_path: Path, probe_model: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    argv = ["train", "--data", str(tiny_data), "--out", str(out), "--epochs", "1", "--size", "32x48"]
+    rc, stdout, _ = run(capsys, *argv, "--device", "cpu", "--set", f"model.name={probe_model}")
+    record = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
+    assert rc == 0 and 0 <= record["val_miou"] <= 1  # a fraction in the JSON
+    assert f"val_miou={100 * record['val_miou']:.2f}%" in stdout  # percent on screen

@@ -51,7 +51,7 @@ from nlkd.strategies import StepInputs, Strategy, create_strategy
 from nlkd.teacher import teacher_scores
 from nlkd.weighting import per_image_cross_entropy, weighted_loss
 
-__all__ = ["Run", "build_datasets", "build_run", "finish", "run_epoch", "train", "train_step"]
+__all__ = ["Run", "build_datasets", "build_run", "epoch_line", "finish", "run_epoch", "train", "train_step"]
 
 Log = Callable[..., None]
 
@@ -314,8 +314,20 @@ def run_epoch(run: Run, epoch: int) -> dict[str, Any]:
     run.best = max(run.best, record["val_miou"])
     if dd.main:
         _save_epoch(run, epoch, improved)
-        run.say(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
+        run.say(epoch_line(record))
     return record
+
+
+def epoch_line(record: dict[str, Any]) -> str:
+    """A metrics.jsonl record as printed: validation metrics in percent, as papers give them
+    (``val_miou=51.23%``); losses, λ, weights, lr and seconds as they are. The JSON keeps fractions."""
+    parts = []
+    for k, v in record.items():
+        if isinstance(v, float) and k.startswith("val_") and k != "val_loss":
+            parts.append(f"{k}={100 * v:.2f}%")
+        else:
+            parts.append(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}")
+    return " ".join(parts)
 
 
 def _epoch_loader(run: Run, epoch: int) -> Iterable[dict[str, Tensor]]:
