@@ -363,3 +363,31 @@ def test_train_prints_percent_and_stores_fractions(
     record = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
     assert rc == 0 and 0 <= record["val_miou"] <= 1  # a fraction in the JSON
     assert f"val_miou={100 * record['val_miou']:.2f}%" in stdout  # percent on screen
+
+
+def _unknown_name_errors() -> list[tuple[str, object]]:
+    from nlkd.config import apply_overrides, config_from_dict
+    from nlkd.optim import build_scheduler
+    from nlkd.reproduce.tables import build_table
+
+    return [
+        ("'lr'", lambda: apply_overrides(TrainConfig(), {"optim.lrr": 1})),
+        ("'epochs'", lambda: config_from_dict({"epoch": 3})),
+        ("'cosine'", lambda: build_scheduler("cosin", None, 10, 1, 0)),
+        ("'table2'", lambda: build_table("tabel2", root=Path("."), ratios=[0.5], teacher_model=None)),
+    ]
+
+
+@pytest.mark.parametrize("case", range(4))
+def test_unknown_names_get_the_shared_did_you_mean(case: int) -> None:
+    hint, call = _unknown_name_errors()[case]
+    with pytest.raises(ConfigError, match=rf"\(did you mean {hint}\?\)"):
+        call()  # type: ignore[operator]
+
+
+def test_dataset_yaml_key_typo_gets_a_did_you_mean(tmp_path: Path) -> None:
+    from nlkd.data.info import load_dataset_info
+
+    (tmp_path / "dataset.yaml").write_text("num_classes: 3\nignore_indx: 255\n")
+    with pytest.raises(ConfigError, match=r"unknown key 'ignore_indx' \(did you mean 'ignore_index'\?\)"):
+        load_dataset_info(tmp_path)

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from nlkd.errors import ConfigError
+from nlkd.errors import ConfigError, did_you_mean
 
 __all__ = [
     "DataConfig",
@@ -178,7 +178,8 @@ def config_from_dict(data: dict[str, Any], cls: type = TrainConfig, prefix: str 
     for name, value in data.items():
         key = f"{prefix}{name}"
         if name not in fields:
-            raise ConfigError(f"unknown config key {key!r}; valid keys here: {', '.join(sorted(fields))}")
+            valid = ", ".join(sorted(fields))
+            raise ConfigError(f"unknown config key {key!r}; valid keys here: {valid}{did_you_mean(name, fields)}")
         hint = hints[name]
         if dataclasses.is_dataclass(hint):
             kwargs[name] = config_from_dict(value, hint, f"{key}.")
@@ -252,7 +253,8 @@ def apply_overrides(cfg: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
                 fields = _fields(cls)
                 if part not in fields:
                     where = ".".join(parts[:i]) or "the top level"
-                    raise ConfigError(f"unknown config key {key!r}; valid keys at {where}: {', '.join(sorted(fields))}")
+                    valid = ", ".join(sorted(fields)) + did_you_mean(part, fields)
+                    raise ConfigError(f"unknown config key {key!r}; valid keys at {where}: {valid}")
                 hint = typing.get_type_hints(cls)[part]
                 cls = hint if dataclasses.is_dataclass(hint) else None
                 if not last and cls is None and typing.get_origin(hint) is not dict:

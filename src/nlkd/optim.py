@@ -20,7 +20,7 @@ from pytorch_optimizer import Lookahead
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler
 
-from nlkd.errors import ConfigError, NLKDError
+from nlkd.errors import ConfigError, NLKDError, did_you_mean
 
 __all__ = [
     "Lookahead",
@@ -110,7 +110,9 @@ def build_optimizer(
         return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
     if name == "adamw":
         return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    raise ConfigError(f"optim.name: unknown optimizer {name!r}; valid names are {', '.join(valid)}")
+    raise ConfigError(
+        f"optim.name: unknown optimizer {name!r}{did_you_mean(name, valid)}; valid names are {', '.join(valid)}"
+    )
 
 
 @dataclass(frozen=True)
@@ -162,7 +164,8 @@ def build_scheduler(
     """
     valid = get_args(SchedulerName)
     if name not in valid:
-        raise ConfigError(f"optim.schedule: unknown schedule {name!r}; valid names are {', '.join(valid)}")
+        hint = did_you_mean(name, valid)
+        raise ConfigError(f"optim.schedule: unknown schedule {name!r}{hint}; valid names are {', '.join(valid)}")
     if total_steps < 1:
         raise ValueError(f"total_steps must be >= 1, got {total_steps}")
     if steps_per_epoch < 1:

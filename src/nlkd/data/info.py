@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from nlkd.errors import ConfigError, DataError
+from nlkd.errors import ConfigError, DataError, did_you_mean
 
 __all__ = ["DatasetInfo", "Sample", "default_palette", "load_dataset_info"]
 
@@ -138,7 +138,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: expected a mapping of {', '.join(_YAML_KEYS)}; got {type(data).__name__}")
     for key in data:
         if key not in _YAML_KEYS:
-            raise ConfigError(f"{path}: unknown key {key!r}; allowed keys: {', '.join(_YAML_KEYS)}")
+            hint = did_you_mean(key, _YAML_KEYS)
+            raise ConfigError(f"{path}: unknown key {key!r}{hint}; allowed keys: {', '.join(_YAML_KEYS)}")
     return data
 
 

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from nlkd.errors import ConfigError
+from nlkd.errors import ConfigError, did_you_mean
 from nlkd.reproduce.cells import Cell, NoiseSpec, TablePlan
 
 __all__ = ["EXTRA_SHARE", "PRETTY", "TABLES", "TITLES", "build_table"]
@@ -190,7 +190,9 @@ def build_table(
             other strategies are left out, with a note in the report.
     """
     if name not in _BUILDERS:
-        raise ConfigError(f"unknown table {name!r}; choose one of: {', '.join(TABLES)}, all")
+        raise ConfigError(
+            f"unknown table {name!r}{did_you_mean(name, TABLES)}; choose one of: {', '.join(TABLES)}, all"
+        )
     if data_format != "folder" and (name, data_format) != ("table3", "cityscapes"):
         raise ConfigError(
             f"{name} writes coarse label folders into ROOT/labels and needs the folder layout, not "
