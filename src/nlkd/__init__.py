@@ -3,8 +3,9 @@
 The public API in one screen:
 
 * metrics: :func:`boundary_f1`, :func:`per_image_iou`, :func:`bfmiou`, :class:`SegmentationMetrics`
-* weighting: :func:`per_image_cross_entropy`, :func:`quality_score`, :class:`LambdaSchedule`,
-  :func:`distill_weights`, :func:`weighted_loss`, :class:`NLKDWeighter`
+* weighting: :func:`per_image_cross_entropy`, :func:`per_image_loss` (per-pixel weights, soft targets,
+  target sets), :func:`quality_score`, :class:`LambdaSchedule`, :func:`distill_weights`,
+  :func:`weighted_loss`, :class:`NLKDWeighter`
 * pixel level: :func:`relaxed_label_set`, :func:`relaxed_label_loss`, :func:`boundary_distance`,
   :func:`reliability_weight`, :func:`soften_probabilities`, :func:`agreement_map` (:mod:`nlkd.pixelwise`);
   ADELE's :func:`class_overlap_counts`, :func:`is_triggered`, :func:`correct_labels` (:mod:`nlkd.early_learning`)
@@ -32,6 +33,7 @@ from nlkd.weighting import (
     NLKDWeighter,
     distill_weights,
     per_image_cross_entropy,
+    per_image_loss,
     quality_score,
     weighted_loss,
 )
@@ -54,6 +56,7 @@ __all__ = [
     "is_triggered",
     "per_image_cross_entropy",
     "per_image_iou",
+    "per_image_loss",
     "quality_score",
     "relaxed_label_loss",
     "relaxed_label_set",

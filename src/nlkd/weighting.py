@@ -32,6 +32,7 @@ __all__ = [
     "Reduction",
     "distill_weights",
     "per_image_cross_entropy",
+    "per_image_loss",
     "quality_score",
     "weighted_loss",
 ]
@@ -58,18 +59,102 @@ def per_image_cross_entropy(logits: Tensor, target: Tensor, ignore_index: int | 
         )
     if not logits.dtype.is_floating_point:
         raise ValueError(f"logits must be floating point, got dtype {logits.dtype}")
-    if target.numel():
-        checked = target if ignore_index is None else target.masked_fill(target == ignore_index, 0)
-        lo, hi = (int(v) for v in torch.aminmax(checked))
-        if lo < 0 or hi >= logits.shape[1]:
-            raise ValueError(
-                f"target holds value {lo if lo < 0 else hi} outside 0..{logits.shape[1] - 1}"
-                + (f" (ignore_index={ignore_index})" if ignore_index is not None else "")
-            )
+    _check_target_values(target, logits.shape[1], ignore_index)
     ii = -100 if ignore_index is None else ignore_index
     ce = F.cross_entropy(logits, target.long(), ignore_index=ii, reduction="none")  # 0 at ignored pixels
     n_valid = target.shape[1:].numel() if ignore_index is None else (target != ignore_index).flatten(1).sum(1)
     return ce.flatten(1).sum(1) / (max(n_valid, 1) if isinstance(n_valid, int) else n_valid.clamp(min=1))
+
+
+def per_image_loss(
+    logits: Tensor,
+    target: Tensor,
+    ignore_index: int | None = None,
+    pixel_weights: Tensor | None = None,
+    soft_target: Tensor | None = None,
+    target_set: Tensor | None = None,
+) -> Tensor:
+    """Per-image loss with optional per-pixel weights and a soft or set-valued target (the one reduction
+    every strategy goes through).
+
+    Per pixel p the loss is CE on the annotation, or ``-Σ_c q_c log p_c`` given a soft target q, or
+    ``-log Σ_{c∈S} p_c = logsumexp(z_S) − logsumexp(z)`` given a target set S (a one-hot set is CE).
+    A pixel is counted when it is annotated (not ``ignore_index``) — or, given a soft target/set, when
+    that has at least one class, whatever the annotation says — and its weight is > 0. The image's loss
+    is the mean of ``w_p · loss_p`` over its counted pixels (0 without any). With ``pixel_weights``,
+    ``soft_target`` and ``target_set`` all None this is :func:`per_image_cross_entropy`, bit for bit.
+
+    Args:
+        logits: (B, C, H, W) unnormalised scores, with gradient.
+        target: (B, H, W) integer annotation.
+        pixel_weights: (B, H, W) float weights >= 0 (no gradient); 0 drops the pixel.
+        soft_target: (B, C, H, W) float target distribution per pixel (rows may sum to 0: not counted).
+        target_set: (B, C, H, W) bool multi-hot allowed classes per pixel (an empty set is not counted).
+            At most one of ``soft_target`` and ``target_set``.
+
+    Returns:
+        (B,) per-image loss, differentiable in ``logits``.
+
+    >>> z = torch.tensor([[[[2.0]], [[0.0]]]])  # one 1x1 image, 2 classes
+    >>> t = torch.zeros(1, 1, 1, dtype=torch.long)
+    >>> both = torch.ones(1, 2, 1, 1, dtype=torch.bool)  # "class 0 or 1": nothing to learn
+    >>> per_image_loss(z, t, target_set=both).abs().item() < 1e-6
+    True
+    """
+    if pixel_weights is None and soft_target is None and target_set is None:
+        return per_image_cross_entropy(logits, target, ignore_index)
+    if logits.ndim != 4 or target.shape != (logits.shape[0], *logits.shape[2:]):
+        raise ValueError(f"logits (B, C, H, W) and target (B, H, W) expected, got {tuple(logits.shape)} and "
+                         f"{tuple(target.shape)}")  # fmt: skip
+    if soft_target is not None and target_set is not None:
+        raise ValueError("give at most one of soft_target and target_set")
+    for name, t in (("soft_target", soft_target), ("target_set", target_set)):
+        if t is not None and t.shape != logits.shape:
+            raise ValueError(f"{name} must have the logits' shape {tuple(logits.shape)}, got {tuple(t.shape)}")
+    log_p = F.log_softmax(logits, dim=1)
+    if soft_target is not None:
+        q = soft_target.detach().to(log_p.dtype)
+        counted = (q > 0).any(1)
+        loss = -(q * log_p).sum(1)
+    elif target_set is not None:
+        s = target_set.bool()
+        counted = s.any(1)
+        # an empty set is filled (loss 0, finite gradient) and then not counted
+        in_set = log_p.masked_fill(~(s | ~counted.unsqueeze(1)), float("-inf"))
+        loss = -torch.logsumexp(in_set, dim=1)
+    else:
+        _check_target_values(target, logits.shape[1], ignore_index)
+        counted = torch.ones_like(target, dtype=torch.bool) if ignore_index is None else target != ignore_index
+        safe = target.masked_fill(~counted, 0).long()
+        loss = -log_p.gather(1, safe.unsqueeze(1)).squeeze(1)
+    if pixel_weights is not None:
+        w = _check_pixel_weights(pixel_weights, target.shape).to(log_p.dtype)
+        counted = counted & (w > 0)
+        loss = loss * w
+    loss = torch.where(counted, loss, torch.zeros_like(loss))
+    return loss.flatten(1).sum(1) / counted.flatten(1).sum(1).clamp(min=1)
+
+
+def _check_target_values(target: Tensor, num_classes: int, ignore_index: int | None) -> None:
+    if target.numel():
+        checked = target if ignore_index is None else target.masked_fill(target == ignore_index, 0)
+        lo, hi = (int(v) for v in torch.aminmax(checked))
+        if lo < 0 or hi >= num_classes:
+            raise ValueError(
+                f"target holds value {lo if lo < 0 else hi} outside 0..{num_classes - 1}"
+                + (f" (ignore_index={ignore_index})" if ignore_index is not None else "")
+            )
+
+
+def _check_pixel_weights(w: Tensor, shape: torch.Size) -> Tensor:
+    if w.shape != shape:
+        raise ValueError(f"pixel_weights must have the target's shape {tuple(shape)}, got {tuple(w.shape)}")
+    w = w.detach()
+    if not w.dtype.is_floating_point:
+        w = w.float()
+    if bool((~torch.isfinite(w)).any()) or bool((w < 0).any()):
+        raise ValueError("pixel_weights must be finite and >= 0")
+    return w
 
 
 @torch.no_grad()

@@ -22,8 +22,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler, SequentialSampler, default_collate
 
 from nlkd.data import formats
+from nlkd.data.extras import ExtraMap
 from nlkd.data.info import DatasetInfo, Sample
-from nlkd.data.transforms import augment, resize_image, resize_mask, to_tensor
+from nlkd.data.transforms import augment_with_maps, resize_image, resize_mask, to_tensor
 from nlkd.errors import DataError
 from nlkd.io import read_image, read_mask
 
@@ -116,6 +117,9 @@ class FolderDataset(Dataset):
     augmentation and tensor conversion. Training augmentation: random horizontal flip and, when
     ``scale=(lo, hi)`` is given, a random scale-crop whose padding is ``ignore_index`` (0 if None).
 
+    Extra per-image maps (:meth:`add_extra`, e.g. the fine mask or cached teacher probabilities) come
+    as ``extras`` {name: tensor} under exactly the item's augmentation.
+
     Randomness: :func:`make_loader` hands each item an ``(index, seed)`` pair drawn from its seeded
     ``torch.Generator``, so augmentation is reproducible whatever ``num_workers``; plain integer
     indexing draws from a generator seeded with ``seed``.
@@ -158,6 +162,7 @@ class FolderDataset(Dataset):
         self._rng = np.random.default_rng(seed)
         self._images: np.ndarray | list[np.ndarray] | None = None
         self._masks: np.ndarray | list[np.ndarray] | None = None
+        self.extras: dict[str, ExtraMap] = {}
         if cache:
             self._fill_cache()
 
@@ -235,6 +240,23 @@ class FolderDataset(Dataset):
         view.flags.writeable = False
         return view
 
+    def add_extra(self, name: str, extra: ExtraMap) -> None:
+        """Deliver ``extra`` with every item as ``item["extras"][name]`` (augmented like the mask)."""
+        self.extras[name] = extra
+
+    def _extra_maps(self, index: int, shape: tuple[int, ...]) -> dict[str, tuple[np.ndarray, str, float]]:
+        maps = {}
+        for name, extra in self.extras.items():
+            a = np.asarray(extra.get(index))
+            if extra.kind == "prob":
+                a = a.astype(np.float32, copy=False)
+            if a.shape[-2:] != shape or a.ndim != (2 if extra.kind == "label" else 3):
+                want = "(H, W)" if extra.kind == "label" else "(C, H, W)"
+                raise DataError(f"extra map {name!r} of {self.samples[index].id!r}: {want} with (H, W) = {shape} "
+                                f"expected, got {a.shape}")  # fmt: skip
+            maps[name] = (a, extra.kind, self._fill if extra.kind == "label" else 0.0)
+        return maps
+
     def __getitem__(self, item: int | tuple[int, int]) -> dict[str, Any]:
         """``item`` is an index, or ``(index, seed)`` to draw the augmentation from ``seed``."""
         if isinstance(item, tuple):
@@ -244,14 +266,25 @@ class FolderDataset(Dataset):
             index, rng = item, self._rng
         index = self._index(int(index))
         image, mask = self._pair(index)
+        maps = self._extra_maps(index, mask.shape) if self.extras else {}
         if self.train:
-            image, mask = augment(image, mask, rng, flip=self.hflip, scale=self.scale, fill=self._fill)
-        return {
+            image, mask, out = augment_with_maps(
+                image, mask, maps, rng, flip=self.hflip, scale=self.scale, fill=self._fill
+            )
+        else:
+            out = {name: a for name, (a, _, _) in maps.items()}
+        item = {
             "image": to_tensor(image),
             "mask": torch.from_numpy(mask).to(torch.int64),
             "id": self.samples[index].id,
             "index": index,
         }
+        if self.extras:
+            item["extras"] = {
+                k: torch.from_numpy(np.array(a)).to(torch.int64 if maps[k][1] == "label" else torch.float32)
+                for k, a in out.items()
+            }
+        return item
 
 
 class _SeededIndices(Sampler):
@@ -277,11 +310,13 @@ class _SeededIndices(Sampler):
 
 def collate(batch: list[dict[str, Any]]) -> dict[str, Any]:
     """Batch item dicts: tensors stacked (``image`` (B, 3, H, W), ``mask`` (B, H, W)), ints to an int64
-    tensor (B,), everything else (``id``) kept as a list."""
+    tensor (B,), nested dicts (``extras``) batched the same way, everything else (``id``) kept as a list."""
     out: dict[str, Any] = {}
     for key in batch[0]:
         values = [item[key] for item in batch]
-        if isinstance(values[0], torch.Tensor):
+        if isinstance(values[0], dict):  # e.g. extras: {name: tensor} -> {name: stacked}
+            out[key] = collate(values)
+        elif isinstance(values[0], torch.Tensor):
             shapes = sorted({tuple(v.shape) for v in values})
             if len(shapes) > 1:
                 raise DataError(

@@ -5,11 +5,16 @@ Arrays are numpy ``uint8``. Decoding and the one-off resize work on PIL's (H, W,
 channel-first (3, H, W) images, because flipping, cropping and the float conversion are several times
 faster on contiguous planes (:func:`augment`, :func:`to_tensor`). Masks are (H, W) class indices.
 
-Geometry is always applied identically to an image and its mask; masks are only ever resampled with
-nearest neighbour, so they keep exactly their original values (plus the fill value of a crop).
+Geometry is always applied identically to an image, its mask and any other per-pixel map of the item
+(:func:`draw_geometry` once, :func:`apply_geometry` per map); masks and other label maps are only ever
+resampled with nearest neighbour, so they keep exactly their original values (plus the fill value of a
+crop); probability maps are resampled bilinearly.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
 
 import cv2
 import numpy as np
@@ -19,8 +24,13 @@ from PIL import Image
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "Geometry",
+    "MapKind",
+    "apply_geometry",
     "augment",
+    "augment_with_maps",
     "denormalize",
+    "draw_geometry",
     "hflip",
     "random_scale_crop",
     "resize_image",
@@ -35,6 +45,8 @@ _MEAN_255 = torch.tensor(IMAGENET_MEAN).mul(255.0).view(3, 1, 1)
 _INV_STD_255 = torch.tensor(IMAGENET_STD).mul(255.0).reciprocal().view(3, 1, 1)
 # The padding colour of random_scale_crop: normalises to (almost exactly) zero.
 _MEAN_RGB_U8 = np.array([round(255 * m) for m in IMAGENET_MEAN], dtype=np.uint8)
+#: How a map is resampled when zoomed: an image, a label map (nearest) or a probability map (bilinear).
+MapKind = Literal["image", "label", "prob"]
 
 
 def _check_size(size: tuple[int, int]) -> tuple[int, int]:
@@ -80,6 +92,69 @@ def hflip(image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.ascontiguousarray(image[:, :, ::-1]), np.ascontiguousarray(mask[:, ::-1])
 
 
+@dataclass(frozen=True)
+class Geometry:
+    """One draw of the training augmentation, to apply identically to an image and all its maps.
+
+    ``zoom`` is the scale factor (None: no scale-crop); ``rows``/``cols`` are (source start,
+    destination start, length) of the crop window along each axis; ``flip`` mirrors left-right last.
+    """
+
+    zoom: float | None = None
+    rows: tuple[int, int, int] = (0, 0, 0)
+    cols: tuple[int, int, int] = (0, 0, 0)
+    flip: bool = False
+
+
+def draw_geometry(
+    shape: tuple[int, int], rng: np.random.Generator, *, flip: bool = True, scale: tuple[float, float] | None = None
+) -> Geometry:
+    """Draw the augmentation of an (H, W) item: zoom in ``scale=(lo, hi)`` and window, then a flip (p=0.5)."""
+    zoom, rows, cols = None, (0, 0, 0), (0, 0, 0)
+    if scale is not None:
+        lo, hi = scale
+        if not 0 < lo <= hi:
+            raise ValueError(f"scale must be (lo, hi) with 0 < lo <= hi, got {scale!r}")
+        h, w = shape
+        zoom = float(rng.uniform(lo, hi))
+        rows, cols = _window(max(1, round(h * zoom)), h, rng), _window(max(1, round(w * zoom)), w, rng)
+    return Geometry(zoom, rows, cols, bool(flip and rng.random() < 0.5))
+
+
+def apply_geometry(planes: np.ndarray, geo: Geometry, kind: MapKind, fill: float | np.ndarray = 0) -> np.ndarray:
+    """Apply ``geo`` to (..., H, W) ``planes`` (same shape out, input untouched).
+
+    ``kind`` picks the resampling of the zoom: ``"image"`` (area when shrinking, else bilinear),
+    ``"label"`` (nearest: no new values) or ``"prob"`` (bilinear: probabilities stay distributions).
+    Pixels the zoomed-out item does not cover get ``fill`` (a number, or one value per plane of the
+    flattened leading dimensions, e.g. the image's mean colour).
+    """
+    if geo.zoom is not None:
+        planes = _scale_crop(planes, geo, kind, fill)
+    if geo.flip:
+        planes = planes[..., ::-1]
+    return np.ascontiguousarray(planes)
+
+
+def _scale_crop(planes: np.ndarray, geo: Geometry, kind: MapKind, fill: float | np.ndarray) -> np.ndarray:
+    h, w = planes.shape[-2:]
+    (sy, dy, ch), (sx, dx, cw) = geo.rows, geo.cols
+    nh, nw = max(1, round(h * geo.zoom)), max(1, round(w * geo.zoom))  # type: ignore[operator]
+    if kind == "image":
+        interp = cv2.INTER_AREA if geo.zoom < 1 else cv2.INTER_LINEAR  # type: ignore[operator]
+    else:
+        interp = cv2.INTER_NEAREST if kind == "label" else cv2.INTER_LINEAR
+    flat = planes.reshape(-1, h, w)
+    out = np.empty_like(flat)
+    fills = np.broadcast_to(np.asarray(fill), (len(flat),))
+    for plane, dst, value in zip(flat, out, fills):  # cv2 resizes contiguous 2-D planes fastest
+        dst[:] = value
+        if (nh, nw) != (h, w):
+            plane = cv2.resize(plane, (nw, nh), interpolation=interp)
+        dst[dy : dy + ch, dx : dx + cw] = plane[sy : sy + ch, sx : sx + cw]
+    return out.reshape(planes.shape)
+
+
 def random_scale_crop(
     image: np.ndarray,
     mask: np.ndarray,
@@ -100,23 +175,12 @@ def random_scale_crop(
         rng: source of the scale factor and window position.
         fill: mask value in 0..255 for padded pixels.
     """
-    lo, hi = scale
-    if not 0 < lo <= hi:
-        raise ValueError(f"scale must be (lo, hi) with 0 < lo <= hi, got {scale!r}")
-    h, w = mask.shape
-    s = float(rng.uniform(lo, hi))
-    nh, nw = max(1, round(h * s)), max(1, round(w * s))
-    (sy, dy, ch), (sx, dx, cw) = _window(nh, h, rng), _window(nw, w, rng)
-    out_img = np.empty((3, h, w), dtype=np.uint8)
-    out_img[:] = _MEAN_RGB_U8[:, None, None]
-    out_mask = np.full((h, w), fill, dtype=np.uint8)
-    planes = [*image, mask]  # cv2 resizes contiguous 2-D planes fastest
-    interps = [cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR] * 3 + [cv2.INTER_NEAREST]
-    for plane, interp, out in zip(planes, interps, [*out_img, out_mask]):
-        if (nh, nw) != (h, w):
-            plane = cv2.resize(plane, (nw, nh), interpolation=interp)
-        out[dy : dy + ch, dx : dx + cw] = plane[sy : sy + ch, sx : sx + cw]
-    return out_img, out_mask
+    geo = draw_geometry(mask.shape, rng, flip=False, scale=scale)
+    return _apply_pair(image, mask, geo, fill)
+
+
+def _apply_pair(image: np.ndarray, mask: np.ndarray, geo: Geometry, fill: int) -> tuple[np.ndarray, np.ndarray]:
+    return apply_geometry(image, geo, "image", _MEAN_RGB_U8), apply_geometry(mask, geo, "label", fill)
 
 
 def _window(src: int, dst: int, rng: np.random.Generator) -> tuple[int, int, int]:
@@ -137,9 +201,29 @@ def augment(
     """The training augmentation: optional random scale-crop, then a random horizontal flip (p=0.5).
 
     Image (3, H, W) and mask (H, W) uint8 in, same shapes out; the inputs are never modified.
+    Other maps of the item follow with :func:`draw_geometry` + :func:`apply_geometry` (same draws).
     """
-    if scale is not None:
-        image, mask = random_scale_crop(image, mask, scale, rng, fill)
-    if flip and rng.random() < 0.5:
-        image, mask = hflip(image, mask)
-    return image, mask
+    return _apply_pair(image, mask, draw_geometry(mask.shape, rng, flip=flip, scale=scale), fill)
+
+
+def augment_with_maps(
+    image: np.ndarray,
+    mask: np.ndarray,
+    maps: dict[str, tuple[np.ndarray, MapKind, float]],
+    rng: np.random.Generator,
+    *,
+    flip: bool = True,
+    scale: tuple[float, float] | None = None,
+    fill: int = 0,
+) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """:func:`augment` that also moves other maps of the item the same way.
+
+    Args:
+        maps: name -> ((..., H, W) array, kind, padding value); kinds as in :func:`apply_geometry`.
+
+    Returns:
+        image, mask (as :func:`augment`, from the same draws) and the maps, same shapes as given.
+    """
+    geo = draw_geometry(mask.shape, rng, flip=flip, scale=scale)
+    image, mask = _apply_pair(image, mask, geo, fill)
+    return image, mask, {name: apply_geometry(a, geo, kind, value) for name, (a, kind, value) in maps.items()}

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from nlkd.config import StrategyConfig
 from nlkd.errors import ConfigError, did_you_mean
-from nlkd.strategies.base import StepInputs, Strategy
+from nlkd.strategies.base import LossWeights, StepInputs, Strategy
 from nlkd.strategies.discard import Discard
 from nlkd.strategies.fixed import Fixed
 from nlkd.strategies.simple import NLKD, Baseline, Reweight
 from nlkd.strategies.two_network import CoTeaching, CoTeachingPlus, Decoupling
 
-__all__ = ["STRATEGIES", "StepInputs", "Strategy", "create_strategy", "register_strategy"]
+__all__ = ["STRATEGIES", "LossWeights", "StepInputs", "Strategy", "create_strategy", "register_strategy"]
 
 STRATEGIES: dict[str, type[Strategy]] = {}
 

@@ -1,13 +1,16 @@
-"""The strategy interface: per-image losses in, per-image weights out (one vector per network).
+"""The strategy interface: per-image losses in, :class:`LossWeights` out (one per network).
 
 The training loop computes each network's logits and per-image losses, asks the strategy for weights
 and reduces with :func:`nlkd.weighting.weighted_loss`. A strategy never touches models or optimisers,
 so any strategy runs with any model, and two-network strategies (co-teaching, ...) need nothing else.
+Image-level strategies implement :meth:`Strategy.weights` ((B,) weights per network); pixel-level ones
+override :meth:`Strategy.loss_weights` and may add per-pixel weights, a soft target or a target set,
+which the loop reduces with :func:`nlkd.weighting.per_image_loss`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
@@ -15,7 +18,7 @@ from torch import Tensor
 
 from nlkd.config import StrategyConfig
 
-__all__ = ["RunningMeans", "StepInputs", "Strategy"]
+__all__ = ["LossWeights", "RunningMeans", "StepInputs", "Strategy"]
 
 
 @dataclass
@@ -31,6 +34,9 @@ class StepInputs:
         teacher_scores: (B,) cached teacher quality scores of these images, or None.
         coarse: (B,) bool, images flagged coarse (label folder's manifest or a list), or None. The
             ``fixed`` strategy weights by it; others only log their weights split by it.
+        extras: per-image maps under the same augmentation as ``target``, by name: e.g. ``fine_mask``
+            (B, H, W) int64 (the uncorrupted annotation), ``teacher_prob`` (B, C, H, W) float. The loop
+            provides those the strategy names in ``needs_extras`` (and ``fine_mask`` when it is known).
     """
 
     index: Tensor
@@ -42,6 +48,30 @@ class StepInputs:
     steps_per_epoch: int
     teacher_scores: Tensor | None = None
     coarse: Tensor | None = None
+    extras: dict[str, Tensor] = field(default_factory=dict)
+
+
+@dataclass
+class LossWeights:
+    """What a strategy returns for one network (tensors carry no gradient).
+
+    Attributes:
+        image: (B,) per-image weights >= 0.
+        pixel: (B, H, W) per-pixel weights >= 0, or None; 0 drops the pixel.
+        soft_target: (B, C, H, W) per-pixel target distribution replacing the one-hot annotation
+            (loss ``-Σ_c q_c log p_c``), or None.
+        target_set: (B, C, H, W) bool multi-hot relaxed label (loss ``-log Σ_{c∈S} p_c``), or None.
+    """
+
+    image: Tensor
+    pixel: Tensor | None = None
+    soft_target: Tensor | None = None
+    target_set: Tensor | None = None
+
+    @property
+    def image_only(self) -> bool:
+        """True when only per-image weights are set (the per-image CE of the loop is used as it is)."""
+        return self.pixel is None and self.soft_target is None and self.target_set is None
 
 
 class RunningMeans:
@@ -64,7 +94,7 @@ class RunningMeans:
 
 
 class Strategy:
-    """Base class. Subclasses set ``name`` and implement :meth:`weights`.
+    """Base class. Subclasses set ``name`` and implement :meth:`weights` (or :meth:`loss_weights`).
 
     Args:
         cfg: the strategy section of the training config.
@@ -76,6 +106,7 @@ class Strategy:
     num_networks: ClassVar[int] = 1
     needs_teacher: ClassVar[bool] = False  # the loop provides ``teacher_scores``
     needs_coarse_flags: ClassVar[bool] = False  # the loop provides ``coarse``
+    needs_extras: ClassVar[tuple[str, ...]] = ()  # the loop provides these ``extras`` maps
 
     def __init__(self, cfg: StrategyConfig, num_classes: int, ignore_index: int | None, epochs: int) -> None:
         self.cfg = cfg
@@ -87,6 +118,10 @@ class Strategy:
     def weights(self, step: StepInputs) -> list[Tensor]:
         """Return one (B,) weight tensor (no gradient) per network."""
         raise NotImplementedError  # pragma: no cover - abstract
+
+    def loss_weights(self, step: StepInputs) -> list[LossWeights]:
+        """What the loop calls: one :class:`LossWeights` per network. Default: :meth:`weights` per image."""
+        return [LossWeights(w) for w in self.weights(step)]
 
     def setup(self, all_teacher_scores: Tensor) -> None:
         """Called once by the loop, after scoring, with the (N,) teacher scores of the whole training set
