@@ -22,7 +22,15 @@ from tqdm import tqdm
 from nlkd.errors import ConfigError, DataError
 from nlkd.io import atomic_write_bytes, atomic_write_text, read_mask, write_mask
 
-__all__ = ["MODES", "MODE_PARAMS", "corrupt_dataset", "dilate_erode", "load_manifest", "polygon_coarse"]
+__all__ = [
+    "MODES",
+    "MODE_PARAMS",
+    "corrupt_dataset",
+    "dilate_erode",
+    "fine_label_dir",
+    "load_manifest",
+    "polygon_coarse",
+]
 
 Mode = Literal["dilate_erode", "polygon", "markov"]
 MODES: tuple[str, ...] = ("dilate_erode", "polygon", "markov")
@@ -263,7 +271,7 @@ def corrupt_dataset(
 
     Returns:
         The manifest: mode, ratio, seed, ignore_index (the one used), params, corrupted (sorted
-        ids), n_images, source (absolute path of ``src``).
+        ids), n_images, source (absolute path of ``src``), source_relative (``src`` relative to ``dst``).
 
     Raises:
         DataError: missing/empty source, dst equal to or inside src, non-empty foreign dst,
@@ -309,9 +317,38 @@ def corrupt_dataset(
         "corrupted": corrupted,
         "n_images": len(ids),
         "source": str(src.resolve()),
+        **_relative_source(src, dst),
     }
     atomic_write_text(dst / MANIFEST_NAME, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return manifest
+
+
+def _relative_source(src: Path, dst: Path) -> dict[str, str]:
+    """``source_relative``: the fine masks' folder relative to ``dst`` (survives moving the data root)."""
+    try:
+        return {"source_relative": Path(os.path.relpath(src.resolve(), dst.resolve())).as_posix()}
+    except ValueError:  # e.g. another drive on Windows: only the absolute path
+        return {}
+
+
+def fine_label_dir(label_dir: str | os.PathLike[str]) -> Path:
+    """The folder of fine (uncorrupted) masks a corrupted label folder was made from: its manifest's
+    ``source_relative`` (from ``label_dir``) if that exists, else its absolute ``source``.
+
+    Raises:
+        DataError: no manifest, or neither folder exists (one line naming the manifest and the path).
+    """
+    label_dir = Path(label_dir)
+    manifest = load_manifest(label_dir)
+    if manifest is None:
+        raise DataError(f"{label_dir}: no {MANIFEST_NAME}, so no fine masks are known (make it with `nlkd corrupt`)")
+    candidates = [label_dir / manifest["source_relative"]] if manifest.get("source_relative") else []
+    candidates += [Path(manifest["source"])] if manifest.get("source") else []
+    for folder in candidates:
+        if folder.is_dir():
+            return folder
+    where = ", ".join(str(c) for c in candidates) or "no source recorded"
+    raise DataError(f"{label_dir / MANIFEST_NAME}: the fine masks are missing ({where}); restore that folder")
 
 
 def load_manifest(label_dir: str | os.PathLike[str]) -> dict[str, Any] | None:

@@ -18,6 +18,7 @@ tests/test_ddp.py checks this against the single-process run it stands for.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
@@ -37,6 +38,7 @@ from tqdm import tqdm
 
 from nlkd.checkpoint import build_model, load_checkpoint, make_checkpoint, unwrap
 from nlkd.config import TrainConfig, check_config, config_from_dict, config_to_dict
+from nlkd.data.extras import EXTRA_PROVIDERS
 from nlkd.data.folder import FolderDataset, make_loader
 from nlkd.data.info import DatasetInfo
 from nlkd.data.validate import check_split
@@ -48,8 +50,9 @@ from nlkd.noise import load_manifest
 from nlkd.optim import build_optimizer, build_scheduler
 from nlkd.runtime import Distributed, dataset_info, resolve_device, setup_distributed
 from nlkd.strategies import StepInputs, Strategy, create_strategy
+from nlkd.strategies.base import network_loss
 from nlkd.teacher import teacher_scores
-from nlkd.weighting import per_image_cross_entropy, weighted_loss
+from nlkd.weighting import per_image_cross_entropy
 
 __all__ = ["Run", "build_datasets", "build_run", "epoch_line", "finish", "run_epoch", "train", "train_step"]
 
@@ -195,6 +198,7 @@ def build_run(cfg: TrainConfig, resume: bool, log: Log) -> Run:
     say = log if dd.main else _silent
     run = Run(cfg, dd, device, info, train_ds, val_ds, strategy, models, optimizers, schedulers, steps, say)
     _resume_or_start(run, resume)
+    _attach_extras(run)
     run.scores = _teacher_scores(run)
     coarse = _coarse_flags(cfg, train_ds, strategy.needs_coarse_flags)
     run.coarse = None if coarse is None else coarse.to(device)
@@ -202,6 +206,18 @@ def build_run(cfg: TrainConfig, resume: bool, log: Log) -> Run:
         ids = [device.index] if device.type == "cuda" else None
         run.models = [nn.parallel.DistributedDataParallel(m, device_ids=ids) for m in models]
     return run
+
+
+def _attach_extras(run: Run) -> None:
+    """Give the training set the per-image maps the strategy needs (``needs_extras``), and the fine masks
+    of a ``nlkd corrupt`` label folder when they can be found (for the corrupted-pixel diagnostics)."""
+    for name in run.strategy.needs_extras:
+        if name not in EXTRA_PROVIDERS:
+            raise NLKDError(f"strategy {run.strategy.name!r} needs {name!r}, which no data provider offers")
+        run.train_ds.add_extra(name, EXTRA_PROVIDERS[name](run.cfg, run.train_ds, run.device))
+    if "fine_mask" not in run.train_ds.extras:
+        with contextlib.suppress(DataError):  # no manifest or no fine masks: only the diagnostics go without
+            run.train_ds.add_extra("fine_mask", EXTRA_PROVIDERS["fine_mask"](run.cfg, run.train_ds, run.device))
 
 
 def _silent(*args: Any, **kwargs: Any) -> None:
@@ -356,18 +372,18 @@ def _progress(batches: Iterable[dict[str, Tensor]], desc: str, show: bool) -> tq
 def train_step(run: Run, batch: dict[str, Tensor], epoch: int, step: int) -> Tensor:
     """One optimisation step of every network on ``batch``; returns the total loss (detached scalar).
 
-    Each network's logits -> per-image CE (+ the model's auxiliary loss) -> the strategy's per-image
-    weights -> weighted loss, summed over the networks -> backward -> optimiser and LR schedule step.
+    Each network's logits -> per-image CE (+ the model's auxiliary loss) -> the strategy's weights
+    (per image; per pixel / soft target / target set for pixel-level strategies, whose per-image loss is
+    then recomputed by ``per_image_loss``) -> weighted loss, summed over the networks -> backward ->
+    optimiser and LR schedule step.
     """
     ignore = run.info.ignore_index
     images = batch["image"].to(run.device, memory_format=run.layout)
     target, index = batch["mask"].to(run.device), batch["index"].to(run.device)
     with torch.autocast(run.device.type, dtype=run.amp_dtype, enabled=run.use_amp):
         logits = [m(images) for m in run.models]
-    losses = [
-        per_image_cross_entropy(lg.float(), target, ignore) + auxiliary_loss(m, target, ignore)
-        for m, lg in zip(run.models, logits)
-    ]
+    aux = [auxiliary_loss(m, target, ignore) for m in run.models]
+    losses = [per_image_cross_entropy(lg.float(), target, ignore) + a for lg, a in zip(logits, aux)]
     inputs = StepInputs(
         index=index,
         target=target,
@@ -378,9 +394,13 @@ def train_step(run: Run, batch: dict[str, Tensor], epoch: int, step: int) -> Ten
         steps_per_epoch=run.steps_per_epoch,
         teacher_scores=None if run.scores is None else run.scores[index],
         coarse=None if run.coarse is None else run.coarse[index],
+        extras={k: v.to(run.device) for k, v in batch.get("extras", {}).items()},
     )
-    weights = run.strategy.weights(inputs)
-    total = sum(weighted_loss(ls, w, run.cfg.strategy.reduction) for ls, w in zip(losses, weights))
+    weights = run.strategy.loss_weights(inputs)
+    reduction = run.cfg.strategy.reduction
+    total = sum(
+        network_loss(lw, ls, a, lg, target, ignore, reduction) for lw, ls, a, lg in zip(weights, losses, aux, logits)
+    )
     if not torch.isfinite(total):
         last = run.out / "last.pt"
         kept = f"{last} is the last good checkpoint" if last.is_file() else "no checkpoint written"

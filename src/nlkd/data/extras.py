@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from nlkd.config import TrainConfig
     from nlkd.data.folder import FolderDataset
 
-__all__ = ["EXTRA_PROVIDERS", "ExtraMap", "label_maps", "register_extra"]
+__all__ = ["EXTRA_PROVIDERS", "ExtraMap", "fine_masks", "label_maps", "register_extra"]
 
 
 @dataclass(frozen=True)
@@ -98,3 +98,13 @@ def label_maps(dataset: FolderDataset, folder: str | os.PathLike[str]) -> ExtraM
     for m in maps:
         m.flags.writeable = False
     return ExtraMap("label", maps.__getitem__)
+
+
+@register_extra("fine_mask")
+def fine_masks(cfg: TrainConfig, dataset: FolderDataset, device: torch.device) -> ExtraMap:
+    """The fine masks of a label folder written by ``nlkd corrupt`` (its manifest names their folder)."""
+    del device
+    from nlkd.noise import fine_label_dir
+
+    label_dir = Path(cfg.data.root) / "labels" / (cfg.data.labels or cfg.data.train_split)
+    return label_maps(dataset, fine_label_dir(label_dir))

@@ -7,6 +7,7 @@ from nlkd.errors import ConfigError, did_you_mean
 from nlkd.strategies.base import LossWeights, StepInputs, Strategy
 from nlkd.strategies.discard import Discard
 from nlkd.strategies.fixed import Fixed
+from nlkd.strategies.oracle import OracleImage, OraclePixel
 from nlkd.strategies.simple import NLKD, Baseline, Reweight
 from nlkd.strategies.two_network import CoTeaching, CoTeachingPlus, Decoupling
 
@@ -20,7 +21,18 @@ def register_strategy(cls: type[Strategy]) -> type[Strategy]:
     return cls
 
 
-for _cls in (Baseline, Reweight, NLKD, Fixed, Discard, Decoupling, CoTeaching, CoTeachingPlus):
+for _cls in (
+    Baseline,
+    Reweight,
+    NLKD,
+    Fixed,
+    Discard,
+    Decoupling,
+    CoTeaching,
+    CoTeachingPlus,
+    OracleImage,
+    OraclePixel,
+):
     register_strategy(_cls)
 
 

@@ -17,8 +17,9 @@ import torch
 from torch import Tensor
 
 from nlkd.config import StrategyConfig
+from nlkd.weighting import Reduction, per_image_loss, weighted_loss
 
-__all__ = ["LossWeights", "RunningMeans", "StepInputs", "Strategy"]
+__all__ = ["LossWeights", "RunningMeans", "StepInputs", "Strategy", "network_loss"]
 
 
 @dataclass
@@ -72,6 +73,30 @@ class LossWeights:
     def image_only(self) -> bool:
         """True when only per-image weights are set (the per-image CE of the loop is used as it is)."""
         return self.pixel is None and self.soft_target is None and self.target_set is None
+
+
+def network_loss(
+    lw: LossWeights,
+    losses: Tensor,
+    aux: Tensor | float,
+    logits: Tensor,
+    target: Tensor,
+    ignore_index: int | None,
+    reduction: Reduction = "mean",
+) -> Tensor:
+    """One network's batch loss: ``weighted_loss(per-image loss, lw.image)``.
+
+    Args:
+        lw: the strategy's weights for this network.
+        losses: (B,) per-image CE + auxiliary loss as the loop computed it; used as it is when ``lw`` has
+            only image weights (so image-level strategies train exactly as before).
+        aux: (B,) or scalar auxiliary loss of the model, added to the recomputed per-pixel loss.
+        logits: (B, C, H, W) and target (B, H, W), for :func:`nlkd.weighting.per_image_loss`.
+    """
+    if not lw.image_only:
+        pixel = per_image_loss(logits.float(), target, ignore_index, lw.pixel, lw.soft_target, lw.target_set)
+        losses = pixel + aux
+    return weighted_loss(losses, lw.image, reduction)
 
 
 class RunningMeans:
