@@ -112,7 +112,9 @@ def test_corrupt_takes_the_ignore_index_from_dataset_yaml(
     band_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     rc, out = corrupt(capsys, band_data, tmp_path / "de")
-    assert rc == 0 and f"ignore_index 255 ({band_data / 'dataset.yaml'})" in out
+    assert rc == 0 and out.splitlines()[1] == (
+        f"unlabelled pixels: value 255, from {band_data / 'dataset.yaml'}; never moved"
+    )
     assert band_moved(band_data, tmp_path / "de") == [False] * 4
     assert json.loads((tmp_path / "de" / "manifest.json").read_text())["ignore_index"] == 255
 
@@ -122,7 +124,9 @@ def test_corrupt_without_an_ignore_index_moves_the_band_and_says_so(
 ) -> None:
     (band_data / "dataset.yaml").unlink()
     rc, out = corrupt(capsys, band_data, tmp_path / "de")
-    assert rc == 0 and "no ignore_index (no --ignore-index and no ROOT/dataset.yaml): every mask value" in out
+    assert rc == 0 and out.splitlines()[1] == (
+        "unlabelled pixels: none (no --ignore-index, no ROOT/dataset.yaml): every mask value is treated as a class"
+    )
     assert any(band_moved(band_data, tmp_path / "de"))
 
 
@@ -131,9 +135,9 @@ def test_corrupt_ignore_index_flag_wins_and_yaml_needs_no_class_count(
 ) -> None:
     (band_data / "dataset.yaml").write_text("ignore_index: 2\n")  # no num_classes: corrupt does not need it
     rc, out = corrupt(capsys, band_data, tmp_path / "a")
-    assert rc == 0 and "ignore_index 2 (" in out
+    assert rc == 0 and "unlabelled pixels: value 2, from" in out
     rc, out = corrupt(capsys, band_data, tmp_path / "b", "--ignore-index", "255")
-    assert rc == 0 and "ignore_index 255 (--ignore-index)" in out
+    assert rc == 0 and "unlabelled pixels: value 255, from --ignore-index;" in out
     assert band_moved(band_data, tmp_path / "b") == [False] * 4
 
 
@@ -340,7 +344,7 @@ def test_scores_reader_accepts_the_old_column_names(header: str, row: str, expec
 
     path = tmp_path / "s.csv"
     path.write_text(f"{header}\n{row}\n")
-    assert read_scores_csv(path) == {"a": expected}
+    assert read_scores_csv(path) == read_scores_csv(path, "quality") == {"a": expected}
     assert read_scores_csv(path, "iou") == {"a": float(row.split(",")[header.split(",").index("iou")])}
 
 

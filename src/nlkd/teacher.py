@@ -105,8 +105,8 @@ _OLD_QUALITY_NAMES = ("weight", "bfmiou")
 
 def read_scores_csv(path: str | os.PathLike[str], column: str | None = None) -> dict[str, float]:
     """Read ``id -> score`` from a scores CSV (``nlkd score`` / ``nlkd audit`` output, or any CSV with ``id``
-    and a score column). ``column=None`` takes ``quality``, else the names it had in CSVs of earlier versions
-    (``weight``, then ``bfmiou``).
+    and a score column). ``column=None`` or ``"quality"`` takes ``quality``, else the names it had in CSVs of
+    earlier versions (``weight``, then ``bfmiou``).
 
     A missing column, an id given twice or a value that is not a number is a one-line :class:`DataError`
     naming the file and the line; ``nan`` is a number (an image without valid pixels)."""
@@ -117,7 +117,7 @@ def read_scores_csv(path: str | os.PathLike[str], column: str | None = None) -> 
         raise DataError(f"{path}: cannot read scores file ({getattr(e, 'strerror', None) or e})") from None
     reader = csv.DictReader([ln for _, ln in numbered])
     header = reader.fieldnames or []
-    names = (column,) if column else ("quality", *_OLD_QUALITY_NAMES)
+    names = ("quality", *_OLD_QUALITY_NAMES) if column in (None, "quality") else (column,)
     found = next((c for c in names if c in header), None)
     if "id" not in header or found is None:
         wanted = " or ".join(repr(c) for c in names)

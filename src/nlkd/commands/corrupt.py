@@ -99,8 +99,8 @@ def _ignore_index(args: argparse.Namespace) -> tuple[int | None, str]:
         return args.ignore_index, "--ignore-index"
     found = _dataset_ignore_index(args.src)
     if found is None:
-        return None, "no --ignore-index and no ROOT/dataset.yaml"
-    return found[0], str(found[1])
+        return None, "no --ignore-index, no ROOT/dataset.yaml"
+    return found[0], str(found[1]) if found[0] is not None else f"{found[1]} has none"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -118,11 +118,13 @@ def run(args: argparse.Namespace) -> int:
     )
     used = manifest["ignore_index"]
     if used is None:
-        unlabelled = f"no ignore_index ({source}): every mask value is a class"
+        unlabelled = f"none ({source}): every mask value is treated as a class"
+    elif used == ignore_index:
+        unlabelled = f"value {used}, from {source}" + ("" if args.mode == "polygon" else "; never moved")
     else:
-        unlabelled = f"ignore_index {used} ({source if used == ignore_index else 'the polygon default'})"
+        unlabelled = f"value {used}, the polygon band's default (--ignore-index sets it)"
     print(
         f"corrupted {len(manifest['corrupted'])} of {manifest['n_images']} masks ({args.mode}, seed "
-        f"{args.seed}, {unlabelled}) -> {args.dst} (manifest.json lists them)"
+        f"{args.seed}) -> {args.dst} (manifest.json lists them)\nunlabelled pixels: {unlabelled}"
     )
     return 0
