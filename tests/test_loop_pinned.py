@@ -38,7 +38,7 @@ def _run(name: str, data: Path, out: Path) -> dict[str, Any]:
 def test_final_metrics_are_pinned(name: str, tiny_data: Path, tmp_path: Path) -> None:
     got = _run(name, tiny_data, tmp_path / "run")
     want = PINNED[name]
-    assert got.keys() == want.keys()
+    assert want.keys() <= got.keys()  # new diagnostics may be logged beside the pinned figures
     for k, v in want.items():
         assert got[k] == pytest.approx(v, rel=1e-4, abs=1e-7), k
 

@@ -77,7 +77,8 @@ class StrategyConfig:
     teacher: str | None = None  # checkpoint of the teacher (reweight, nlkd, discard)
     teacher_scores: str | None = None  # CSV of per-image teacher scores (e.g. out-of-fold); overrides teacher
     metric: str = "bfmiou"  # bfmiou | bf | miou
-    tolerance: float = 2.0  # BF tolerance θ in pixels at the training resolution
+    tolerance: float = 2.0  # BF tolerance θ in pixels at the training resolution, for the weights (not eval)
+    transform: str = "raw"  # reweight/nlkd weights: raw score | rank (percentile) | gmm (2-Gaussian posterior)
     warmup_epochs: int | None = None  # λ = 0 for this many epochs; default: 10 % of the epochs
     final_lambda: float = 0.5
     reduction: str = "mean"  # mean | sum | normalized
@@ -212,6 +213,7 @@ _CHECKS: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "strategy.metric": (lambda v: v in ("bfmiou", "bf", "miou"), "bfmiou, bf or miou"),
     "strategy.reduction": (lambda v: v in ("mean", "sum", "normalized"), "mean, sum or normalized"),
     "strategy.tolerance": (lambda v: 0 < v < float("inf"), "a finite number of pixels > 0"),
+    "strategy.transform": (lambda v: v in ("raw", "rank", "gmm"), "raw, rank or gmm"),
     "strategy.final_lambda": (lambda v: 0 <= v <= 1, "a number in [0, 1]"),
     "strategy.warmup_epochs": (lambda v: v is None or v >= 0, "an int >= 0, or null"),
     "epochs": (lambda v: v >= 1, "an int >= 1"),

@@ -49,6 +49,7 @@ from nlkd.models import auxiliary_loss
 from nlkd.noise import load_manifest
 from nlkd.optim import build_optimizer, build_scheduler
 from nlkd.runtime import Distributed, dataset_info, resolve_device, setup_distributed
+from nlkd.separation import WeightSeparation
 from nlkd.strategies import StepInputs, Strategy, create_strategy
 from nlkd.strategies.base import network_loss
 from nlkd.teacher import teacher_scores
@@ -155,6 +156,7 @@ class Run:
     start_epoch: int = 0  # the first epoch still to train (from 0)
     scores: Tensor | None = None  # (N,) teacher scores of the training set, dataset order
     coarse: Tensor | None = None  # (N,) bool images flagged coarse
+    separation: WeightSeparation = field(default_factory=WeightSeparation)  # network 0's weights, per epoch
 
     def __post_init__(self) -> None:
         cfg = self.cfg
@@ -317,6 +319,7 @@ def run_epoch(run: Run, epoch: int) -> dict[str, Any]:
         "epoch": epoch + 1,
         "train_loss": loss_sum / max(n_seen, 1),
         **run.strategy.log.pop(),
+        **run.separation.pop(gather=dd.enabled),
         "lr": run.optimizers[0].param_groups[0]["lr"],
         "val_miou": val["miou"],
         "val_bf": val["bf"],
@@ -397,6 +400,7 @@ def train_step(run: Run, batch: dict[str, Tensor], epoch: int, step: int) -> Ten
         extras={k: v.to(run.device) for k, v in batch.get("extras", {}).items()},
     )
     weights = run.strategy.loss_weights(inputs)
+    run.separation.add(weights[0], inputs, ignore)
     reduction = run.cfg.strategy.reduction
     total = sum(
         network_loss(lw, ls, a, lg, target, ignore, reduction) for lw, ls, a, lg in zip(weights, losses, aux, logits)

@@ -1,9 +1,15 @@
-"""Single-network strategies: plain CE, teacher-only reweighting, and NLKD (Eq. 5-7)."""
+"""Single-network strategies: plain CE, teacher-only reweighting, and NLKD (Eq. 5-7).
+
+``strategy.transform`` (reweight, nlkd): ``raw`` weights by the scores themselves (the paper); ``rank`` and
+``gmm`` map every score — the student's too — through a :class:`nlkd.score_transforms.ScoreTransform`
+fitted once on the teacher scores of the training set, and scale the batch's weights to mean 1.
+"""
 
 from __future__ import annotations
 
 from torch import Tensor
 
+from nlkd.score_transforms import ScoreTransform, normalise_batch_mean
 from nlkd.strategies.base import StepInputs, Strategy
 from nlkd.weighting import LambdaSchedule, NLKDWeighter, distill_weights
 
@@ -19,20 +25,40 @@ class Baseline(Strategy):
         return [self.ones(step)]
 
 
-class Reweight(Strategy):
-    """Teacher-only reweighting (the paper's "Reweight" rows): w = the teacher's cached score."""
+class _TeacherScored(Strategy):
+    """Shared by reweight and nlkd: the score transform, fitted in :meth:`setup` (``raw``: none)."""
+
+    needs_teacher = True
+    transform: ScoreTransform | None = None
+
+    def setup(self, all_teacher_scores: Tensor) -> None:
+        if self.cfg.transform != "raw":
+            self.transform = ScoreTransform(self.cfg.transform, all_teacher_scores)  # type: ignore[arg-type]
+
+    def _transformed(self, scores: Tensor) -> Tensor:
+        if self.transform is None:
+            raise ValueError(f"strategy.transform={self.cfg.transform!r} needs setup() with the teacher scores")
+        return self.transform(scores)
+
+
+class Reweight(_TeacherScored):
+    """Teacher-only reweighting (the paper's "Reweight" rows): w = the teacher's cached score
+    (``transform=raw``), or its rank / GMM posterior scaled to batch mean 1."""
 
     name = "reweight"
-    needs_teacher = True
 
     def weights(self, step: StepInputs) -> list[Tensor]:
-        assert step.teacher_scores is not None
-        w = step.teacher_scores.nan_to_num(0.0)
+        if step.teacher_scores is None:
+            raise ValueError("strategy 'reweight' needs StepInputs.teacher_scores; got None")
+        if self.cfg.transform == "raw":
+            w = step.teacher_scores.nan_to_num(0.0)
+        else:
+            w = normalise_batch_mean(self._transformed(step.teacher_scores))
         self.log_weights("w_teacher", w, step.coarse)
         return [w]
 
 
-class NLKD(Strategy):
+class NLKD(_TeacherScored):
     """NLKD: W_kd = λ · w_student + (1 − λ) · w_teacher (Eq. 6) with the warm-up + linear λ schedule.
 
     The student's score comes from the same forward pass (argmax of its logits, no extra pass);
@@ -40,7 +66,6 @@ class NLKD(Strategy):
     """
 
     name = "nlkd"
-    needs_teacher = True
 
     def __init__(self, cfg, num_classes, ignore_index, epochs) -> None:  # type: ignore[no-untyped-def]
         super().__init__(cfg, num_classes, ignore_index, epochs)
@@ -62,8 +87,12 @@ class NLKD(Strategy):
             step=step.step,
             steps_per_epoch=step.steps_per_epoch,
         )
+        if self.cfg.transform != "raw":  # the student's score mapped like the teacher's (rank / posterior)
+            w_teacher = self._transformed(w_teacher)
+            w_student = None if w_student is None else self._transformed(w_student)
         self.log.add("lambda", lam, len(w_teacher))
         self.log_weights("w_teacher", w_teacher, step.coarse)
         if w_student is not None:
             self.log_weights("w_student", w_student, step.coarse)
-        return [distill_weights(w_teacher if w_student is None else w_student, w_teacher, lam)]
+        w = distill_weights(w_teacher if w_student is None else w_student, w_teacher, lam)
+        return [w if self.cfg.transform == "raw" else normalise_batch_mean(w)]
