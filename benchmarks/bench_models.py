@@ -4,6 +4,7 @@ Run from the repository root::
 
     .venv/bin/python benchmarks/bench_models.py                 # batch 4 at 96x128, 2 threads
     .venv/bin/python benchmarks/bench_models.py --models unet pointrend --reps 10
+    .venv/bin/python benchmarks/bench_models.py --quick     # batch 2 at 64x64, once (seconds; for the tests)
 
 Forward is measured in eval mode under ``torch.inference_mode`` (PointRend's adaptive subdivision
 included); forward+backward in train mode with the loss the training loop uses: per-image CE plus the
@@ -24,7 +25,7 @@ from collections.abc import Callable
 import torch
 
 from nlkd.models import auxiliary_loss, create_model, list_models
-from nlkd.models.registry import per_image_cross_entropy
+from nlkd.weighting import per_image_cross_entropy
 
 __all__ = ["bench_model", "main"]
 
@@ -86,7 +87,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="batch 2 at 64x64, no warm-up, one run (seconds)")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.batch, args.height, args.width, args.warmup, args.reps = 2, 64, 64, 0, 1
     torch.set_num_threads(args.threads)
 
     command = " ".join([os.path.relpath(sys.argv[0]), *(sys.argv[1:] if argv is None else argv)])
