@@ -231,6 +231,16 @@ def report(args: argparse.Namespace, runs: Path, data: Path, methods: list[str])
         )
         groups["corrupted annotations"] += list(b)
         groups["clean annotations"] += list(g)
+    for m in methods:  # the student's own weights (nlkd), corrupted vs clean, per epoch once λ > 0
+        for s in args.seeds:
+            metrics = runs / f"{m}_s{s}" / "metrics.jsonl"
+            recs = [json.loads(ln) for ln in metrics.read_text().splitlines()] if metrics.exists() else []
+            ratios = [r["w_student_coarse"] / r["w_student_clean"] for r in recs if r.get("w_student_clean")]
+            if ratios:
+                print(
+                    f"{m} seed {s}: student weight corrupted / clean {min(ratios):.2f}–{max(ratios):.2f} "
+                    f"over {len(ratios)} epochs (λ > 0)"
+                )
     if groups["clean annotations"]:
         weight_histogram(
             {k: np.array(v) for k, v in groups.items()},
