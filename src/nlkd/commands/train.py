@@ -14,7 +14,10 @@ from nlkd.config import TrainConfig, load_config, parse_set
 READY_CONFIGS = ("cpu", "paper")
 #: Listed in ``--help`` (the registries hold the truth; importing them here would import torch).
 MODEL_NAMES = ("unet", "deeplabv3plus", "ocrnet", "pointrend")
-STRATEGY_NAMES = ("baseline", "reweight", "nlkd", "fixed", "discard", "decoupling", "coteaching", "coteaching_plus")
+STRATEGY_NAMES = (
+    *("baseline", "reweight", "nlkd", "fixed", "discard", "decoupling", "coteaching", "coteaching_plus"),
+    *("oracle_image", "oracle_pixel"),
+)
 
 FLAG_KEYS = {
     "data": "data.root",
