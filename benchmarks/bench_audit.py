@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nlkd.audit import audit_batch, auroc, average_precision
+from nlkd.audit import audit_batch, auroc, average_precision, strict_bf_iou
 from nlkd.checkpoint import model_from_checkpoint
 from nlkd.config import parse_size
 from nlkd.data.folder import FolderDataset, make_loader
@@ -68,7 +68,7 @@ def score_split(model, dataset: FolderDataset, device: torch.device, batch_size:
     from cleanlab.segmentation.rank import get_label_quality_scores
 
     info = dataset.info
-    out: dict[str, list[np.ndarray]] = {"bfmiou": [], "cleanlab": [], "ce": [], "labelled": []}
+    out: dict[str, list[np.ndarray]] = {k: [] for k in ("bfmiou", "strict", "x_labelled", "cleanlab", "ce", "labelled")}
     seconds = dict.fromkeys(("bfmiou", "cleanlab", "ce"), 0.0)
     forward, relabelled = 0.0, 0
     for batch in make_loader(dataset, batch_size=batch_size, shuffle=False, seed=0):
@@ -83,6 +83,9 @@ def score_split(model, dataset: FolderDataset, device: torch.device, batch_size:
         out["bfmiou"].append(-(s.bf + s.iou) / 2)
         seconds["bfmiou"] += time.perf_counter() - t0
         out["labelled"].append(-s.labelled)  # computed by audit_batch as well: its seconds are bfmiou's
+        out["x_labelled"].append(-(s.bf + s.iou) / 2 * s.labelled)
+        strict_bf, strict_iou = strict_bf_iou(pred, target, info.num_classes, tolerance, info.ignore_index)
+        out["strict"].append(-((strict_bf + strict_iou) / 2).cpu().numpy())
 
         t0 = time.perf_counter()
         labels = target
@@ -192,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     names = {
         "bfmiou": "BFmIoU quality (nlkd)",
+        "strict": "BFmIoU, unlabelled pixels = disagreement",
+        "x_labelled": "BFmIoU × labelled share",
         "cleanlab": "cleanlab get_label_quality_scores (softmin)",
         "ce": "mean pixel cross-entropy",
         "labelled": "share of labelled pixels (no teacher)",

@@ -196,6 +196,42 @@ def test_audit_batch_agrees_with_metrics_and_respects_ignore_index():
         np.testing.assert_array_equal(a, b)
 
 
+def test_strict_scores_count_unlabelled_bands_as_disagreement():
+    from nlkd.audit import strict_bf_iou
+    from nlkd.metrics import segmentation_stats
+
+    g = torch.Generator().manual_seed(1)
+    up = torch.nn.functional.interpolate
+    fine = up(torch.randn(4, 4, 6, 8, generator=g), size=(24, 32), mode="bicubic").argmax(1)
+    pred = fine.clone()
+    pred[:, 10:14, 5:20] = 3  # the teacher errs in a block
+    # a polygon-like mask: the fine one with an unlabelled band along every class boundary
+    edge = torch.zeros_like(fine, dtype=torch.bool)
+    edge[:, 1:] |= fine[:, 1:] != fine[:, :-1]
+    edge[:, :, 1:] |= fine[:, :, 1:] != fine[:, :, :-1]
+    band = torch.nn.functional.max_pool2d(edge[:, None].float(), 3, 1, 1)[:, 0] > 0  # 2-3 px wide
+    banded = fine.masked_fill(band, 255)
+    banded[3] = 255  # nothing labelled
+    base = segmentation_stats(pred, banded, 4, 2.0, 255)
+    bf, iou = strict_bf_iou(pred, banded, 4, 2.0, 255)
+    ok = slice(0, 3)
+    assert (base.bf[ok] + base.iou[ok] > (bf[ok] + iou[ok]).float() + 0.05).all()  # the band no longer helps
+    assert torch.isnan(bf[3]) and torch.isnan(iou[3])
+    fine_bf, fine_iou = strict_bf_iou(pred, fine, 4, 2.0, 255)  # nothing unlabelled: the usual numbers
+    plain = segmentation_stats(pred, fine, 4, 2.0, 255)
+    assert torch.equal(fine_bf, plain.bf.double()) and torch.equal(fine_iou, plain.iou.double())
+    assert ((fine_bf + fine_iou)[ok] > (bf + iou)[ok]).all()  # the banded mask now ranks below its fine one
+    # IoU by hand: unlabelled pixels the teacher calls class c count against class c
+    for b in range(3):
+        ious = []
+        for c in range(4):
+            p, t, lab = pred[b] == c, banded[b] == c, banded[b] != 255
+            union = (p & lab) | t | (p & ~lab)
+            if union.any():
+                ious.append(int((p & t).sum()) / int(union.sum()))
+        assert iou[b].item() == pytest.approx(np.mean(ious), abs=1e-12)
+
+
 def test_disagreement_map_marks_only_valid_differences():
     image = np.full((2, 2, 3), 100, np.uint8)
     out = disagreement_map(image, np.array([[1, 1], [0, 0]]), np.array([[1, 0], [255, 0]]), ignore_index=255)
@@ -220,7 +256,8 @@ def test_corrupted_annotations_rank_worst(audit_out: Path):
 def test_scores_csv_columns_order_and_values(audit_out: Path, teacher: Path, bad_root: Path):
     rows = _read_csv(audit_out / "scores.csv")
     header = list(rows[0])
-    fixed = ["id", "quality", "bf", "iou", "worst_classes", "pixel_disagreement", "labelled", "image", "mask"]
+    fixed = ["id", "quality", "bf", "iou", "worst_classes", "pixel_disagreement", "labelled", "strict_quality"]
+    fixed += ["image", "mask"]
     names = ["sky", "ground", "building", "tree", "pole", "wire"]
     assert header == fixed + [f"boundary_disagreement:{n}" for n in names]
     assert len(rows) == 16
@@ -238,7 +275,8 @@ def test_scores_csv_columns_order_and_values(audit_out: Path, teacher: Path, bad
         per_class = {n: float(r[f"boundary_disagreement:{n}"]) for n in names}
         assert all(per_class[a] >= per_class[b] for a, b in itertools.pairwise(worst))
         assert 0 <= float(r["pixel_disagreement"]) <= 1
-        assert float(r["labelled"]) == 1.0  # the synthetic set has no ignore label
+        assert float(r["labelled"]) == 1.0  # the synthetic set has no ignore label ...
+        assert r["strict_quality"] == r["quality"]  # ... so nothing is stricter
         assert Path(r["image"]).is_file() and Path(r["mask"]) == bad_root / "labels" / "bad" / f"{r['id']}.png"
     # the nlkd-score-format copy plugs into `nlkd train --teacher-scores`
     weights = read_scores_csv(audit_out / "teacher_scores.csv")
@@ -508,6 +546,8 @@ def test_bench_audit_table(teacher: Path, bad_root: Path, capsys):
     rows = [ln for ln in out.splitlines() if ln.startswith("| ") and "AUROC" not in ln]
     assert [r.split(" | ")[0] for r in rows] == [
         "| BFmIoU quality (nlkd)",
+        "| BFmIoU, unlabelled pixels = disagreement",
+        "| BFmIoU × labelled share",
         "| cleanlab get_label_quality_scores (softmin)",
         "| mean pixel cross-entropy",
         "| share of labelled pixels (no teacher)",
@@ -515,7 +555,8 @@ def test_bench_audit_table(teacher: Path, bad_root: Path, capsys):
     ]
     assert "Command:" in out and "Machine:" in out and "teacher's argmax" in out
     assert float(rows[0].split(" | ")[2]) > 0.9  # BFmIoU AUROC on the flipped masks
-    assert rows[3].split(" | ")[2:4] == ["0.500", "0.375"]  # flipped masks keep every label: no signal
+    assert rows[5].split(" | ")[2:4] == ["0.500", "0.375"]  # flipped masks keep every label: no signal
+    assert rows[1].split(" | ")[2:4] == rows[0].split(" | ")[2:4] == rows[2].split(" | ")[2:4]  # ... nor change
 
 
 def test_bench_audit_without_cleanlab(monkeypatch, capsys):
@@ -543,7 +584,11 @@ def test_polygon_coarse_annotations_found_by_their_unlabelled_share(tiny_data: P
     assert summary["detection_by_labelled"]["auroc"] == 1.0  # every coarse mask lost its band, no clean one did
     rows = {r["id"]: float(r["labelled"]) for r in _read_csv(out / "scores.csv")}
     assert all(rows[i] < 1 for i in BAD) and all(v == 1 for i, v in rows.items() if i not in BAD)
-    assert "leaves unlabelled" in (out / "report.html").read_text(encoding="utf-8")
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert "leaves unlabelled" in page and "strict quality" in page
+    # the band raises BFmIoU; counting it as disagreement turns the ranking the right way round
+    strict, plain = summary["detection_by_strict_quality"]["auroc"], summary["detection"]["auroc"]
+    assert strict > 0.5 > plain, (strict, plain)
 
 
 def test_detection_table_script(tmp_path: Path, capsys):

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from nlkd.audit.detection import Detection, auroc, average_precision, detection, precision_recall_curve, roc_curve
 from nlkd.audit.known_bad import known_bad_ids
-from nlkd.audit.scoring import BatchScores, audit_batch, audit_dataset
+from nlkd.audit.scoring import BatchScores, audit_batch, audit_dataset, strict_bf_iou
 from nlkd.audit.table import PROGRESS_NAME, AuditTable
 from nlkd.audit.teachers import Teachers
 
@@ -41,4 +41,5 @@ __all__ = [
     "known_bad_ids",
     "precision_recall_curve",
     "roc_curve",
+    "strict_bf_iou",
 ]

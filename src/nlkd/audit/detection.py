@@ -106,10 +106,12 @@ class Detection:
 
 def detection(table: AuditTable, bad: set[str], source: str, by: str = "quality") -> Detection:
     """Score a ranking of ``table`` as a detector of the ``bad`` ids: suspicion = −quality, or with
-    ``by="labelled"`` −(share of labelled pixels), the teacher-free sign of a coarse annotation."""
-    if by not in ("quality", "labelled"):
-        raise ValueError(f"by must be 'quality' or 'labelled', got {by!r}")
-    q = table.quality if by == "quality" else table.labelled
+    ``by="strict_quality"`` −(BFmIoU with unlabelled pixels as disagreement), or with ``by="labelled"``
+    −(share of labelled pixels), the teacher-free sign of a coarse annotation."""
+    scores = {"quality": table.quality, "strict_quality": table.strict_quality, "labelled": table.labelled}
+    if by not in scores:
+        raise ValueError(f"by must be one of {', '.join(scores)}, got {by!r}")
+    q = scores[by]
     keep = np.isfinite(q)
     y = np.array([i in bad for i in table.ids])[keep]
     s = -q[keep]

@@ -45,17 +45,19 @@ def write_report(
     top: int = 8,
     found: Detection | None = None,
     found_by_labelled: Detection | None = None,
+    found_by_strict: Detection | None = None,
     meta: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write the gallery, the figures and ``out_dir/report.html``; returns the page's path.
-    ``found_by_labelled`` (the same ids ranked by labelled share) is shown when some pixels are unlabelled."""
+    ``found_by_strict`` and ``found_by_labelled`` (the same ids ranked by strict quality and by labelled
+    share) are shown when some pixels are unlabelled."""
     out_dir = Path(out_dir)
     with torch.no_grad():
         items = render_gallery(table, dataset, teachers, out_dir, top)
     _draw_figures(out_dir / "figures", table, found)
     parts = [_summary_html(table, meta or {})]
     if found is not None:
-        parts.append(_detection_html(table, found, found_by_labelled))
+        parts.append(_detection_html(table, found, found_by_strict, found_by_labelled))
     parts.append(
         '<h2>Scores</h2><figure><img src="figures/quality_histogram.png" alt="quality histogram">'
         '</figure><figure><img src="figures/class_disagreement.png" alt="per-class disagreement">'
@@ -105,9 +107,11 @@ def _summary_html(table: AuditTable, meta: Mapping[str, Any]) -> str:
     )
 
 
-def _detection_html(table: AuditTable, found: Detection, by_labelled: Detection | None) -> str:
+def _detection_html(
+    table: AuditTable, found: Detection, by_strict: Detection | None, by_labelled: Detection | None
+) -> str:
     """How well low quality finds the known-bad ids, and (when some pixels are unlabelled) how well the
-    labelled share alone does."""
+    strict quality and the labelled share alone do."""
     extra = f" ({len(found.unknown_ids)} listed ids not in this split)" if found.unknown_ids else ""
     text = (
         f"<h2>Finding the known-bad annotations</h2><p>Ground truth: {_e(found.source)}; "
@@ -116,7 +120,14 @@ def _detection_html(table: AuditTable, found: Detection, by_labelled: Detection 
         f"(chance {found.n_bad / max(found.n, 1):.3f}).</p>"
         '<figure><img src="figures/detection.png" alt="ROC and precision-recall"></figure>'
     )
-    if by_labelled is not None and np.nanmin(table.labelled, initial=1.0) < 1:  # some pixels are unlabelled
+    unlabelled = np.nanmin(table.labelled, initial=1.0) < 1
+    if by_strict is not None and unlabelled:
+        text += (
+            "<p>Ranked instead by the strict quality (<code>strict_quality</code> in scores.csv: unlabelled "
+            "pixels count as disagreement, so an unlabelled band along the boundaries no longer raises the "
+            f"score): AUROC {by_strict.auroc:.3f}, average precision {by_strict.average_precision:.3f}.</p>"
+        )
+    if by_labelled is not None and unlabelled:
         text += (
             "<p>Ranked instead by the share of pixels the annotation leaves unlabelled (no teacher; "
             "coarse polygon labels leave bands and small objects unlabelled): "

@@ -24,21 +24,22 @@ from nlkd.io import atomic_write_text
 
 # ``metrics`` exposes per-image BF only; the per-class counts come from its private counter so that
 # 1 − BF_c uses exactly the matching behind the ``bf`` column (tests check mean_c BF_c == bf).
-from nlkd.metrics import segmentation_stats
+from nlkd.metrics import SegmentationStats, segmentation_stats
 
-__all__ = ["BatchScores", "audit_batch", "audit_dataset"]
+__all__ = ["BatchScores", "audit_batch", "audit_dataset", "strict_bf_iou"]
 
 
 @dataclass
 class BatchScores:
-    """Per-image audit numbers of a batch: ``bf``, ``iou``, ``pixel_disagreement``, ``labelled`` (B,) and
-    ``class_disagreement`` (B, C), float64 numpy; NaN where undefined."""
+    """Per-image audit numbers of a batch: ``bf``, ``iou``, ``pixel_disagreement``, ``labelled``,
+    ``strict_quality`` (B,) and ``class_disagreement`` (B, C), float64 numpy; NaN where undefined."""
 
     bf: np.ndarray
     iou: np.ndarray
     pixel_disagreement: np.ndarray
     class_disagreement: np.ndarray
     labelled: np.ndarray
+    strict_quality: np.ndarray
 
 
 @torch.no_grad()
@@ -55,7 +56,8 @@ def audit_batch(
 
     Returns:
         :class:`BatchScores`; ``class_disagreement[b, c] = 1 − BF_c`` (NaN when class c has a boundary
-        in neither map), ``pixel_disagreement`` = share of valid pixels with ``pred != target``.
+        in neither map), ``pixel_disagreement`` = share of valid pixels with ``pred != target``,
+        ``strict_quality`` = (BF + IoU) / 2 with unlabelled pixels as disagreement (:func:`strict_bf_iou`).
 
     >>> t = torch.tensor([[[0, 0, 1, 1]] * 4])
     >>> s = audit_batch(torch.zeros_like(t), t, num_classes=2)
@@ -69,8 +71,63 @@ def audit_batch(
     pixel = torch.where(total > 0, 1 - agree / total.clamp(min=1), torch.full_like(total, float("nan")))
     labelled = total / max(target[0].numel(), 1)
     bf, iou, class_bf = stats.bf, stats.iou, stats.class_bf
-    numpy = (t.cpu().numpy() for t in (bf, iou, pixel, 1 - class_bf, labelled))
+    strict_bf, strict_iou = strict_bf_iou(pred, target, num_classes, tolerance, ignore_index, stats=stats)
+    strict = (strict_bf + strict_iou) / 2
+    numpy = (t.cpu().numpy() for t in (bf, iou, pixel, 1 - class_bf, labelled, strict))
     return BatchScores(*numpy)
+
+
+@torch.no_grad()
+def strict_bf_iou(
+    pred: Tensor,
+    target: Tensor,
+    num_classes: int,
+    tolerance: float = 2.0,
+    ignore_index: int | None = None,
+    *,
+    stats: SegmentationStats | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Per-image BF and IoU that count unlabelled pixels as disagreement.
+
+    ``ignore_index`` pixels become a region of their own that no prediction matches (an extra class
+    left out of the class means): a class loses IoU where the prediction claims unlabelled pixels, and
+    a class region that ends at an unlabelled band has its boundary there, away from the predicted one.
+    Images without unlabelled pixels get exactly :func:`nlkd.metrics.segmentation_stats`' BF and IoU.
+
+    Args:
+        pred: (B, H, W) integer predicted labels in [0, C).
+        target: (B, H, W) integer annotation in [0, C) or ``ignore_index``.
+        num_classes: C.
+        tolerance: BF match distance in pixels (strictly below).
+        stats: ``segmentation_stats`` of the same inputs, when already computed.
+
+    Returns:
+        ``(bf, iou)``, each (B,) float64; NaN for images without labelled pixels.
+
+    >>> t = torch.tensor([[[0, 0, 9, 1, 1, 1]] * 4])  # one unlabelled column between the classes
+    >>> bf, iou = strict_bf_iou(torch.tensor([[[0, 0, 0, 1, 1, 1]] * 4]), t, 2, 1.0, ignore_index=9)
+    >>> round(iou.item(), 4)  # class 0: 8 of 12 predicted pixels labelled 0; class 1: 12 of 12
+    0.8333
+    """
+    if stats is None:
+        stats = segmentation_stats(pred, target, num_classes, tolerance, ignore_index)
+    bf, iou = stats.bf.double(), stats.iou.double()
+    if ignore_index is None:
+        return bf, iou
+    unlabelled = target == ignore_index
+    some = unlabelled.flatten(1).any(1)
+    if not bool(some.any()):
+        return bf, iou
+    extra = segmentation_stats(pred, target.masked_fill(unlabelled, num_classes), num_classes + 1, tolerance)
+    class_bf = extra.class_bf[:, :num_classes].double()
+    cm = extra.confusion.double()
+    inter = cm.diagonal(dim1=1, dim2=2)
+    union = (cm.sum(2) + cm.sum(1) - inter)[:, :num_classes]
+    class_iou = torch.where(union > 0, inter[:, :num_classes] / union.clamp(min=1), torch.nan)
+    labelled = ~unlabelled.flatten(1).all(1)
+    bf = torch.where(some, torch.nanmean(class_bf, 1), bf).masked_fill(~labelled, torch.nan)
+    iou = torch.where(some, torch.nanmean(class_iou, 1), iou).masked_fill(~labelled, torch.nan)
+    return bf, iou
 
 
 def audit_dataset(
@@ -105,7 +162,7 @@ def audit_dataset(
         )
         idx = batch["index"].numpy()
         table.bf[idx], table.iou[idx], table.pixel_disagreement[idx] = s.bf, s.iou, s.pixel_disagreement
-        table.labelled[idx] = s.labelled
+        table.labelled[idx], table.strict_quality[idx] = s.labelled, s.strict_quality
         table.class_disagreement[idx] = s.class_disagreement
         done[idx] = True
         if partial is not None and (step % save_every == 0 or step == len(loader)):

@@ -19,13 +19,25 @@ from nlkd.teacher import ScoreTable
 __all__ = ["PROGRESS_NAME", "AuditTable"]
 
 PROGRESS_NAME = "progress.csv"
-_FIXED = ("id", "quality", "bf", "iou", "worst_classes", "pixel_disagreement", "labelled", "image", "mask")
+_FIXED = (
+    "id",
+    "quality",
+    "bf",
+    "iou",
+    "worst_classes",
+    "pixel_disagreement",
+    "labelled",
+    "strict_quality",
+    "image",
+    "mask",
+)
 _CLASS_PREFIX = "boundary_disagreement:"
 
 
 @dataclass
 class AuditTable:
-    """Per-image audit numbers in dataset order: ``bf``, ``iou``, ``pixel_disagreement``, ``labelled`` (N,),
+    """Per-image audit numbers in dataset order: ``bf``, ``iou``, ``pixel_disagreement``, ``labelled``,
+    ``strict_quality`` (BFmIoU with unlabelled pixels as disagreement) (N,),
     ``class_disagreement`` (N, C). NaN for images not scored yet; all but ``labelled`` (then 0) are NaN
     for images without valid pixels too."""
 
@@ -38,14 +50,27 @@ class AuditTable:
     pixel_disagreement: np.ndarray
     class_disagreement: np.ndarray
     labelled: np.ndarray
+    strict_quality: np.ndarray
 
     @classmethod
     def empty(cls, ids: list[str], image_paths: list[str], mask_paths: list[str], class_names: list[str]) -> AuditTable:
         """A table of NaNs (nothing scored yet) over the given images and classes."""
         n, c = len(ids), len(class_names)
-        nan = np.full((n,), np.nan)
+
+        def nan() -> np.ndarray:
+            return np.full((n,), np.nan)
+
         return cls(
-            ids, image_paths, mask_paths, class_names, nan, nan.copy(), nan.copy(), np.full((n, c), np.nan), nan.copy()
+            ids,
+            image_paths,
+            mask_paths,
+            class_names,
+            bf=nan(),
+            iou=nan(),
+            pixel_disagreement=nan(),
+            class_disagreement=np.full((n, c), np.nan),
+            labelled=nan(),
+            strict_quality=nan(),
         )
 
     @classmethod
@@ -96,6 +121,7 @@ class AuditTable:
                     ";".join(self.worst_classes(i)),
                     num(float(self.pixel_disagreement[i])),
                     num(float(self.labelled[i])),
+                    num(float(self.strict_quality[i])),
                     self.image_paths[i],
                     self.mask_paths[i],
                     *(num(float(v)) for v in self.class_disagreement[i]),
@@ -125,6 +151,7 @@ class AuditTable:
                 if i is not None:
                     self.bf[i], self.iou[i] = float(r[2]), float(r[3])
                     self.pixel_disagreement[i], self.labelled[i] = float(r[5]), float(r[6])
+                    self.strict_quality[i] = float(r[7])
                     self.class_disagreement[i] = [float(v) for v in r[n_fixed:]]
                     done[i] = True
         except (ValueError, IndexError) as e:

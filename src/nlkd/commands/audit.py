@@ -256,24 +256,33 @@ def run_audit(
         resume=resume,
         save_every=save_every,
     )
-    found = by_labelled = None
+    found, others = None, {}
     if known_bad is not None:
         found = detection(table, *known_bad)
-        by_labelled = detection(table, *known_bad, by="labelled")
+        others = {by: detection(table, *known_bad, by=by) for by in ("strict_quality", "labelled")}
     atomic_write_text(out_dir / "scores.csv", table.to_csv())
     atomic_write_text(out_dir / "teacher_scores.csv", table.score_table().to_csv("bfmiou"))
     write_report(
-        out_dir, table, dataset, teachers, top=top, found=found, found_by_labelled=by_labelled, meta=meta or {}
+        out_dir,
+        table,
+        dataset,
+        teachers,
+        top=top,
+        found=found,
+        found_by_labelled=others.get("labelled"),
+        found_by_strict=others.get("strict_quality"),
+        meta=meta or {},
     )
-    record = _audit_record(key, meta or {}, table, found, by_labelled)
+    record = _audit_record(key, meta or {}, table, found, others)
     atomic_write_text(out_dir / "audit.json", json.dumps(record, indent=2) + "\n")
     return table, found
 
 
 def _audit_record(
-    key: str, meta: Mapping[str, Any], table: AuditTable, found: Detection | None, by_labelled: Detection | None
+    key: str, meta: Mapping[str, Any], table: AuditTable, found: Detection | None, others: Mapping[str, Detection]
 ) -> dict[str, Any]:
-    """The content of ``audit.json``: settings, image count, mean quality and the detection scores."""
+    """The content of ``audit.json``: settings, image count, mean quality and the detection scores (by
+    quality, and ``detection_by_<score>`` for the other rankings)."""
     record = {
         "key": key,
         **meta,
@@ -288,10 +297,10 @@ def _audit_record(
             "auroc": _json_float(found.auroc),
             "average_precision": _json_float(found.average_precision),
         }
-    if by_labelled is not None:
-        record["detection_by_labelled"] = {
-            "auroc": _json_float(by_labelled.auroc),
-            "average_precision": _json_float(by_labelled.average_precision),
+    for by, d in others.items():
+        record[f"detection_by_{by}"] = {
+            "auroc": _json_float(d.auroc),
+            "average_precision": _json_float(d.average_precision),
         }
     return record
 
