@@ -15,6 +15,10 @@ or machines into the same DIR) and trains nothing. A cell whose run already fini
 table under DIR (same config, same teacher, same seed) links that run instead of training it again;
 --no-reuse trains every cell itself. --cells trains a part of one table first (e.g. the 50 % column:
 --cells '*-r50'), with the teachers those cells need.
+
+noise-bench (issue 14) trains its runs as `nlkd train` processes, --jobs at a time, and writes
+DIR/noise-bench.md (one table per noise kind, paired 95 % intervals, PARTIAL until complete) and
+DIR/noise-bench.png; --adopt DIR links runs trained elsewhere at the same config.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from nlkd.commands._common import size_arg
 from nlkd.reproduce.cells import Cell, TablePlan, select_cells
 from nlkd.reproduce.scales import SCALES
 from nlkd.reproduce.tables import TABLES
@@ -43,7 +48,9 @@ _SECTIONS = ("data", "model", "optim", "strategy")
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("reproduce", help="re-run the paper's tables (grids of trainings) and compare",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    p.add_argument("table", choices=[*TABLES, "all"], help="which table (all: one after the other)")
+    p.add_argument("table", choices=[*TABLES, "all", "noise-bench"],
+                   help="which table (all: one after the other; noise-bench: which strategy to run on coarse "
+                   "labels, issue 14)")  # fmt: skip
     p.add_argument("--data", required=True, metavar="ROOT", help="data root with a clean train and val split")
     p.add_argument("--out", required=True, metavar="DIR", help="where runs, tables and plots go")
     p.add_argument("--scale", default="cpu", help=f"experiment settings: {' | '.join(SCALES)} (default cpu)")
@@ -57,6 +64,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="train only the cells whose name matches (e.g. 'baseline-*' '*-r50'), with their "
                    "teachers; the report still covers the whole table")  # fmt: skip
     p.add_argument("--no-reuse", action="store_true", help="train every cell, even one another table already ran")
+    p.add_argument("--size", type=size_arg, metavar="HxW", help="override the training resolution, e.g. 120x160")
+    p.add_argument("--jobs", type=int, metavar="N", help="noise-bench: runs trained at once (default: the setting's)")
+    p.add_argument("--adopt", metavar="DIR",
+                   help="noise-bench: link finished runs under DIR trained at the same config (e.g. a setting "
+                   "search) instead of training them again")  # fmt: skip
     p.set_defaults(func=run)
 
 
@@ -66,6 +78,8 @@ def command_line(args: argparse.Namespace, seeds: list[int]) -> str:
     parts += ["--seeds", *map(str, seeds)]
     if args.epochs is not None:
         parts += ["--epochs", str(args.epochs)]
+    if args.size is not None:
+        parts += ["--size", "x".join(map(str, args.size))]
     for item in args.set:
         parts += ["--set", item]
     return shlex.join(parts)
@@ -137,7 +151,16 @@ def run(args: argparse.Namespace) -> int:
 
     if args.cells and args.table == "all":
         raise ConfigError("--cells picks cells of one table; name the table instead of 'all'")
-    setup = make_setup(args.scale, args.data, args.out, epochs=args.epochs, overrides=parse_set(args.set))
+    if args.jobs is not None and args.jobs < 1:
+        raise ConfigError(f"--jobs: expected an int >= 1, got {args.jobs}")
+    if args.table == "noise-bench":
+        from nlkd.reproduce.bench import bench_setup, run_noise_bench
+
+        return run_noise_bench(args, command_line(args, bench_setup(args)[2]))
+    if args.jobs is not None or args.adopt is not None:
+        raise ConfigError("--jobs and --adopt apply to noise-bench only")
+    sizes = {"data.size": args.size} if args.size is not None else {}
+    setup = make_setup(args.scale, args.data, args.out, epochs=args.epochs, overrides={**sizes, **parse_set(args.set)})
     seeds = list(args.seeds) if args.seeds else list(setup.scale.seeds)
     command = command_line(args, seeds)
     failures: list[str] = []

@@ -1,0 +1,123 @@
+"""``nlkd reproduce noise-bench``: the benchmark that decides which strategy to run on coarse labels.
+
+    nlkd reproduce noise-bench --data ROOT --out DIR --scale cpu --seeds 0 1 2 [--jobs 2]
+
+The setting (resolution, epochs, bf16 + channels_last, the noise kinds, the rows) is the scale's block
+of ``noise_bench.yaml`` (:mod:`~nlkd.reproduce.bench_plan`), overridable by ``--epochs``, ``--size`` and
+``--set``. Runs are plain ``nlkd train`` processes (:mod:`~nlkd.reproduce.bench_runner`) in
+``DIR/noise-bench/<cell>/seed<k>/``; after each one ``DIR/noise-bench.md`` and ``.png`` are rewritten
+(:mod:`~nlkd.reproduce.bench_report`), marked PARTIAL until every run finished. The other noise kinds
+also run the best rows of the first kind's table, once that table is complete.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from nlkd.reproduce.bench_plan import BENCH, BenchSetting, bench_plan, load_bench_setting, rows_of_kind
+from nlkd.reproduce.bench_report import write_bench_report
+from nlkd.reproduce.bench_runner import Job, adopt_runs, plan_jobs, run_jobs, running_elsewhere
+from nlkd.reproduce.bench_scores import best_rows, collect_runs
+from nlkd.reproduce.cells import TablePlan, select_cells
+from nlkd.reproduce.coarse_labels import prepare_data
+from nlkd.reproduce.scales import Setup, make_setup
+
+__all__ = ["bench_setup", "run_noise_bench"]
+
+
+def bench_setup(args: argparse.Namespace) -> tuple[BenchSetting, Setup, list[int]]:
+    """The scale's benchmark setting, the setup (base config with the setting and the user's overrides)
+    and the seeds."""
+    from nlkd.config import parse_set
+
+    setting = load_bench_setting(args.scale)
+    overrides = {"data.size": args.size or setting.size, **setting.overrides, **parse_set(args.set)}
+    epochs = args.epochs if args.epochs is not None else setting.epochs
+    setup = make_setup(args.scale, args.data, args.out, epochs=epochs, overrides=overrides)
+    return setting, setup, list(args.seeds) if args.seeds else list(setting.seeds)
+
+
+def _extra_rows(
+    setting: BenchSetting, setup: Setup, seeds: Sequence[int], unavailable: Mapping[str, str]
+) -> dict[str, tuple[str, ...]]:
+    """Noise kind -> the best rows of the first kind's table, for the other kinds; empty until decided."""
+    first = setting.noise[0]
+    slugs = [r.slug_for(first) for r in rows_of_kind(setting, first)]
+    runs = collect_runs(setup.out / BENCH, slugs, setup.base.epochs)
+    best = best_rows(setting, first, runs, seeds, unavailable)
+    return {k.key: tuple(best) for k in setting.noise[1:]} if best else {}
+
+
+def _settings(setup: Setup, setting: BenchSetting, seeds: Sequence[int]) -> str:
+    c = setup.base
+    size = "native size" if c.data.size is None else f"{c.data.size[0]}×{c.data.size[1]}"
+    return (
+        f"Scale `{setup.scale.name}` (configs/{setup.scale.config_path.name} + noise_bench.yaml): {c.epochs} epochs, "
+        f"{size}, batch {c.batch_size}, {c.model.name} ({c.model.encoder or 'default encoder'}, random init), "
+        f"{c.optim.name} lr {c.optim.lr:g}, bf16 {c.bf16}, channels_last {c.channels_last}. Seeds "
+        f"{' '.join(map(str, seeds))} (paired: every row of a column trains with the same seed). Coarse labels: "
+        f"corrupt_dataset seed {setup.noise_seed}, written once into {setup.root}/labels. Teachers of reweight, "
+        f"NLKD, band_kd and nlkd_pixel: the baseline run on the same labels and seed. Validation on the clean "
+        f"`{c.data.val_split}` split. The other kinds also run the {setting.best_of_first} best rows of the "
+        f"{setting.noise[0].title} table once it is complete."
+    )
+
+
+def _dry_run(jobs: Sequence[Job], unavailable: Mapping[str, str]) -> None:
+    print(f"== {BENCH}: {len(jobs)} runs")
+    for slug, why in unavailable.items():
+        print(f"   row {slug} not available: {why}")
+    for job in jobs:
+        pid = running_elsewhere(job)
+        state = "finished" if job.finished() else f"running (pid {pid})" if pid else "to train"
+        print(f"-- {job.cell.slug} seed {job.seed}: {job.cell.row} ({state})\n   {job.command}")
+
+
+def _report(
+    setting: BenchSetting,
+    setup: Setup,
+    seeds: Sequence[int],
+    extra: Mapping[str, Sequence[str]],
+    plan: TablePlan,
+    unavailable: Mapping[str, str],
+    command: str,
+) -> Path:
+    planned = [c.slug for c in plan.cells]
+    settings = _settings(setup, setting, seeds)
+    out = setup.out
+    return write_bench_report(setting, out, setup.base.epochs, seeds, extra, planned, unavailable, command, settings,
+                              plan.notes)  # fmt: skip
+
+
+def run_noise_bench(args: argparse.Namespace, command: str) -> int:
+    """Train what is missing and write the report (or only one of the two); 1 if a run failed."""
+    setting, setup, seeds = bench_setup(args)
+    _, unavailable = bench_plan(setting, setup.base, setup.info.ignore_index)
+    extra = _extra_rows(setting, setup, seeds, unavailable)
+    failures: list[str] = []
+    while True:
+        plan, unavailable = bench_plan(setting, setup.base, setup.info.ignore_index, extra)
+        report = functools.partial(_report, setting, setup, seeds, extra, plan, unavailable, command)
+        jobs = plan_jobs(setup, plan, select_cells(plan, args.cells), seeds)
+        if args.dry_run:
+            _dry_run(jobs, unavailable)
+            return 0
+        if args.report_only:
+            print(f"== {report()}, {setup.out / f'{BENCH}.png'}")
+            return 0
+        prepare_data(setup, plan)
+        if args.adopt:
+            adopt_runs(jobs, Path(args.adopt))
+        failures += run_jobs(setup, jobs, args.jobs or setting.jobs, reuse=not args.no_reuse, on_finish=report)
+        print(f"== {report()}, {setup.out / f'{BENCH}.png'}")
+        new = _extra_rows(setting, setup, seeds, unavailable)
+        if new == extra:
+            break
+        extra = new
+        print(f"== best rows of {setting.noise[0].title}: {', '.join(next(iter(new.values())))}; other kinds run them")
+    for line in failures:
+        print(f"failed: {line}")
+    return 1 if failures else 0

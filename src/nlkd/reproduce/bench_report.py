@@ -1,0 +1,197 @@
+"""``DIR/noise-bench.md`` and ``DIR/noise-bench.png``: one table per noise kind (every row's metrics as
+mean ± std over seeds, its paired difference to the baseline with a 95 % t-interval, the verdict) and
+one figure (each method's gain over the baseline with its interval, one panel per noise kind)."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from nlkd.io import atomic_write_bytes, atomic_write_text
+from nlkd.reproduce.bench_plan import BENCH, BenchRow, BenchSetting, NoiseKind, rows_of_kind
+from nlkd.reproduce.bench_scores import METRICS, RunData, collect_runs, score_runs
+from nlkd.reproduce.stats import PairedDifference, gap_recovered, paired_difference, summarize
+
+__all__ = ["KindTable", "kind_table", "render_bench", "write_bench_report"]
+
+DECIDING = ("mIoU", "BF θ=2")  # the metrics whose paired difference decides "beats"
+
+
+@dataclass
+class KindTable:
+    """The scored table of one noise kind."""
+
+    kind: NoiseKind
+    rows: list[BenchRow]
+    slugs: dict[str, str]  # row slug -> cell slug
+    runs: dict[str, list[RunData]]  # cell slug -> finished runs
+    scores: dict[str, dict[str, dict[int, float]]]
+    sources: dict[str, str]
+
+    def diff(self, row: BenchRow, label: str, against: str = "baseline") -> PairedDifference | None:
+        base = self.scores.get(self.slugs[against], {}).get(label, {})
+        return paired_difference(self.scores.get(self.slugs[row.slug], {}).get(label, {}), base)
+
+
+def kind_table(
+    setting: BenchSetting, kind: NoiseKind, out: Path, epochs: int, extra: Sequence[str], planned: Sequence[str]
+) -> KindTable:
+    """Score the finished runs of ``kind``'s table (rows: its own and ``extra``; ``planned``: cell
+    slugs that exist in the plan)."""
+    rows = rows_of_kind(setting, kind, extra)
+    slugs = {r.slug: r.slug_for(kind) for r in rows}
+    runs = collect_runs(out, [s for s in slugs.values() if s in planned], epochs)
+    scores, sources = score_runs(runs, setting.last_k, list(setting.detection.values()))
+    return KindTable(kind, rows, slugs, runs, scores, sources)
+
+
+def _pct(values: Mapping[int, float]) -> str:
+    s = summarize([100 * v for v in values.values()])
+    return "—" if s is None else f"{s.mean:.2f} ± {s.std:.2f}" if s.n > 1 else f"{s.mean:.2f}"
+
+
+def _interval(d: PairedDifference | None) -> str:
+    if d is None:
+        return "—"
+    if d.n < 2:
+        return f"{100 * d.mean:+.2f} (1 seed)"
+    return f"{100 * d.mean:+.2f} [{100 * d.low:+.2f}, {100 * d.high:+.2f}]"
+
+
+def _verdict(t: KindTable, row: BenchRow) -> str:
+    diffs = {label: t.diff(row, label) for label in DECIDING}
+    if all(d is None for d in diffs.values()):
+        return "—"
+    beats = [label for label, d in diffs.items() if d is not None and d.verdict == "beats"]
+    below = [label for label, d in diffs.items() if d is not None and d.verdict == "below"]
+    parts = ([f"beats ({', '.join(beats)})"] if beats else []) + ([f"below ({', '.join(below)})"] if below else [])
+    return "; ".join(parts) or "no measurable difference"
+
+
+def _gap(t: KindTable, row: BenchRow) -> str:
+    if row.clean:
+        return "(ceiling)"
+    out = []
+    for label in DECIDING:
+        gain, gap = t.diff(row, label), t.diff(t.rows[0], label) if t.rows[0].clean else None
+        share = gap_recovered(gain.mean, 0.0, gap.mean) if gain is not None and gap is not None else None
+        out.append("—" if share is None else f"{100 * share:.0f} %")
+    return " / ".join(out)
+
+
+def _row_line(t: KindTable, setting: BenchSetting, row: BenchRow, n_seeds: int, unavailable: Mapping[str, str]) -> str:
+    if row.slug in unavailable:
+        return f"| {row.title} | not available | " + " | ".join(["—"] * 11) + " |"
+    slug = t.slugs[row.slug]
+    sc = t.scores.get(slug, {})
+    cells = [f"{len(t.runs.get(slug, []))}/{n_seeds}", *(_pct(sc.get(label, {})) for label, _, _ in METRICS)]
+    if row.slug == "baseline":
+        cells += ["(reference)", "(reference)", "", ""]
+    else:
+        cells += [_interval(t.diff(row, label)) for label in DECIDING] + [_verdict(t, row), _gap(t, row)]
+    cells += [_pct(sc.get(setting.detection.get(k, ""), {})) for k in ("auroc", "share")]
+    return f"| {row.title} | " + " | ".join(cells) + " |"
+
+
+def _table_lines(
+    t: KindTable, setting: BenchSetting, seeds: Sequence[int], unavailable: Mapping[str, str]
+) -> list[str]:
+    avail = [r for r in t.rows if r.slug not in unavailable]
+    done = sum(len({x.seed for x in t.runs.get(t.slugs[r.slug], [])} & set(seeds)) for r in avail)
+    total = len(avail) * len(seeds)
+    state = "" if done >= total else f" — PARTIAL: {done} of {total} runs finished"
+    head = ["method", "runs", *(m[0] for m in METRICS), "Δ mIoU (95 % CI)", "Δ BF θ=2 (95 % CI)", "verdict"]
+    head += ["gap closed (mIoU / BF)", "weight AUROC", "loss weight on corrupted px"]
+    lines = [f"### {t.kind.title}{state}", ""]
+    gap = {label: t.diff(t.rows[0], label) for label in DECIDING} if t.rows[0].clean else {}
+    if gap and all(d is not None for d in gap.values()):
+        lines += [f"Clean − baseline gap: {_interval(gap['mIoU'])} mIoU, {_interval(gap['BF θ=2'])} BF θ=2.", ""]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += [_row_line(t, setting, r, len(seeds), unavailable) for r in t.rows]
+    how = set(t.sources.values())
+    sources = next(iter(how)) if len(how) == 1 else "; ".join(f"{k}: {v}" for k, v in t.sources.items())
+    return [*lines, "", f"Score of a run, every row alike: {sources}.", ""]
+
+
+def render_bench(
+    setting: BenchSetting,
+    tables: Sequence[KindTable],
+    seeds: Sequence[int],
+    unavailable: Mapping[str, str],
+    command: str,
+    settings: str,
+    notes: Sequence[str] = (),
+) -> str:
+    """The markdown report of the benchmark."""
+    lines = ["# Noise benchmark: which strategy to run on coarse labels", "", settings, ""]
+    lines += [
+        "Values in percent, mean ± sample std over the finished seeds (the *runs* column). Δ: the paired",
+        "difference to the baseline run of the same seed, mean and 95 % t-interval over seeds. A row *beats*",
+        "the baseline only when its interval lies above 0; otherwise *no measurable difference* (or *below*).",
+        "*Gap closed*: the share of the clean − baseline gap the row's mean gain recovers. BF θ is in pixels",
+        "at the training resolution; band mIoU: pixels closer than 3 px to a true boundary, interior: the rest.",
+        "",
+    ]
+    for t in tables:
+        lines += _table_lines(t, setting, seeds, unavailable)
+    if unavailable:
+        lines += ["Rows not available with this nlkd:", ""]
+        lines += [f"- {s}: {why}" for s, why in unavailable.items()] + [""]
+    lines += [*(f"- {n}" for n in notes), "", "Command:", "", "```", command, "```", ""]
+    return "\n".join(lines)
+
+
+def _plot(tables: Sequence[KindTable], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(tables), figsize=(5.5 * len(tables), 4.5), squeeze=False)
+    for ax, t in zip(axes[0], tables):
+        rows = [r for r in t.rows if not r.clean and r.slug != "baseline"]
+        for j, (label, color) in enumerate(zip(DECIDING, ("C0", "C1"))):
+            for i, row in enumerate(rows):
+                d = t.diff(row, label)
+                if d is None:
+                    continue
+                err = None if d.n < 2 else [[100 * (d.mean - d.low)], [100 * (d.high - d.mean)]]
+                x = i + 0.15 * (2 * j - 1)
+                ax.errorbar(x, 100 * d.mean, yerr=err, fmt="o", color=color, capsize=3, label=f"Δ {label}")
+            gap = t.diff(t.rows[0], label) if t.rows[0].clean else None
+            if gap is not None:
+                ax.axhline(100 * gap.mean, color=color, ls="--", lw=0.8, label=f"clean − baseline ({label})")
+        ax.axhline(0, color="k", lw=0.8)
+        ax.set_xticks(range(len(rows)), [r.title for r in rows], rotation=60, ha="right", fontsize=7)
+        ax.set_title(t.kind.title)
+        ax.set_ylabel("gain over baseline (points, 95 % CI)")
+        handles, labels = ax.get_legend_handles_labels()
+        uniq = dict(zip(labels, handles))
+        ax.legend(uniq.values(), uniq.keys(), fontsize=7)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def write_bench_report(
+    setting: BenchSetting,
+    out: Path,
+    epochs: int,
+    seeds: Sequence[int],
+    extra_rows: Mapping[str, Sequence[str]],
+    planned: Sequence[str],
+    unavailable: Mapping[str, str],
+    command: str,
+    settings: str,
+    notes: Sequence[str] = (),
+) -> Path:
+    """Write ``out/noise-bench.md`` and ``.png`` from the finished runs under ``out/noise-bench/``."""
+    tables = [kind_table(setting, k, out / BENCH, epochs, extra_rows.get(k.key, ()), planned) for k in setting.noise]
+    md = out / f"{BENCH}.md"
+    atomic_write_text(md, render_bench(setting, tables, seeds, unavailable, command, settings, notes))
+    _plot(tables, out / f"{BENCH}.png")
+    return md
