@@ -151,7 +151,7 @@ def _plot(tables: Sequence[KindTable], path: Path) -> None:
 
     fig, axes = plt.subplots(1, len(tables), figsize=(5.5 * len(tables), 4.5), squeeze=False)
     for ax, t in zip(axes[0], tables):
-        rows = [r for r in t.rows if not r.clean and r.slug != "baseline"]
+        rows = [r for r in t.rows if not r.clean and r.slug != "baseline" and t.slugs[r.slug] in t.runs]
         for j, (label, color) in enumerate(zip(DECIDING, ("C0", "C1"))):
             for i, row in enumerate(rows):
                 d = t.diff(row, label)
@@ -169,7 +169,8 @@ def _plot(tables: Sequence[KindTable], path: Path) -> None:
         ax.set_ylabel("gain over baseline (points, 95 % CI)")
         handles, labels = ax.get_legend_handles_labels()
         uniq = dict(zip(labels, handles))
-        ax.legend(uniq.values(), uniq.keys(), fontsize=7)
+        if uniq:
+            ax.legend(uniq.values(), uniq.keys(), fontsize=7)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
