@@ -80,6 +80,8 @@ def test_bench_audit_quick() -> None:
     rows = _table(out, "| scorer |")
     assert [r[0] for r in rows] == [
         "BFmIoU quality (nlkd)",
+        "BFmIoU, unlabelled pixels = disagreement",
+        "BFmIoU × labelled share",
         "cleanlab get_label_quality_scores (softmin)",
         "mean pixel cross-entropy",
         "share of labelled pixels (no teacher)",
