@@ -90,6 +90,15 @@ class StrategyConfig:
     forget_epochs: int | None = None  # co-teaching: epochs to ramp up the forget rate (default 10 %)
     peer_model: str | None = None  # two-network strategies: the second network (default: same as model)
     disagree_rule: str = "any"  # coteaching_plus candidates: maps differ anywhere (any) | above batch median (median)
+    # pixel-level strategies (relax, band_kd, nlkd_pixel, adele); the papers' defaults where they fit
+    relax_radius: int = 1  # relax: labels relax to the classes of the (2r+1)² window (Zhu et al.: r = 1)
+    doubt_rule: str = "all"  # relax, band_kd: act on all pixels | teacher (cached argmax disagrees) | score (image)
+    doubt_quantile: float = 0.5  # doubt_rule=score: images below this quantile of the teacher scores are in doubt
+    band_radius: float = 3.0  # band_kd: pixels nearer than this (px) to an annotated boundary learn the teacher
+    band_sigma: float = 1.0  # band_kd: annotation reliability 1 − exp(−d/σ) by boundary distance d (BAKD: 1 px)
+    kd_temperature: float = 1.0  # band_kd: temperature T of the teacher's soft target (BAKD: 1)
+    adele_r: float = 0.9  # adele: correct a class once its fitted IoU slope < (1 − r) × its slope at epoch 1
+    adele_threshold: float = 0.7  # adele: τ; a label becomes the prediction when its probability > τ (SegTHOR)
 
 
 @dataclass
@@ -216,6 +225,14 @@ _CHECKS: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "strategy.transform": (lambda v: v in ("raw", "rank", "gmm"), "raw, rank or gmm"),
     "strategy.final_lambda": (lambda v: 0 <= v <= 1, "a number in [0, 1]"),
     "strategy.warmup_epochs": (lambda v: v is None or v >= 0, "an int >= 0, or null"),
+    "strategy.relax_radius": (lambda v: v >= 0, "an int >= 0"),
+    "strategy.doubt_rule": (lambda v: v in ("all", "teacher", "score"), "all, teacher or score"),
+    "strategy.doubt_quantile": (lambda v: 0 < v <= 1, "a number in (0, 1]"),
+    "strategy.band_radius": (lambda v: 0 < v < float("inf"), "a finite number of pixels > 0"),
+    "strategy.band_sigma": (lambda v: 0 < v < float("inf"), "a finite number of pixels > 0"),
+    "strategy.kd_temperature": (lambda v: 0 < v < float("inf"), "a finite number > 0"),
+    "strategy.adele_r": (lambda v: 0 < v < 1, "a number in (0, 1)"),
+    "strategy.adele_threshold": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
     "epochs": (lambda v: v >= 1, "an int >= 1"),
     "batch_size": (lambda v: v >= 1, "an int >= 1"),
     "eval_tolerance": (lambda v: 0 < v < float("inf"), "a finite number of pixels > 0"),

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from nlkd.config import StrategyConfig
 from nlkd.errors import ConfigError, did_you_mean
+from nlkd.strategies.adele import Adele
+from nlkd.strategies.band_kd import BandKD
 from nlkd.strategies.base import LossWeights, StepInputs, Strategy
 from nlkd.strategies.discard import Discard
 from nlkd.strategies.fixed import Fixed
+from nlkd.strategies.nlkd_pixel import NLKDPixel
 from nlkd.strategies.oracle import OracleImage, OraclePixel
+from nlkd.strategies.relax import Relax
 from nlkd.strategies.simple import NLKD, Baseline, Reweight
 from nlkd.strategies.two_network import CoTeaching, CoTeachingPlus, Decoupling
 
@@ -33,6 +37,8 @@ for _cls in (
     OracleImage,
     OraclePixel,
 ):
+    register_strategy(_cls)
+for _cls in (Relax, BandKD, NLKDPixel, Adele):  # pixel level
     register_strategy(_cls)
 
 
