@@ -61,6 +61,45 @@ def step_ratio(steps: int, batch: int, size: tuple[int, int], classes: int) -> N
     )
 
 
+def pixel_step_ratio(steps: int, batch: int, size: tuple[int, int], classes: int) -> None:
+    """Pixel-level strategies (teacher maps cached, as ``extras``) vs baseline, interleaved in one run."""
+    from nlkd.weighting import per_image_loss
+
+    torch.manual_seed(0)
+    model = create_model("unet", classes, encoder="resnet18")
+    opt = build_optimizer("adamw", model.parameters(), 1e-3, 1e-4)
+    images = torch.randn(batch, 3, *size)
+    target = torch.nn.functional.interpolate(torch.randint(0, classes, (batch, 1, size[0] // 8, size[1] // 8)).float(),
+                                             size=size, mode="nearest")[:, 0].long()  # fmt: skip
+    extras = {"teacher_prob": torch.rand(batch, classes, *size).softmax(1)}  # as the cache delivers them
+    names = ["baseline", "relax", "band_kd", "nlkd_pixel", "adele"]
+    strategies = {n: create_strategy(StrategyConfig(name=n, warmup_epochs=0), classes, None, 10) for n in names}
+    strategies["adele"].triggered[:] = True  # worst case: every class corrected
+    times: dict[str, list[float]] = {k: [] for k in strategies}
+    for i in range(steps + 2):
+        for name, strategy in strategies.items():
+            t0 = time.perf_counter()
+            logits = model(images)
+            ce = per_image_cross_entropy(logits, target)
+            inputs = StepInputs(torch.arange(batch), target, [logits], [ce], 5, 0, 10, torch.rand(batch), extras=extras)
+            lw = strategy.loss_weights(inputs)[0]  # as the loop: the step's CE unless pixel-level terms are set
+            per = ce if lw.image_only else per_image_loss(logits, target, None, lw.pixel, lw.soft_target, lw.target_set)
+            loss = weighted_loss(per, lw.image)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if i >= 2:  # warm-up
+                times[name].append(time.perf_counter() - t0)
+    base = statistics.median(times["baseline"])
+    for name in names[1:]:
+        ours = statistics.median(times[name])
+        print(
+            f"| step, U-Net-R18, batch {batch} at {size[0]}×{size[1]}, {classes} classes | baseline "
+            f"{1e3 * base:.0f} ms | {name} (cached teacher maps) {1e3 * ours:.0f} ms | ratio {ours / base:.3f} "
+            "(target ≤ 1.15) |"
+        )
+
+
 def epoch_ratio(camvid: Path, size: tuple[int, int], batch: int) -> None:
     from nlkd.data.folder import FolderDataset
     from nlkd.data.info import DatasetInfo
@@ -150,12 +189,16 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--ddp", action="store_true", help="also compare 2 DDP processes with 1 process")
+    ap.add_argument("--pixel", action="store_true", help="only the pixel-level strategies' step ratios")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     print(
         f"# bench_step — {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
         f"{args.threads} threads; command: {' '.join(sys.argv)}"
     )
+    if args.pixel:
+        pixel_step_ratio(args.steps, 8, (96, 128), 11)
+        return
     step_ratio(args.steps, 8, (96, 128), 11)
     if (args.camvid / "images" / "train").is_dir():
         epoch_ratio(args.camvid, (96, 128), 8)
