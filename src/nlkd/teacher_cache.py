@@ -25,15 +25,28 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
+from nlkd.config import TrainConfig
+from nlkd.data.extras import ExtraMap, register_extra
 from nlkd.data.folder import FolderDataset, make_loader
 from nlkd.errors import ConfigError, DataError
 from nlkd.io import atomic_write_text
 
-__all__ = ["CACHE_NAME", "META_NAME", "TeacherProbCache", "cached_teacher_probs", "prob_cache_key", "write_prob_cache"]
+__all__ = [
+    "CACHE_NAME",
+    "META_NAME",
+    "TEACHER_PROB",
+    "TeacherProbCache",
+    "cached_teacher_probs",
+    "prob_cache_key",
+    "teacher_prob_extra",
+    "write_prob_cache",
+]
 
+TEACHER_PROB = "teacher_prob"  # the extras name: (B, C, H, W) float probabilities in each batch
 CACHE_NAME = "teacher_prob.npy"
 META_NAME = "teacher_prob.json"
 _LEVELS = 255  # uint8 quantisation: p = q / 255
@@ -163,3 +176,19 @@ def cached_teacher_probs(
     atomic_write_text(meta_path, json.dumps({"key": key, "shape": shape, "dtype": "uint8", "scale": 1 / _LEVELS}))
     log(f"teacher maps: computed for {len(dataset)} images -> {data} ({np.prod(shape) / 2**20:.0f} MiB)")
     return TeacherProbCache(data)
+
+
+@register_extra(TEACHER_PROB)
+def teacher_prob_extra(cfg: TrainConfig, dataset: FolderDataset, device: torch.device) -> ExtraMap:
+    """``extras["teacher_prob"]`` for a training run: the maps of ``cfg.strategy.teacher``, cached in
+    ``cfg.out``. Under DDP rank 0 computes the cache and the other processes then open the same file."""
+    distributed = dist.is_available() and dist.is_initialized()
+    main = not distributed or dist.get_rank() == 0
+    cache = None
+    if main:
+        cache = cached_teacher_probs(dataset, teacher=cfg.strategy.teacher, cache_dir=Path(cfg.out), device=device)
+    if distributed:
+        dist.barrier()
+    if cache is None:
+        cache = TeacherProbCache(Path(cfg.out) / CACHE_NAME)
+    return ExtraMap("prob", cache.get)

@@ -22,10 +22,9 @@ from torch import Tensor
 
 from nlkd.errors import ConfigError
 from nlkd.strategies.base import StepInputs
+from nlkd.teacher_cache import TEACHER_PROB  # also registers the provider of these maps
 
 __all__ = ["TEACHER_PROB", "DoubtRule"]
-
-TEACHER_PROB = "teacher_prob"  # the extras name of the cached teacher probability maps (B, C, H, W)
 
 
 class DoubtRule:
