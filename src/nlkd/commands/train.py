@@ -17,6 +17,7 @@ MODEL_NAMES = ("unet", "deeplabv3plus", "ocrnet", "pointrend")
 STRATEGY_NAMES = (
     *("baseline", "reweight", "nlkd", "fixed", "discard", "decoupling", "coteaching", "coteaching_plus"),
     *("oracle_image", "oracle_pixel"),
+    *("relax", "band_kd", "nlkd_pixel", "adele"),
 )
 
 FLAG_KEYS = {
