@@ -315,7 +315,9 @@ def test_train_with_a_strategy_typo_is_one_line(tiny_data: Path, tmp_path: Path,
 
     rc, _, err = run(capsys, "train", "--data", str(tiny_data), "--strategy", "nlk", "--out", str(tmp_path / "r"))
     names = ", ".join(sorted(STRATEGIES))
-    assert rc == 2 and err == [f"nlkd train: error: unknown strategy 'nlk' (did you mean 'nlkd'?); choose one of: {names}"]
+    assert rc == 2 and err == [
+        f"nlkd train: error: unknown strategy 'nlk' (did you mean 'nlkd'?); choose one of: {names}"
+    ]
 
 
 # ----------------------------------------------------------------------------- one name for the quality column

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from nlkd.score_transforms import ScoreTransform, fit_gaussian_mixture2, normalise_batch_mean, rank_among
 
 from conftest import tiny_config
 from nlkd.config import StrategyConfig, check_config
 from nlkd.errors import ConfigError
+from nlkd.score_transforms import ScoreTransform, fit_gaussian_mixture2, normalise_batch_mean, rank_among
 from nlkd.separation import WeightSeparation, corrupted_loss_share, weight_auroc, weight_ratio
 from nlkd.strategies import LossWeights, StepInputs, create_strategy
 from nlkd.train import train
