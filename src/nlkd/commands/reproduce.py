@@ -24,25 +24,19 @@ DIR/noise-bench.png; --adopt DIR links runs trained elsewhere at the same config
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-import yaml
+from typing import TYPE_CHECKING
 
 from nlkd.commands._common import size_arg
 from nlkd.reproduce.cells import Cell, TablePlan, select_cells
 from nlkd.reproduce.scales import SCALES
 from nlkd.reproduce.tables import TABLES
+from nlkd.reproduce.train_command import train_command
 
 if TYPE_CHECKING:
-    from nlkd.config import TrainConfig
     from nlkd.reproduce.scales import Setup
 
 __all__ = ["command_line", "register", "run", "train_command"]
-
-_SECTIONS = ("data", "model", "optim", "strategy")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -83,33 +77,6 @@ def command_line(args: argparse.Namespace, seeds: list[int]) -> str:
     for item in args.set:
         parts += ["--set", item]
     return shlex.join(parts)
-
-
-def _flatten(cfg: dict[str, Any]) -> dict[str, Any]:
-    flat = {}
-    for key, value in cfg.items():
-        if key in _SECTIONS:
-            flat.update({f"{key}.{k}": v for k, v in value.items()})
-        else:
-            flat[key] = value
-    return flat
-
-
-def _value(value: Any) -> str:
-    """``--set`` text that parses (as YAML) back to ``value``."""
-    if isinstance(value, str) and yaml.safe_load(value) == value:
-        return value
-    return json.dumps(value, ensure_ascii=False)
-
-
-def train_command(config_path: Path, cfg: TrainConfig) -> str:
-    """An ``nlkd train`` command line that trains run ``cfg``: the scale's config file plus ``--set``
-    for every key that differs from it."""
-    from nlkd.config import config_to_dict, load_config
-
-    ref, new = _flatten(config_to_dict(load_config(config_path))), _flatten(config_to_dict(cfg))
-    sets = [f"--set={k}={_value(v)}" for k, v in new.items() if k != "out" and ref.get(k) != v]
-    return shlex.join(["nlkd", "train", "--config", str(config_path), *sets, "--out", cfg.out, "--resume"])
 
 
 def _dry_run(setup: Setup, plan: TablePlan, seeds: list[int], no_reuse: bool, cells: list[Cell]) -> None:

@@ -57,7 +57,7 @@ class Job:
 
 def plan_jobs(setup: Setup, plan: TablePlan, cells: Sequence[Cell], seeds: Sequence[int]) -> list[Job]:
     """The runs of ``cells`` for every seed, seed by seed (teachers first within a seed)."""
-    from nlkd.commands.reproduce import train_command
+    from nlkd.reproduce.train_command import train_command
 
     jobs = []
     for seed in seeds:
