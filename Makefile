@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean-venv
+.PHONY: demo demo-quick test lint bench bench-deps clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -15,6 +15,9 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/nlkd demo
 
+demo-quick: $(STAMP)
+	$(BIN)/nlkd demo --quick --out runs/demo-quick
+
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
@@ -22,8 +25,11 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 
-bench: $(STAMP)
+# the bench extra (cleanlab): bench_audit.py and its tests, which `make test` skips without it
+bench-deps: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+
+bench: bench-deps
 	$(BIN)/python benchmarks/bench_metrics.py
 
 clean-venv:
