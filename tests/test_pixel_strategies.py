@@ -181,3 +181,18 @@ def test_adele_changes_no_label_before_its_trigger_then_corrects_confident_pixel
     labels = sets.float().argmax(1)
     assert bool((labels[t != IGN] == 1).all())
     assert not sets[0, :, 0, 0].any()  # ignore pixels stay unknown
+
+
+def test_adele_sums_the_epoch_counts_over_processes(tmp_path):
+    """Under DDP the epoch's counts are all-reduced before the fit (a one-process gloo group here)."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
+    try:
+        strat = _make("adele", epochs=30)
+        strat.counts = torch.tensor([[3, 0, 5], [4, 0, 10]])
+        strat._close_epoch()
+    finally:
+        dist.destroy_process_group()
+    np.testing.assert_equal(strat.history, [[0.75, np.nan, 0.5]])
+    assert strat.counts.sum() == 0

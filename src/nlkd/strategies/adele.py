@@ -52,8 +52,11 @@ class Adele(Strategy):
     def _close_epoch(self) -> None:
         """Turn the open epoch's counts into one IoU point per class, then check the triggers."""
         counts = self.counts.clone()
-        if dist.is_available() and dist.is_initialized():
-            dist.all_reduce(counts)
+        if dist.is_available() and dist.is_initialized():  # every process saw its share of the epoch
+            on_gpu = dist.get_backend() == "nccl"  # NCCL reduces CUDA tensors only
+            shared = counts.to(torch.device("cuda", torch.cuda.current_device())) if on_gpu else counts
+            dist.all_reduce(shared)
+            counts = shared.cpu()
         inter, union = counts.double()
         iou = torch.where(union > 0, inter / union.clamp(min=1), torch.full_like(inter, math.nan))
         self.history.append(iou.tolist())
