@@ -71,3 +71,22 @@ def test_missing_or_mismatched_maps_are_one_line_data_errors(tmp_path: Path) -> 
     ds.add_extra("prob", ExtraMap("prob", lambda i: np.zeros((C, H, W - 1), np.float32)))
     with pytest.raises(DataError, match="extra map 'prob'"):
         ds[0]
+
+
+def test_bench_extras_quick_runs_and_prints_its_ratio() -> None:
+    import os
+    import re
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root / "src"), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, str(root / "benchmarks" / "bench_extras.py"), "--quick"],
+                          capture_output=True, text=True, env=env, timeout=600)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    m = re.search(
+        r"16 items at 32x48: plain ([\d.]+) ms/item, with fine_mask ([\d.]+) ms/item, ratio ([\d.]+)", proc.stdout
+    )
+    assert m is not None, proc.stdout
+    plain, fine, ratio = (float(v) for v in m.groups())
+    assert ratio > 0 and ratio == pytest.approx(fine / plain, rel=0.05)  # printed values are rounded
