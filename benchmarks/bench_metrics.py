@@ -1,6 +1,10 @@
 """Speed of nlkd's batched BF + IoU against two per-image approaches, all measured in one run.
 
-    python benchmarks/bench_metrics.py [--repeats 5]
+    python benchmarks/bench_metrics.py [--repeats 5] [--threads 2] [--clock wall|cpu] [--quick]
+
+On a loaded machine use ``--threads 1 --clock cpu``: each contender's process CPU time, so the ratios
+measure work done rather than the share of the cores this run got. The contenders run interleaved
+(one of each per round), and each figure is the median over the rounds.
 
 * ``nlkd``: ``nlkd.metrics.bf_and_iou`` on the whole batch (what training and evaluation call).
 * ``exact reference``: scipy's exact Euclidean distance transform, one image and one class at a time
@@ -108,14 +112,18 @@ def paper_code_bf_iou(
     return np.array(bfs), np.array(ious)
 
 
-def timed(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
+def interleaved(contenders: dict, rounds: dict, clock) -> dict[str, float]:
+    """Median time of each contender, run one after the other in each round (after one warm-up each)."""
+    times: dict[str, list[float]] = {name: [] for name in contenders}
+    for fn in contenders.values():
         fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    for i in range(max(rounds.values())):
+        for name, fn in contenders.items():
+            if i < rounds[name]:
+                t0 = clock()
+                fn()
+                times[name].append(clock() - t0)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 CONFIGS = [((32, 256, 256), 12, 2.0), ((32, 256, 256), 12, 3.5), ((32, 256, 256), 12, 5.0), ((32, 360, 480), 12, 2.0)]
@@ -139,17 +147,20 @@ def agreement_row(pred: torch.Tensor, target: torch.Tensor, c: int, tol: float) 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=5, help="rounds for nlkd (the per-image ones get a third)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--clock", choices=["wall", "cpu"], default="wall", help="wall time or process CPU time")
     parser.add_argument("--quick", action="store_true", help="one small batch, once (seconds)")
     args = parser.parse_args(argv)
     configs = QUICK_CONFIGS if args.quick else CONFIGS
-    repeats = 1 if args.quick else args.repeats
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)
+    clock = time.perf_counter if args.clock == "wall" else time.process_time
+    repeats = 1 if args.quick else args.repeats
     print(
         f"# bench_metrics — {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-        f"torch {torch.__version__}, {args.threads} threads, median of {repeats}"
+        f"torch {torch.__version__}, {args.threads} threads, {args.clock} clock, median of {repeats} "
+        f"(nlkd) / {max(1, repeats // 3)} (per-image) interleaved rounds, load average {os.getloadavg()[0]:.1f}"
     )
     print(
         "| batch | classes | θ (px) | nlkd (ms) | exact reference (ms) | paper code (ms) "
@@ -159,16 +170,20 @@ def main(argv: list[str] | None = None) -> None:
     for (b, h, w), c, tol in configs:
         pred, target = make_batch(b, h, w, c)
         pn, tn = pred.numpy(), target.numpy()
-        ours = timed(lambda: bf_and_iou(pred, target, c, tol), repeats)
-        reps = max(1, repeats // 3)
-        ref = timed(lambda: reference_batch(pn, tn, c, tol), reps)
-        paper = timed(lambda: paper_code_bf_iou(pn, tn, c, tol), reps)
+        contenders = {
+            "ours": lambda: bf_and_iou(pred, target, c, tol),
+            "ref": lambda: reference_batch(pn, tn, c, tol),
+            "paper": lambda: paper_code_bf_iou(pn, tn, c, tol),
+        }
+        slow = max(1, repeats // 3)
+        t = interleaved(contenders, {"ours": repeats, "ref": slow, "paper": slow}, clock)
         bf, iou = bf_and_iou(pred, target, c, tol)
         rbf, riou = reference_batch(pn, tn, c, tol)
         diff = max(np.abs(bf.numpy() - rbf).max(), np.abs(iou.numpy() - riou).max())
         print(
-            f"| {b}×{h}×{w} | {c} | {tol:g} | {ours * 1e3:.1f} | {ref * 1e3:.0f} | {paper * 1e3:.0f} "
-            f"| {ref / ours:.1f}× | {paper / ours:.1f}× | {diff:.1e} |"
+            f"| {b}×{h}×{w} | {c} | {tol:g} | {t['ours'] * 1e3:.1f} | {t['ref'] * 1e3:.0f} | {t['paper'] * 1e3:.0f} "
+            f"| {t['ref'] / t['ours']:.1f}× | {t['paper'] / t['ours']:.1f}× | {diff:.1e} |",
+            flush=True,
         )
     print("\nValues against the paper code (means over the batch; per-image differences nlkd − paper code)\n")
     print(

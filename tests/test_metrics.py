@@ -123,6 +123,17 @@ def test_hypothesis_maps_match_reference(b, h, w, c, tol, ignore, seed, cell):
     _check(pred, target, c, tol, ignore_index=c if ignore else None)
 
 
+@pytest.mark.parametrize("c", [7, 8, 15, 16, 40, 64, 150])
+def test_many_classes_and_large_tolerances_match_reference(c):
+    """Class bits in int8, int16, int32 and int64 words, and several words from 64 classes on."""
+    rng = np.random.default_rng(c)
+    target = _smooth_maps(rng, 3, 24, 31, c, 3)
+    pred = _smooth_maps(rng, 3, 24, 31, c, 4)
+    target[0, 2:6, 3:9] = 255
+    for tol in (1.0, 2.2, 5.0, 60.0):
+        _check(pred, target, c, tol, ignore_index=255)
+
+
 def test_confusion_matrices_and_iou():
     t = torch.tensor([[[0, 0, 1, 1]]])
     p = torch.tensor([[[0, 1, 1, 1]]])
