@@ -125,7 +125,7 @@ def test_resume_is_bit_exact(
     assert load_checkpoint(tmp_path / "resumed" / "last.pt")["epoch"] == 0
     messages: list[str] = []
     resumed = train(cfg(tmp_path / "resumed"), resume=True, log=messages.append)
-    assert messages[0] == f"resuming {tmp_path / 'resumed'} after epoch 0"
+    assert messages[0] == f"resuming {tmp_path / 'resumed'} after epoch 1/2"
     assert without_timing(resumed) == without_timing(straight)
     assert_same_checkpoint(tmp_path / "straight" / "last.pt", tmp_path / "resumed" / "last.pt")
     lines = (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()
@@ -251,7 +251,7 @@ def test_kill_9_mid_epoch_then_resume(tiny_data: Path, tmp_path: Path, capsys: p
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 1
 
     assert main([*args, "--resume"]) == 0
-    assert f"resuming {out} after epoch 0" in capsys.readouterr().out
+    assert f"resuming {out} after epoch 1/2" in capsys.readouterr().out
 
     ref = tmp_path / "uninterrupted"
     assert main(_train_args(tiny_data, ref, "--epochs", "3", "--batch-size", "2")) == 0

@@ -1,23 +1,44 @@
-"""Checkpoints: one dict with everything needed to rebuild a model, evaluate it, or resume training."""
+"""Checkpoints: one dict with everything needed to rebuild a model, evaluate it, or resume training.
+
+A checkpoint holds plain values only (tensors, numbers, strings, lists, tuples, dicts: the config as a dict,
+the RNG states as tensors and lists) and is read with ``torch.load(weights_only=True)``, so a file that
+carries any other pickled object is refused without running it. ``best.pt`` holds the weights, config and
+data set info; ``last.pt`` adds what resuming needs (optimiser, schedule, strategy and RNG states, history).
+Checkpoints of nlkd before this format (numpy RNG state) are refused with the command that converts them,
+:func:`convert_checkpoint` (``nlkd convert-checkpoint OLD NEW``, for files the user trusts).
+"""
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
+import random
 import zipfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from nlkd.config import TrainConfig, config_from_dict, config_to_dict
 from nlkd.data.info import DatasetInfo
 from nlkd.errors import DataError, NLKDError
-from nlkd.io import save_checkpoint
+from nlkd.io import atomic_write_bytes, checkpoint_bytes, save_checkpoint
 from nlkd.models import create_model
 
-__all__ = ["build_model", "load_checkpoint", "model_from_checkpoint", "save_checkpoint", "unwrap"]
+__all__ = [
+    "build_model",
+    "check_matches_data",
+    "convert_checkpoint",
+    "load_checkpoint",
+    "model_from_checkpoint",
+    "rng_state",
+    "save_checkpoint",
+    "set_rng_state",
+    "unwrap",
+]
 
 REQUIRED_KEYS = ("format", "config", "info", "models", "epoch")
 FORMAT = "nlkd-checkpoint-1"
@@ -41,13 +62,109 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: checkpoint not found")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError, ValueError) as e:
-        raise DataError(f"{path}: corrupt or truncated checkpoint ({str(e).splitlines()[0][:120]})") from None
+    ckpt = _read(path, weights_only=True)
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT or any(k not in ckpt for k in REQUIRED_KEYS):
         raise DataError(f"{path}: not an nlkd checkpoint (expected a file written by 'nlkd train')")
     return ckpt
+
+
+def _read(path: Path, weights_only: bool) -> Any:
+    """``torch.load`` of a file ``torch.save`` wrote (a zip archive); anything else is corrupt or truncated.
+    With ``weights_only`` a pickled object other than plain values is refused, never constructed."""
+    try:
+        if not zipfile.is_zipfile(path):  # a legacy raw pickle would be unpickled outright: never ours
+            raise ValueError("not a torch.save archive")
+        return torch.load(path, map_location="cpu", weights_only=weights_only)
+    except pickle.UnpicklingError as e:
+        if weights_only and str(e).startswith("Weights only load failed"):
+            raise DataError(
+                f"{path}: refused, it holds pickled Python objects (loading it could run code); a checkpoint of "
+                f"an older nlkd that you trust converts with 'nlkd convert-checkpoint {path} NEW.pt'"
+            ) from None
+        raise DataError(f"{path}: corrupt or truncated checkpoint ({str(e).splitlines()[0][:120]})") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
+        raise DataError(f"{path}: corrupt or truncated checkpoint ({str(e).splitlines()[0][:120]})") from None
+
+
+def convert_checkpoint(old: str | os.PathLike[str], new: str | os.PathLike[str]) -> None:
+    """Rewrite a checkpoint of an older nlkd (numpy RNG state, numpy scalars) with plain values only.
+
+    ``old`` is unpickled in full, which runs any code it carries: only for files you trust. ``new`` is
+    written atomically and must not exist; resuming from it continues exactly as from ``old``.
+    """
+    old, new = Path(old), Path(new)
+    if not old.is_file():
+        raise DataError(f"{old}: checkpoint not found")
+    if new.exists():
+        raise DataError(f"{new}: already exists; choose another output file")
+    ckpt = _read(old, weights_only=False)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT or any(k not in ckpt for k in REQUIRED_KEYS):
+        raise DataError(f"{old}: not an nlkd checkpoint (expected a file written by 'nlkd train')")
+    rng = ckpt.get("rng")
+    if isinstance(rng, dict) and isinstance(rng.get("numpy"), tuple):
+        name, key, pos, has_gauss, cached = rng["numpy"]
+        rng["numpy"] = _numpy_state(name, key, pos, has_gauss, cached)
+    ckpt = _plain(ckpt)
+    data = checkpoint_bytes(ckpt)
+    try:
+        torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise DataError(f"{old}: holds objects that are not plain values ({str(e).splitlines()[-1][:120]})") from None
+    atomic_write_bytes(new, data)
+
+
+def _plain(obj: Any) -> Any:
+    """``obj`` with numpy arrays as tensors and numpy scalars as Python numbers, containers kept."""
+    if isinstance(obj, np.ndarray):
+        return torch.from_numpy(obj.astype(np.int64) if obj.dtype.kind == "u" else obj.copy())
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, dict):
+        return type(obj)((k, _plain(v)) for k, v in obj.items())
+    if isinstance(obj, list | tuple):
+        return type(obj)(_plain(v) for v in obj)
+    return obj
+
+
+def _numpy_state(name: str, key: np.ndarray, pos: int, has_gauss: int, cached: float) -> dict[str, Any]:
+    return {
+        "bit_generator": str(name),
+        "key": torch.from_numpy(np.asarray(key).astype(np.int64)),
+        "pos": int(pos),
+        "has_gauss": int(has_gauss),
+        "cached_gaussian": float(cached),
+    }
+
+
+def rng_state() -> dict[str, Any]:
+    """The torch, numpy and Python global RNG states, as plain values (a tensor, a dict, a tuple)."""
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": _numpy_state(*np.random.get_state()),
+        "python": random.getstate(),
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` returned."""
+    n = state["numpy"]
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(
+        (n["bit_generator"], n["key"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
+    )
+    random.setstate(state["python"])
+
+
+def check_matches_data(ckpt_info: DatasetInfo, data_info: DatasetInfo, path: str | os.PathLike[str]) -> None:
+    """Refuse a checkpoint (``path``) whose classes or ignore index differ from the data set's."""
+    if ckpt_info.num_classes != data_info.num_classes:
+        raise DataError(
+            f"{path}: checkpoint has {ckpt_info.num_classes} classes, the data set has {data_info.num_classes}"
+        )
+    if ckpt_info.ignore_index != data_info.ignore_index:
+        raise DataError(
+            f"{path}: checkpoint has ignore index {ckpt_info.ignore_index}, the data set has {data_info.ignore_index}"
+        )
 
 
 def checkpoint_config(ckpt: dict[str, Any]) -> TrainConfig:

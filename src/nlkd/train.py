@@ -36,7 +36,16 @@ from torch import Tensor, nn
 from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
-from nlkd.checkpoint import build_model, load_checkpoint, make_checkpoint, unwrap
+from nlkd.checkpoint import (
+    build_model,
+    check_matches_data,
+    checkpoint_info,
+    load_checkpoint,
+    make_checkpoint,
+    rng_state,
+    set_rng_state,
+    unwrap,
+)
 from nlkd.config import TrainConfig, check_config, config_from_dict, config_to_dict
 from nlkd.data.extras import EXTRA_PROVIDERS
 from nlkd.data.folder import FolderDataset, make_loader
@@ -98,16 +107,6 @@ def _coarse_flags(cfg: TrainConfig, ds: FolderDataset, required: bool) -> torch.
             raise DataError(f"{label_dir}: no manifest.json; give strategy.coarse_list=FILE of coarse ids")
         coarse = set(manifest["corrupted"])
     return torch.tensor([i in coarse for i in ds.ids], dtype=torch.bool)
-
-
-def _rng_state() -> dict[str, Any]:
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
 
 
 def _seed_everything(seed: int) -> None:
@@ -172,7 +171,11 @@ class Run:
 def train(cfg: TrainConfig, resume: bool = False, log: Log = print) -> dict[str, Any]:
     """Train as configured; returns the last epoch's record (also the last line of metrics.jsonl)."""
     check_config(cfg)
-    run = build_run(cfg, resume, log)
+    saved = _saved_run(cfg, resume)
+    if saved is not None and saved["epoch"] + 1 >= cfg.epochs:
+        log(f"{cfg.out} is already complete ({saved['epoch'] + 1}/{cfg.epochs} epochs); nothing to do")
+        return saved["history"][-1]
+    run = build_run(cfg, saved, log)
     record: dict[str, Any] = run.history[-1] if run.history else {}
     for epoch in range(run.start_epoch, cfg.epochs):
         record = run_epoch(run, epoch)
@@ -180,16 +183,30 @@ def train(cfg: TrainConfig, resume: bool = False, log: Log = print) -> dict[str,
     return record
 
 
-def build_run(cfg: TrainConfig, resume: bool, log: Log) -> Run:
+def _saved_run(cfg: TrainConfig, resume: bool) -> dict[str, Any] | None:
+    """``last.pt`` of the run at ``cfg.out`` when resuming it (None when there is none); never train over
+    an existing run by accident, nor continue it with a different configuration."""
+    last = Path(cfg.out) / "last.pt"
+    if not last.is_file():
+        return None
+    if not resume:
+        raise NLKDError(f"{cfg.out} already holds a run; pass --resume to continue it, or choose another --out")
+    ckpt = load_checkpoint(last)
+    _check_resume_config(ckpt, cfg, last)
+    return ckpt
+
+
+def build_run(cfg: TrainConfig, saved: dict[str, Any] | None, log: Log) -> Run:
     """Everything before the first epoch: process group and device, data, strategy, models, optimisers and
-    schedules, the state saved in ``last.pt`` (``resume``) or a fresh run folder, teacher scores, coarse
-    flags, and the DDP wrappers."""
+    schedules, the ``saved`` state of ``last.pt`` or a fresh run folder, teacher scores, coarse flags, and
+    the DDP wrappers."""
     dd = setup_distributed(cfg.device)
     device = resolve_device(cfg.device, dd.local_rank)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     info = dataset_info(cfg)
     train_ds, val_ds = build_datasets(cfg, info)
+    _check_teacher(cfg, info)
     strategy = create_strategy(cfg.strategy, info.num_classes, info.ignore_index, cfg.epochs)
     models = _build_models(cfg, info, strategy.num_networks, device)
     if cfg.batch_size // dd.world_size < 1 or cfg.batch_size % dd.world_size:
@@ -199,7 +216,7 @@ def build_run(cfg: TrainConfig, resume: bool, log: Log) -> Run:
     optimizers, schedulers = _build_optimizers(cfg, models, steps)
     say = log if dd.main else _silent
     run = Run(cfg, dd, device, info, train_ds, val_ds, strategy, models, optimizers, schedulers, steps, say)
-    _resume_or_start(run, resume)
+    _resume_or_start(run, saved)
     _attach_extras(run)
     run.scores = _teacher_scores(run)
     coarse = _coarse_flags(cfg, train_ds, strategy.needs_coarse_flags)
@@ -245,28 +262,30 @@ def _build_optimizers(
     return optimizers, schedulers
 
 
-def _resume_or_start(run: Run, resume: bool) -> None:
-    """Restore models, optimisers, schedules, strategy, RNG and history from ``last.pt`` (``resume``), or
-    start a fresh run folder with its ``config.yaml``; never train over an existing run by accident."""
-    last = run.out / "last.pt"
-    if not resume and last.is_file():
-        raise NLKDError(f"{run.out} already holds a run; pass --resume to continue it, or choose another --out")
-    if resume and last.is_file():
-        ckpt = load_checkpoint(last)
-        _check_resume_config(ckpt, run.cfg, last)
-        for m, sd in zip(run.models, ckpt["models"]):
+def _resume_or_start(run: Run, saved: dict[str, Any] | None) -> None:
+    """Restore models, optimisers, schedules, strategy, RNG and history from ``saved`` (``last.pt``), or
+    start a fresh run folder with its ``config.yaml``."""
+    if saved is not None:
+        for m, sd in zip(run.models, saved["models"]):
             m.load_state_dict(sd)
-        for opt, sd in zip(run.optimizers, ckpt["optimizers"]):
+        for opt, sd in zip(run.optimizers, saved["optimizers"]):
             opt.load_state_dict(sd)
-        for sch, sd in zip(run.schedulers, ckpt["schedulers"]):
+        for sch, sd in zip(run.schedulers, saved["schedulers"]):
             sch.load_state_dict(sd)
-        run.strategy.load_state_dict(ckpt["strategy"])
-        _set_rng_state(ckpt["rng"])
-        run.start_epoch, run.history, run.best = ckpt["epoch"] + 1, ckpt["history"], ckpt["best"]
-        run.say(f"resuming {run.out} after epoch {ckpt['epoch']}")
+        run.strategy.load_state_dict(saved["strategy"])
+        set_rng_state(saved["rng"])
+        run.start_epoch, run.history, run.best = saved["epoch"] + 1, saved["history"], saved["best"]
+        run.say(f"resuming {run.out} after epoch {saved['epoch'] + 1}/{run.cfg.epochs}")
     elif run.dd.main:
         run.out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run.out / "config.yaml", yaml.safe_dump(config_to_dict(run.cfg), sort_keys=False))
+
+
+def _check_teacher(cfg: TrainConfig, info: DatasetInfo) -> None:
+    """A teacher checkpoint must know the data set's classes and ignore index (before anything is written)."""
+    s = cfg.strategy
+    if s.teacher and not s.teacher_scores and Path(s.teacher).is_file():
+        check_matches_data(checkpoint_info(load_checkpoint(s.teacher)), info, s.teacher)
 
 
 def _teacher_scores(run: Run) -> Tensor | None:
@@ -431,6 +450,9 @@ def _optimize(run: Run, total: Tensor) -> None:
 
 def _save_epoch(run: Run, epoch: int, improved: bool) -> None:
     """``last.pt`` (and ``best.pt`` when ``improved``), ``metrics.jsonl`` and ``curves.png``, atomically."""
+    if improved:  # best.pt first: a crash in between leaves last.pt behind, and --resume redoes it
+        weights = make_checkpoint(run.cfg, run.info, run.models, epoch, best=run.best)
+        atomic_write_bytes(run.out / "best.pt", checkpoint_bytes(weights))
     ckpt = make_checkpoint(
         run.cfg,
         run.info,
@@ -438,15 +460,12 @@ def _save_epoch(run: Run, epoch: int, improved: bool) -> None:
         epoch,
         history=run.history,
         best=run.best,
-        rng=_rng_state(),
+        rng=rng_state(),
         optimizers=[opt.state_dict() for opt in run.optimizers],
         schedulers=[s.state_dict() for s in run.schedulers],
         strategy=run.strategy.state_dict(),
     )
-    data = checkpoint_bytes(ckpt)  # serialised once for both files
-    if improved:  # best.pt first: a crash in between leaves last.pt behind, and --resume redoes it
-        atomic_write_bytes(run.out / "best.pt", data)
-    atomic_write_bytes(run.out / "last.pt", data)
+    atomic_write_bytes(run.out / "last.pt", checkpoint_bytes(ckpt))
     atomic_write_text(run.out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in run.history))
     _plot(run.out)
 
