@@ -146,6 +146,7 @@ def test_torchrun_two_processes_equal_one(
         "last.pt",
         "metrics.jsonl",
         "teacher_scores.csv",
+        "train.log",
     ]
 
     ref = tmp_path / "single"

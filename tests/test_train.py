@@ -11,11 +11,15 @@ the small model's 25 MB checkpoints write several times faster than the default 
 
 from __future__ import annotations
 
+import fcntl
 import os
+import pty
 import shutil
 import signal
+import struct
 import subprocess
 import sys
+import termios
 import threading
 import time
 from pathlib import Path
@@ -209,9 +213,15 @@ def test_resume_with_a_different_config_file_is_refused(
     assert "optim.weight_decay: 0.0001 -> 0.001" in capsys.readouterr().err
 
 
-def _read_stream(stream: Any, sink: list[str]) -> None:
-    for chunk in iter(lambda: stream.read1(4096), b""):
-        sink.append(chunk.decode(errors="replace"))
+def _read_terminal(fd: int, sink: list[str]) -> None:
+    """Collect what the process writes to the pseudo-terminal ``fd`` until it exits (EIO), then close it."""
+    try:
+        while chunk := os.read(fd, 4096):
+            sink.append(chunk.decode(errors="replace"))
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def test_kill_9_mid_epoch_then_resume(tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -220,11 +230,13 @@ def test_kill_9_mid_epoch_then_resume(tiny_data: Path, tmp_path: Path, capsys: p
     out = tmp_path / "killed"
     args = _train_args(tiny_data, out, "--epochs", "3", "--batch-size", "2")  # 8 steps an epoch
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "nlkd", *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
-    )
+    # stderr on a pseudo-terminal: the progress bar is drawn (off a terminal there is none) and shows the step
+    master, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))  # a 0-column one draws nothing
+    proc = subprocess.Popen([sys.executable, "-m", "nlkd", *args], stdout=subprocess.DEVNULL, stderr=terminal, env=env)
+    os.close(terminal)
     err: list[str] = []
-    reader = threading.Thread(target=_read_stream, args=(proc.stderr, err), daemon=True)
+    reader = threading.Thread(target=_read_terminal, args=(master, err), daemon=True)
     reader.start()
     try:
         deadline = time.monotonic() + 900  # a safety net only: a loaded machine may take minutes
@@ -251,7 +263,7 @@ def test_kill_9_mid_epoch_then_resume(tiny_data: Path, tmp_path: Path, capsys: p
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 1
 
     assert main([*args, "--resume"]) == 0
-    assert f"resuming {out} after epoch 1/2" in capsys.readouterr().out
+    assert f"resuming {out} after epoch 1/3" in capsys.readouterr().out
 
     ref = tmp_path / "uninterrupted"
     assert main(_train_args(tiny_data, ref, "--epochs", "3", "--batch-size", "2")) == 0

@@ -28,7 +28,14 @@ from nlkd.errors import DataError
 from nlkd.io import atomic_write_text
 from nlkd.metrics import bf_and_iou
 
-__all__ = ["ScoreTable", "predict_batches", "read_scores_csv", "score_dataset", "teacher_scores"]
+__all__ = [
+    "ScoreTable",
+    "predict_batches",
+    "read_scores_csv",
+    "score_dataset",
+    "teacher_scores",
+    "weak_teacher_warning",
+]
 
 CACHE_NAME = "teacher_scores.csv"
 
@@ -70,7 +77,7 @@ def predict_batches(
     """Yield ``(batch, pred)`` over a data set in order; ``pred`` is the (B, H, W) argmax on CPU."""
     model.eval()
     loader = make_loader(dataset, batch_size=batch_size, shuffle=False, seed=0)
-    for batch in tqdm(loader, desc=progress, disable=progress is None, leave=False):
+    for batch in tqdm(loader, desc=progress, disable=True if progress is None else None, leave=False):  # None: tty
         logits = model(batch["image"].to(device))
         yield batch, logits.argmax(1).cpu()
 
@@ -170,6 +177,22 @@ def _cached_key(path: Path) -> str | None:
     return first[len("# key=") :] if first.startswith("# key=") else ""  # no key line: stale
 
 
+#: A teacher whose mean score on the training set is below this barely agrees with the annotations.
+WEAK_TEACHER = 0.05
+
+
+def weak_teacher_warning(scores: Tensor, what: str) -> str | None:
+    """A warning when the mean of the (N,) ``scores`` (NaN = no valid pixel, skipped) is below
+    :data:`WEAK_TEACHER`: such a teacher weights every image near zero, however good its annotation."""
+    mean = float(torch.nanmean(scores.float())) if len(scores) else math.nan
+    if not mean < WEAK_TEACHER:
+        return None
+    return (
+        f"warning: the teacher's mean {what} on these {len(scores)} training images is {mean:.3f} (below "
+        f"{WEAK_TEACHER}): its weights are near zero everywhere; is it a teacher for this data set and labels?"
+    )
+
+
 def teacher_scores(
     dataset: FolderDataset,
     *,
@@ -183,7 +206,24 @@ def teacher_scores(
 ) -> Tensor:
     """Per-image teacher weights (N,) aligned with ``dataset`` (float32, NaN for images without valid
     pixels). From ``scores_csv`` if given (e.g. out-of-fold scores), else from the ``teacher`` checkpoint,
-    cached in ``cache_dir``."""
+    cached in ``cache_dir``. A teacher that barely agrees with the annotations gets a warning in ``log``."""
+    scores = _teacher_scores(dataset, teacher, scores_csv, metric, tolerance, cache_dir, device, log)
+    warning = weak_teacher_warning(scores, "score" if scores_csv is not None else metric)
+    if warning:
+        log(warning)
+    return scores
+
+
+def _teacher_scores(
+    dataset: FolderDataset,
+    teacher: str | None,
+    scores_csv: str | None,
+    metric: str,
+    tolerance: float,
+    cache_dir: Path,
+    device: torch.device,
+    log,
+) -> Tensor:
     if scores_csv is not None:
         table = read_scores_csv(scores_csv)
         missing = [i for i in dataset.ids if i not in table]

@@ -64,7 +64,18 @@ from nlkd.strategies.base import network_loss
 from nlkd.teacher import teacher_scores
 from nlkd.weighting import per_image_cross_entropy
 
-__all__ = ["Run", "build_datasets", "build_run", "epoch_line", "finish", "run_epoch", "train", "train_step"]
+__all__ = [
+    "Run",
+    "RunLog",
+    "build_datasets",
+    "build_run",
+    "epoch_line",
+    "finish",
+    "run_epoch",
+    "summary",
+    "train",
+    "train_step",
+]
 
 Log = Callable[..., None]
 
@@ -214,7 +225,7 @@ def build_run(cfg: TrainConfig, saved: dict[str, Any] | None, log: Log) -> Run:
     n = len(train_ds)
     steps = (n // cfg.batch_size) if n > cfg.batch_size else math.ceil(n / cfg.batch_size)
     optimizers, schedulers = _build_optimizers(cfg, models, steps)
-    say = log if dd.main else _silent
+    say = RunLog(log, Path(cfg.out) / "train.log") if dd.main else _silent
     run = Run(cfg, dd, device, info, train_ds, val_ds, strategy, models, optimizers, schedulers, steps, say)
     _resume_or_start(run, saved)
     _attach_extras(run)
@@ -241,6 +252,20 @@ def _attach_extras(run: Run) -> None:
 
 def _silent(*args: Any, **kwargs: Any) -> None:
     pass
+
+
+class RunLog:
+    """Rank 0's log: each message goes to ``log`` and, once the run folder exists, into its ``train.log``
+    (with the time; rewritten atomically, a few KB)."""
+
+    def __init__(self, log: Log, path: Path) -> None:
+        self.log, self.path = log, path
+
+    def __call__(self, message: str) -> None:
+        self.log(message)
+        if self.path.parent.is_dir():
+            old = self.path.read_text(encoding="utf-8") if self.path.is_file() else ""
+            atomic_write_text(self.path, f"{old}{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
 
 
 def _build_models(cfg: TrainConfig, info: DatasetInfo, n: int, device: torch.device) -> list[nn.Module]:
@@ -388,7 +413,9 @@ def _epoch_loader(run: Run, epoch: int) -> Iterable[dict[str, Tensor]]:
 
 
 def _progress(batches: Iterable[dict[str, Tensor]], desc: str, show: bool) -> tqdm:
-    return tqdm(batches, desc=desc, disable=not show, leave=False)
+    """A progress bar over the epoch's batches on a terminal (``disable=None``: off when stderr is not a
+    terminal, where carriage-return redraws would fill log files; the epoch's line says it instead)."""
+    return tqdm(batches, desc=desc, disable=None if show else True, leave=False)
 
 
 def train_step(run: Run, batch: dict[str, Tensor], epoch: int, step: int) -> Tensor:
@@ -471,9 +498,30 @@ def _save_epoch(run: Run, epoch: int, improved: bool) -> None:
 
 
 def finish(run: Run) -> None:
-    """End the run: under DDP, wait for every process."""
+    """End the run: the summary (rank 0; also in ``train.log``); under DDP, wait for every process."""
+    if run.dd.main and run.history:
+        for line in summary(run):
+            run.say(line)
     if run.dd.enabled:
         dist.barrier()  # a barrier before teardown avoids a gloo abort seen with torch 2.14.1
+
+
+def summary(run: Run) -> list[str]:
+    """What a person wants at the end: where and what was trained, the best epoch, the checkpoints."""
+    cfg, out = run.cfg, run.out
+    best = max(run.history, key=lambda r: r["val_miou"])  # the first best epoch, the one in best.pt
+    model = cfg.model.name + (f" ({cfg.model.encoder})" if cfg.model.encoder else "")
+    where = f"{run.device}" + (f" x {run.dd.world_size} processes" if run.dd.enabled else "")
+    images = f"{len(run.train_ds)} training / {len(run.val_ds)} validation images"
+    epochs = f"{len(run.history)} epoch" + ("s" if len(run.history) != 1 else "")
+    size = {n: (out / n).stat().st_size / 1e6 for n in ("best.pt", "last.pt") if (out / n).is_file()}
+    return [
+        f"done: {out}: {model}, strategy {cfg.strategy.name}, {epochs} on {where}, {images}",
+        f"best: epoch {best['epoch']}, val mIoU {100 * best['val_miou']:.2f}%, BF {100 * best['val_bf']:.2f}%, "
+        f"pixel accuracy {100 * best['val_pixel_accuracy']:.2f}%",
+        f"checkpoints: {out / 'best.pt'} (weights, {size.get('best.pt', 0):.0f} MB), "
+        f"{out / 'last.pt'} (for --resume, {size.get('last.pt', 0):.0f} MB)",
+    ]
 
 
 def _gather_epoch_logs(loss_sum: float, n_seen: int, strategy: Any) -> tuple[float, int]:

@@ -24,8 +24,9 @@ def open_split(args: argparse.Namespace):
     """Model of ``args.checkpoint`` and the data set ``args.data/args.split`` at the checkpoint's size."""
     from pathlib import Path
 
-    from nlkd.checkpoint import model_from_checkpoint
+    from nlkd.checkpoint import check_matches_data, checkpoint_info, load_checkpoint, model_from_checkpoint
     from nlkd.data.folder import FolderDataset
+    from nlkd.data.formats import CITYSCAPES_INFO, SUPERVISELY_INFO
     from nlkd.data.info import load_dataset_info
     from nlkd.data.validate import check_split
     from nlkd.errors import DataError
@@ -34,17 +35,19 @@ def open_split(args: argparse.Namespace):
     if not Path(args.data).is_dir():
         raise DataError(f"{args.data}: data folder not found")
     device = resolve_device(args.device)
-    model, cfg, ckpt_info = model_from_checkpoint(args.checkpoint, device)
-    if args.format == "folder":
+    ckpt = load_checkpoint(args.checkpoint)
+    ckpt_info = checkpoint_info(ckpt)
+    if args.format != "folder":
+        info = {"cityscapes": CITYSCAPES_INFO, "supervisely": SUPERVISELY_INFO}[args.format]
+    elif args.num_classes is not None or (Path(args.data) / "dataset.yaml").is_file():
+        info = load_dataset_info(args.data, args.num_classes, args.ignore_index)
+    else:  # the data set does not say: the checkpoint's classes, checked against every mask below
         ignore = args.ignore_index if args.ignore_index is not None else ckpt_info.ignore_index
-        info = load_dataset_info(args.data, args.num_classes or ckpt_info.num_classes, ignore)
+        info = load_dataset_info(args.data, ckpt_info.num_classes, ignore)
+    check_matches_data(ckpt_info, info, args.checkpoint)
+    if args.format == "folder":
         check_split(args.data, args.split, info.num_classes, info.ignore_index, args.labels)
-    else:
-        info = ckpt_info
-    if info.num_classes != ckpt_info.num_classes:
-        raise DataError(
-            f"{args.data}: {info.num_classes} classes, but {args.checkpoint} predicts {ckpt_info.num_classes}"
-        )
+    model, cfg, _ = model_from_checkpoint(ckpt, device)
     size = args.size or cfg.data.size
     dataset = FolderDataset(
         args.data, args.split, args.labels, info=info, size=tuple(size) if size else None, format=args.format

@@ -184,6 +184,7 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     from nlkd.checkpoint import load_checkpoint
     from nlkd.config import apply_overrides, config_from_dict
+    from nlkd.errors import NLKDError
     from nlkd.train import train
 
     overrides = overrides_from_args(args)
@@ -192,6 +193,8 @@ def run(args: argparse.Namespace) -> int:
         cfg = apply_overrides(config_from_dict(load_checkpoint(last)["config"]), overrides)
     else:
         cfg = load_config(args.config, overrides)
+    if args.resume and not (Path(cfg.out) / "last.pt").is_file():
+        raise NLKDError(f"{cfg.out}: no run to resume (no last.pt there); start it without --resume")
     train(cfg, resume=args.resume)
     _destroy_process_group()
     return 0

@@ -39,4 +39,5 @@ def train_command(config_path: Path, cfg: TrainConfig) -> str:
     for every key that differs from it."""
     ref, new = _flatten(config_to_dict(load_config(config_path))), _flatten(config_to_dict(cfg))
     sets = [f"--set={k}={_value(v)}" for k, v in new.items() if k != "out" and ref.get(k) != v]
-    return shlex.join(["nlkd", "train", "--config", str(config_path), *sets, "--out", cfg.out, "--resume"])
+    resume = ["--resume"] if (Path(cfg.out) / "last.pt").is_file() else []  # --resume refuses a missing run
+    return shlex.join(["nlkd", "train", "--config", str(config_path), *sets, "--out", cfg.out, *resume])
