@@ -15,7 +15,9 @@ from typing import Any
 
 import yaml
 
+from nlkd.data.folder import FORMATS
 from nlkd.errors import ConfigError, did_you_mean
+from nlkd.weighting import METRICS, REDUCTIONS
 
 __all__ = [
     "DataConfig",
@@ -206,12 +208,14 @@ def _scale_range(v: Any) -> bool:
     return v is None or (len(v) == 2 and 0 < v[0] <= v[1])
 
 
+def _one_of(names: tuple[str, ...]) -> tuple[typing.Callable[[Any], bool], str]:
+    """A check for a name of a registry (``names`` is the registry's own tuple)."""
+    return (lambda v: v in names), f"{', '.join(names[:-1])} or {names[-1]}"
+
+
 # Values the types alone do not pin down: dotted key -> (accepts the value?, what is expected).
 _CHECKS: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
-    "data.format": (
-        lambda v: v in ("folder", "cityscapes", "supervisely"),
-        "folder, cityscapes or supervisely",
-    ),
+    "data.format": _one_of(FORMATS),
     "data.size": (_positive_pair, "[H, W] with H, W >= 1, or null"),
     "data.scale": (_scale_range, "[lo, hi] with 0 < lo <= hi, or null"),
     "data.num_workers": (lambda v: v >= 0, "an int >= 0"),
@@ -219,8 +223,8 @@ _CHECKS: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "optim.weight_decay": (lambda v: v >= 0, "a number >= 0"),
     "optim.warmup_steps": (lambda v: v >= 0, "an int >= 0"),
     "optim.grad_clip": (lambda v: v is None or v > 0, "a number > 0, or null"),
-    "strategy.metric": (lambda v: v in ("bfmiou", "bf", "miou"), "bfmiou, bf or miou"),
-    "strategy.reduction": (lambda v: v in ("mean", "sum", "normalized"), "mean, sum or normalized"),
+    "strategy.metric": _one_of(METRICS),
+    "strategy.reduction": _one_of(REDUCTIONS),
     "strategy.tolerance": (lambda v: 0 < v < float("inf"), "a finite number of pixels > 0"),
     "strategy.transform": (lambda v: v in ("raw", "rank", "gmm"), "raw, rank or gmm"),
     "strategy.final_lambda": (lambda v: 0 <= v <= 1, "a number in [0, 1]"),

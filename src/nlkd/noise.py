@@ -12,7 +12,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import cv2
 import numpy as np
@@ -33,7 +33,7 @@ __all__ = [
 ]
 
 Mode = Literal["dilate_erode", "polygon", "markov"]
-MODES: tuple[str, ...] = ("dilate_erode", "polygon", "markov")
+MODES: tuple[str, ...] = get_args(Mode)
 #: Keyword parameters each mode accepts through ``corrupt_dataset(**params)``.
 MODE_PARAMS: dict[str, tuple[str, ...]] = {
     "dilate_erode": ("radius",),

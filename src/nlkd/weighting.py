@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -39,8 +39,8 @@ __all__ = [
 
 Metric = Literal["bfmiou", "bf", "miou"]
 Reduction = Literal["mean", "sum", "normalized"]
-METRICS: tuple[str, ...] = ("bfmiou", "bf", "miou")
-REDUCTIONS: tuple[str, ...] = ("mean", "sum", "normalized")
+METRICS: tuple[str, ...] = get_args(Metric)  # the per-image quality metrics, by name
+REDUCTIONS: tuple[str, ...] = get_args(Reduction)
 
 
 def per_image_cross_entropy(logits: Tensor, target: Tensor, ignore_index: int | None = None) -> Tensor:

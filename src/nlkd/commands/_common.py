@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from nlkd.config import parse_size
+from nlkd.data.folder import FORMATS
 
 __all__ = ["DEVICE_HELP", "add_data_args", "size_arg"]
 
@@ -25,7 +26,7 @@ def add_data_args(p: argparse.ArgumentParser, split_default: str | None = "train
     p.add_argument(
         "--format",
         default="folder",
-        choices=["folder", "cityscapes", "supervisely"],
+        choices=FORMATS,
         help="data set layout (default: folder)",
     )
     p.add_argument(

@@ -12,6 +12,7 @@ import argparse
 from pathlib import Path
 
 from nlkd.commands._common import DEVICE_HELP, add_data_args, size_arg
+from nlkd.weighting import METRICS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--metric",
         default="bfmiou",
-        choices=["bfmiou", "bf", "miou"],
+        choices=METRICS,
         help="what the 'quality' column holds (default: bfmiou)",
     )
     p.add_argument("--tolerance", type=float, default=2.0, help="BF tolerance in pixels")

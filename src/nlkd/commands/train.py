@@ -5,20 +5,17 @@ from __future__ import annotations
 import argparse
 from importlib.resources import files
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from nlkd.commands._common import size_arg
 from nlkd.config import TrainConfig, load_config, parse_set
+from nlkd.data.folder import FORMATS
+from nlkd.optim import OptimizerName
+from nlkd.strategies import STRATEGIES
+from nlkd.weighting import METRICS
 
 #: Configs shipped in ``nlkd/configs/``, usable as ``--config NAME``.
 READY_CONFIGS = ("cpu", "paper")
-#: Listed in ``--help`` (the registries hold the truth; importing them here would import torch).
-MODEL_NAMES = ("unet", "deeplabv3plus", "ocrnet", "pointrend")
-STRATEGY_NAMES = (
-    *("baseline", "reweight", "nlkd", "fixed", "discard", "decoupling", "coteaching", "coteaching_plus"),
-    *("oracle_image", "oracle_pixel"),
-    *("relax", "band_kd", "nlkd_pixel", "adele"),
-)
 
 FLAG_KEYS = {
     "data": "data.root",
@@ -80,15 +77,27 @@ def config_arg(text: str) -> str:
     return str(files("nlkd").joinpath("configs", f"{text}.yaml"))
 
 
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Fills ``{models}`` in help texts from the model registry when help is shown (importing the models
+    loads their libraries: only ``--help`` should pay for that)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = super()._get_help_string(action)
+        if text and "{models}" in text:
+            from nlkd.models import list_models
+
+            text = text.replace("{models}", " | ".join(list_models()))
+        return text
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
         help="train a model (teacher, baseline or NLKD student)",
         description=_DESCRIPTION,
         epilog=_EPILOG.format(configs=files("nlkd").joinpath("configs")),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
-    d = _default
     p.add_argument(
         "--config",
         type=config_arg,
@@ -103,6 +112,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="KEY=VALUE",
         help="override any config key, e.g. --set optim.schedule=step (repeatable; the value is read as YAML)",
     )
+    _data_args(p)
+    _method_args(p)
+    _run_args(p)
+    p.set_defaults(func=run)
+
+
+def _data_args(p: argparse.ArgumentParser) -> None:
+    d = _default
     p.add_argument("--data", metavar="ROOT", help="data set root with images/<split>/ and labels/<split>/")
     p.add_argument(
         "--labels",
@@ -114,11 +131,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="SPLIT",
         help=f"split scored after every epoch; best.pt is the best epoch on it (default: {d('data.val_split')})",
     )
-    p.add_argument(
-        "--format",
-        choices=["folder", "cityscapes", "supervisely"],
-        help=f"data set layout (default: {d('data.format')})",
-    )
+    p.add_argument("--format", choices=FORMATS, help=f"data set layout (default: {d('data.format')})")
     p.add_argument("--num-classes", type=int, metavar="N", help="number of classes (default: from ROOT/dataset.yaml)")
     p.add_argument(
         "--ignore-index",
@@ -133,11 +146,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         help=f"resize every image and mask to HxW for training and validation (default: {d('data.size')}; "
         "--set data.size=null keeps each image's own size)",
     )
-    p.add_argument("--model", help=f"{' | '.join(MODEL_NAMES)} (default: {d('model.name')})")
+
+
+def _method_args(p: argparse.ArgumentParser) -> None:
+    d = _default
+    p.add_argument("--model", help=f"{{models}} (default: {d('model.name')})")
     p.add_argument("--encoder", help="encoder of unet/deeplabv3plus/pointrend, e.g. resnet18 (default: the model's)")
     p.add_argument(
         "--strategy",
-        help=f"how each image's loss is weighted: {' | '.join(STRATEGY_NAMES)} (default: {d('strategy.name')})",
+        help=f"how each image's loss is weighted: {' | '.join(STRATEGIES)} (default: {d('strategy.name')})",
     )
     p.add_argument(
         "--teacher",
@@ -151,15 +168,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--metric",
-        choices=["bfmiou", "bf", "miou"],
+        choices=METRICS,
         help=f"per-image annotation quality of teacher and student (default: {d('strategy.metric')})",
     )
     p.add_argument(
         "--optimizer",
-        choices=["ranger", "sgd", "adamw"],
+        choices=get_args(OptimizerName),
         help=f"optimiser (default: {d('optim.name')}; the paper's is ranger)",
     )
     p.add_argument("--lr", type=float, help=f"learning rate (default: {d('optim.lr')})")
+
+
+def _run_args(p: argparse.ArgumentParser) -> None:
+    d = _default
     p.add_argument("--epochs", type=int, metavar="N", help=f"passes over the training set (default: {d('epochs')})")
     p.add_argument(
         "--batch-size", type=int, metavar="N", help=f"images per step, over all processes (default: {d('batch_size')})"
@@ -172,7 +193,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         help=f"run folder: config.yaml, last.pt, best.pt, metrics.jsonl (default: {d('out')})",
     )
     p.add_argument("--resume", action="store_true", help="continue RUN_DIR from its last.pt")
-    p.set_defaults(func=run)
 
 
 def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from nlkd.errors import DataError
 from nlkd.io import read_image, read_mask
 
 __all__ = [
+    "FORMATS",
     "IMAGE_EXTENSIONS",
     "FolderDataset",
     "FolderScan",
@@ -105,6 +106,7 @@ _FORMATS: dict[str, tuple[Callable[..., list[Sample]], MaskReader]] = {
     "cityscapes": (formats.list_pairs_cityscapes, formats.read_mask_cityscapes),
     "supervisely": (formats.list_pairs_supervisely, formats.read_mask_supervisely),
 }
+FORMATS: tuple[str, ...] = tuple(_FORMATS)  # the data set layouts, by name (``--format``)
 
 
 class FolderDataset(Dataset):
