@@ -17,6 +17,7 @@ import yaml
 
 from nlkd.data.folder import FORMATS
 from nlkd.errors import ConfigError, did_you_mean
+from nlkd.score_transforms import TRANSFORMS
 from nlkd.weighting import METRICS, REDUCTIONS
 
 __all__ = [
@@ -226,7 +227,7 @@ _CHECKS: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "strategy.metric": _one_of(METRICS),
     "strategy.reduction": _one_of(REDUCTIONS),
     "strategy.tolerance": (lambda v: 0 < v < float("inf"), "a finite number of pixels > 0"),
-    "strategy.transform": (lambda v: v in ("raw", "rank", "gmm"), "raw, rank or gmm"),
+    "strategy.transform": _one_of(TRANSFORMS),
     "strategy.final_lambda": (lambda v: 0 <= v <= 1, "a number in [0, 1]"),
     "strategy.warmup_epochs": (lambda v: v is None or v >= 0, "an int >= 0, or null"),
     "strategy.relax_radius": (lambda v: v >= 0, "an int >= 0"),

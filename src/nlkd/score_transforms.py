@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 from torch import Tensor
@@ -35,7 +35,7 @@ __all__ = [
 ]
 
 Transform = Literal["raw", "rank", "gmm"]
-TRANSFORMS: tuple[str, ...] = ("raw", "rank", "gmm")
+TRANSFORMS: tuple[str, ...] = get_args(Transform)
 
 
 def rank_among(scores: Tensor, reference: Tensor) -> Tensor:
