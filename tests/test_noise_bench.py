@@ -120,7 +120,7 @@ def test_noise_bench_end_to_end_kill_resume_report_adopt(bench_data: Path, tmp_p
         assert not (folder / PID_FILE).exists()
     if len(killed_at) == 1:  # killed mid-run: epoch 1 was kept, not retrained
         assert _lines(first / "metrics.jsonl")[0] == killed_at[0]
-    logs = _lines(first / "train.log")
+    logs = _lines(first / "output.log")
     assert sum(line.startswith("$ nlkd train --config") for line in logs) == 1 + (len(killed_at) == 1)
 
     md = out / f"{BENCH}.md"
@@ -150,4 +150,4 @@ def test_noise_bench_end_to_end_kill_resume_report_adopt(bench_data: Path, tmp_p
     )
     adopted = out / BENCH / "baseline-markov50" / "seed0"
     assert (adopted / "metrics.jsonl").stat().st_ino == (elsewhere / "metrics.jsonl").stat().st_ino
-    assert not (adopted / "train.log").exists()
+    assert not (adopted / "output.log").exists()  # linked, never trained here

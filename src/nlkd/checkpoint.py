@@ -204,5 +204,5 @@ def make_checkpoint(
         },
         "models": [unwrap(m).state_dict() for m in models],
         "epoch": epoch,
-        **extra,
+        **_plain(extra),  # e.g. a numpy number logged into the history: weights_only=True reads no numpy
     }

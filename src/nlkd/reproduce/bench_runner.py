@@ -1,12 +1,12 @@
 """Train the noise benchmark's runs as plain ``nlkd train`` processes, ``jobs`` at a time.
 
 Each run is the printed ``nlkd train --config <scale>.yaml --set ... --out RUN --resume`` command, run
-as a child process (its output appended to ``RUN/train.log``), so a killed benchmark leaves every run
-resumable from its last finished epoch; the children are asked to end with their parent (Linux), and
-``RUN/.bench_pid`` keeps a second benchmark process from training the same run at the same time.
-Finished runs are skipped, a run another table under ``DIR`` finished is linked (same ``run_key``), and
-``--adopt`` links runs trained elsewhere at the same config. Students start once their teacher (the
-baseline of the same labels and seed) has finished.
+as a child process (its output appended to ``RUN/output.log``, beside the ``RUN/train.log`` it writes),
+so a killed benchmark leaves every run resumable from its last finished epoch; the children are asked to
+end with their parent (Linux), and ``RUN/.bench_pid`` keeps a second benchmark process from training the
+same run at the same time. Finished runs are skipped, a run another table under ``DIR`` finished is
+linked (same ``run_key``), and ``--adopt`` links runs trained elsewhere at the same config. Students start
+once their teacher (the baseline of the same labels and seed) has finished.
 """
 
 from __future__ import annotations
@@ -101,7 +101,7 @@ def _start(job: Job) -> subprocess.Popen[bytes]:
     if job.cfg.threads:
         env["OMP_NUM_THREADS"] = str(job.cfg.threads)
     argv = [sys.executable, "-m", "nlkd", *shlex.split(job.command)[1:]]
-    with open(job.out / "train.log", "ab") as log:
+    with open(job.out / "output.log", "ab") as log:
         log.write(f"$ {job.command}\n".encode())
         log.flush()
         linux = sys.platform.startswith("linux")
@@ -170,9 +170,9 @@ def run_jobs(
                 (job.out / PID_FILE).unlink(missing_ok=True)
                 if proc.returncode != 0 or not job.finished():
                     failed.add(key)
-                    why = _last_line(job.out / "train.log")
+                    why = _last_line(job.out / "output.log")
                     failures.append(f"{job.cell.slug} seed {job.seed}: exit {proc.returncode}: {why}")
-                    log(f"!! {job.cell.slug} seed {job.seed} failed ({job.out / 'train.log'}): {why}")
+                    log(f"!! {job.cell.slug} seed {job.seed} failed ({job.out / 'output.log'}): {why}")
                 else:
                     log(f"== {job.cell.slug} seed {job.seed}: finished")
                 on_finish()
