@@ -109,9 +109,9 @@ def run_noise_bench(args: argparse.Namespace, command: str) -> int:
             print(f"== {report()}, {setup.out / f'{BENCH}.png'}")
             return 0
         prepare_data(setup, plan)
-        if args.adopt:
-            adopt_runs(jobs, Path(args.adopt))
-        failures += run_jobs(setup, jobs, args.jobs or setting.jobs, reuse=not args.no_reuse, on_finish=report)
+        adopt = functools.partial(adopt_runs, source=Path(args.adopt)) if args.adopt else None
+        n = args.jobs or setting.jobs
+        failures += run_jobs(setup, jobs, n, reuse=not args.no_reuse, on_finish=report, adopt=adopt)
         print(f"== {report()}, {setup.out / f'{BENCH}.png'}")
         new = _extra_rows(setting, setup, seeds, unavailable)
         if new == extra:

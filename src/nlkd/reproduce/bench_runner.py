@@ -124,9 +124,12 @@ def run_jobs(
     *,
     reuse: bool = True,
     on_finish: Callable[[], Any] = lambda: None,
+    adopt: Callable[[Sequence[Job]], int] | None = None,
 ) -> list[str]:
     """Train the unfinished ``jobs``, ``n_parallel`` at a time, teachers before their students; call
-    ``on_finish`` after each run ends. Returns one line per failed or blocked run."""
+    ``on_finish`` after each run ends. Just before a run would start, ``adopt([job])`` may link a run
+    finished elsewhere instead (e.g. :func:`adopt_runs` over a setting search that is still going).
+    Returns one line per failed or blocked run."""
     pending, running = list(jobs), {}
     by_key = {(j.cell.slug, j.seed): j for j in jobs}
     failures: list[str] = []
@@ -149,6 +152,8 @@ def run_jobs(
                 elif (pid := running_elsewhere(job)) is not None:
                     pending.remove(job)
                     log(f"== {job.cell.slug} seed {job.seed}: being trained by process {pid}, skipped")
+                elif adopt is not None and adopt([job]):
+                    pending.remove(job)
                 elif reuse and (twin := find_twin(setup, job.cfg)) is not None:
                     pending.remove(job)
                     reuse_run(twin, job.cfg)
