@@ -303,7 +303,7 @@ def _pair_boundary_counts(lab: Tensor, pad: int, num_classes: int, rows: tuple[t
     matched = hit.bool().any(0) if hit.shape[0] > 1 else hit[0].bool()  # .bool() is ~5x faster than != 0
     kt = _key_dtype(4 * b * k)
     base = torch.arange(2 * b, device=lab.device, dtype=kt).view(2, 1, 1, b) * (2 * k)
-    key = torch.add(base, classes, alpha=2).add_(matched)  # (side * B + image) * 2k + 2 (class + 1) + matched
+    key = classes.to(kt).mul_(2).add_(matched).add_(base)  # (side * B + image) * 2k + 2 (class + 1) + matched
     counts = torch.bincount(key.view(-1), minlength=4 * b * k).view(2, b, k, 2)[:, :, 1:]
     return torch.stack([counts.sum(-1), counts[..., 1]], dim=1)
 
