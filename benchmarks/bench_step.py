@@ -1,6 +1,6 @@
 """What NLKD costs per training step, and how close ``nlkd train`` gets to a bare PyTorch loop.
 
-    python benchmarks/bench_step.py [--camvid ../shared/data/camvid] [--steps 20]
+    python benchmarks/bench_step.py [--camvid ../shared/data/camvid] [--steps 20] [--quick]
 
 1. Step time of ``nlkd`` (student scored every step, teacher scores cached) vs ``baseline`` with the
    same model, batch and size: steps interleaved in one run, median per step, ratio (target <= 1.05).
@@ -190,6 +190,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--ddp", action="store_true", help="also compare 2 DDP processes with 1 process")
     ap.add_argument("--pixel", action="store_true", help="only the pixel-level strategies' step ratios")
+    ap.add_argument("--quick", action="store_true", help="3 steps at 32×48, no epoch or DDP (seconds)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     print(
@@ -198,6 +199,9 @@ def main() -> None:
     )
     if args.pixel:
         pixel_step_ratio(args.steps, 8, (96, 128), 11)
+        return
+    if args.quick:
+        step_ratio(3, 2, (32, 48), 11)
         return
     step_ratio(args.steps, 8, (96, 128), 11)
     if (args.camvid / "images" / "train").is_dir():
