@@ -24,6 +24,13 @@ def _one_thread():
     torch.set_num_threads(old)
 
 
+@pytest.fixture(autouse=True)
+def _one_thread_again(_one_thread):
+    """... and every test starts on one thread again, whatever the test before it set (``train`` restores the
+    caller's count, other in-process commands may not): recorded losses are pinned at one thread."""
+    torch.set_num_threads(1)
+
+
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Synthetic data set: 16 train (+ train_coarse, half corrupted) / 8 val / 8 test at 32×48."""

@@ -26,13 +26,26 @@ def test_rank_is_the_mid_rank_percentile_among_the_reference():
 
 def test_gmm_recovers_two_clusters_and_its_posterior():
     low, high = [0.1, 0.2, 0.3] * 10, [0.7, 0.8, 0.9] * 30  # 25 % low, 75 % high
-    g = fit_gaussian_mixture2(torch.tensor(low + high))
+    g = fit_gaussian_mixture2(torch.tensor(low + high), iterations=200, tol=1e-10, reg=1e-6)
     assert g.means == pytest.approx((0.2, 0.8), abs=1e-6)
     assert g.weights == pytest.approx((0.25, 0.75), abs=1e-6)
     assert g.variances == pytest.approx((0.02 / 3 + 1e-6,) * 2, rel=1e-4)
     post = g.posterior_high(torch.tensor([0.2, 0.5, 0.8]))
     # at the midpoint equal variances leave only the prior: 0.75
     assert post.tolist() == pytest.approx([0.0, 0.75, 1.0], abs=1e-6)
+
+
+def test_gmm_transform_is_not_taken_by_a_few_outliers():
+    # the shape that made a CamVid run collapse: a Gaussian bulk (mean 0.40, sd 0.075, as the teacher's
+    # scores there) and 2 outliers far above it. Run to convergence, EM gives the outliers a component of
+    # their own and every other weight ~0.
+    bulk = torch.distributions.Normal(0.40, 0.075).icdf((torch.arange(365) + 0.5) / 365)
+    scores = torch.cat([bulk, torch.tensor([0.80, 0.84])])
+    converged = fit_gaussian_mixture2(scores, iterations=200, tol=1e-10, reg=1e-6)
+    assert converged.weights[1] < 0.02  # the failure the defaults avoid is real
+    w = ScoreTransform("gmm", scores)(scores)
+    assert 0.3 < float(w.mean()) < 0.7  # the default (DivideMix's early stop) splits the bulk
+    assert float(w[:180].mean()) < 0.5 < float(w[185:].mean())  # low half down-weighted, high half kept
 
 
 def test_normalise_batch_mean():
@@ -91,7 +104,7 @@ def test_weight_tolerance_is_the_strategys_not_the_evaluations(tiny_data: Path, 
 
     monkeypatch.setattr(loop, "teacher_scores", fake_scores)
     changes = {"strategy.name": "nlkd", "strategy.tolerance": 1.0, "eval_tolerance": 3.0, "strategy.teacher": "t.pt"}
-    run = loop.build_run(tiny_config(tiny_data, tmp_path / "run", **changes), resume=False, log=lambda *a: None)
+    run = loop.build_run(tiny_config(tiny_data, tmp_path / "run", **changes), saved=None, log=lambda *a: None)
     assert seen["tolerance"] == 1.0 and run.strategy.weighter.tolerance == 1.0 and run.cfg.eval_tolerance == 3.0
 
 

@@ -180,17 +180,23 @@ class Run:
 
 
 def train(cfg: TrainConfig, resume: bool = False, log: Log = print) -> dict[str, Any]:
-    """Train as configured; returns the last epoch's record (also the last line of metrics.jsonl)."""
+    """Train as configured; returns the last epoch's record (also the last line of metrics.jsonl).
+
+    ``cfg.threads`` holds for this call only: the caller's torch thread count is restored on return."""
     check_config(cfg)
     saved = _saved_run(cfg, resume)
     if saved is not None and saved["epoch"] + 1 >= cfg.epochs:
         log(f"{cfg.out} is already complete ({saved['epoch'] + 1}/{cfg.epochs} epochs); nothing to do")
         return saved["history"][-1]
-    run = build_run(cfg, saved, log)
-    record: dict[str, Any] = run.history[-1] if run.history else {}
-    for epoch in range(run.start_epoch, cfg.epochs):
-        record = run_epoch(run, epoch)
-    finish(run)
+    threads = torch.get_num_threads()
+    try:
+        run = build_run(cfg, saved, log)
+        record: dict[str, Any] = run.history[-1] if run.history else {}
+        for epoch in range(run.start_epoch, cfg.epochs):
+            record = run_epoch(run, epoch)
+        finish(run)
+    finally:
+        torch.set_num_threads(threads)
     return record
 
 
