@@ -25,9 +25,9 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 
-# the bench extra (cleanlab): bench_audit.py and its tests, which `make test` skips without it
+# the bench and io extras (cleanlab; pycocotools, onnx, tensorboard, ...): the tests that `make test` skips without them
 bench-deps: $(STAMP)
-	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench,io]'
 
 bench: bench-deps
 	$(BIN)/python benchmarks/bench_metrics.py
