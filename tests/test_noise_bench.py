@@ -33,6 +33,8 @@ def test_plan_rows_teachers_and_unavailable() -> None:
     by = {c.slug: c for c in plan.cells}
     assert by["clean"].labels == "train" and by["baseline-poly50"].labels == "train_poly50"
     assert by["nlkd-de50"].teacher == "baseline-de50" and by["baseline-de50"].teacher is None
+    assert by["band_kd-de50"].teacher == "baseline-de50"  # teacher maps (extras), not teacher scores
+    assert by["nlkd_pixel-de50"].teacher == "baseline-de50" and by["relax-de50"].teacher is None
     assert by["baseline-poly50"].changes == {"data.ignore_index": 255}  # polygon labels need an ignore label
     assert "coteaching-poly50" not in slugs  # a first-kind-only row
     for slug in unavailable:  # rows of strategies this nlkd lacks are listed, not planned

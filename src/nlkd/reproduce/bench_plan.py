@@ -20,6 +20,7 @@ import yaml
 from nlkd.config import TrainConfig, apply_overrides
 from nlkd.errors import ConfigError
 from nlkd.reproduce.cells import Cell, NoiseSpec, TablePlan
+from nlkd.teacher_cache import TEACHER_PROB
 
 __all__ = ["BENCH", "BenchRow", "BenchSetting", "NoiseKind", "bench_plan", "load_bench_setting"]
 
@@ -145,7 +146,7 @@ def bench_plan(
             if row.slug in unavailable or any(c.slug == row.slug_for(kind) for c in cells):
                 continue
             strategy = STRATEGIES[str(row.changes.get("strategy.name", "baseline"))]
-            teacher = baseline if strategy.needs_teacher else None
+            teacher = baseline if strategy.needs_teacher or TEACHER_PROB in strategy.needs_extras else None
             labels = "train" if row.clean else kind.labels
             column = "" if row.clean else kind.key
             changes = {**({} if row.clean else extra), **row.changes}
