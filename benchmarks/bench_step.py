@@ -100,6 +100,53 @@ def pixel_step_ratio(steps: int, batch: int, size: tuple[int, int], classes: int
         )
 
 
+SPEED_OPTIONS = {  # name: (channels_last, bf16 autocast, torch.compile)
+    "fp32 eager (today's default)": (False, False, False),
+    "channels_last": (True, False, False),
+    "bf16 autocast": (False, True, False),
+    "bf16 + channels_last (bf16=true channels_last=true)": (True, True, False),
+    "torch.compile": (False, False, True),
+    "torch.compile + bf16 + channels_last": (True, True, True),
+}
+
+
+def speed_options(steps: int, batch: int, size: tuple[int, int], classes: int, compile_: bool = True) -> None:
+    """The U-Net-R18 training step with ``channels_last``, bf16 autocast and ``torch.compile``, alone and
+    together, against fp32 eager: one model copy per variant (same initial weights), steps interleaved,
+    median per variant after 3 warm-up steps (compilation happens there)."""
+    torch.manual_seed(0)
+    base = create_model("unet", classes, encoder="resnet18")
+    images = torch.randn(batch, 3, *size)
+    target = torch.randint(0, classes, (batch, *size))
+    variants = {}
+    for name, (cl, bf16, comp) in SPEED_OPTIONS.items():
+        if comp and not compile_:
+            continue
+        model = create_model("unet", classes, encoder="resnet18")
+        model.load_state_dict(base.state_dict())
+        layout = torch.channels_last if cl else torch.contiguous_format
+        model = model.to(memory_format=layout)
+        opt = build_optimizer("adamw", model.parameters(), 1e-3, 1e-4)
+        step_model = torch.compile(model) if comp else model
+        variants[name] = (step_model, opt, images.contiguous(memory_format=layout), bf16)
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    for i in range(steps + 3):
+        for name, (model, opt, x, bf16) in variants.items():
+            t0 = time.perf_counter()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                logits = model(x)
+            loss = torch.nn.functional.cross_entropy(logits.float(), target)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if i >= 3:
+                times[name].append(time.perf_counter() - t0)
+    ref = statistics.median(times[next(iter(times))])
+    for name, ts in times.items():
+        t = statistics.median(ts)
+        print(f"| step, U-Net-R18, batch {batch} at {size[0]}×{size[1]} | {name} | {1e3 * t:.0f} ms | {ref / t:.2f}× |")
+
+
 def epoch_ratio(camvid: Path, size: tuple[int, int], batch: int) -> None:
     from nlkd.data.folder import FolderDataset
     from nlkd.data.info import DatasetInfo
@@ -191,12 +238,22 @@ def main() -> None:
     ap.add_argument("--ddp", action="store_true", help="also compare 2 DDP processes with 1 process")
     ap.add_argument("--pixel", action="store_true", help="only the pixel-level strategies' step ratios")
     ap.add_argument("--quick", action="store_true", help="3 steps at 32×48, no epoch or DDP (seconds)")
+    ap.add_argument(
+        "--speed-options",
+        action="store_true",
+        help="only the step with channels_last / bf16 autocast / torch.compile vs fp32 eager (120×160)",
+    )
+    ap.add_argument("--no-compile", action="store_true", help="--speed-options without the torch.compile variants")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     print(
         f"# bench_step — {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
         f"{args.threads} threads; command: {' '.join(sys.argv)}"
     )
+    if args.speed_options:
+        size = (32, 48) if args.quick else (120, 160)
+        speed_options(2 if args.quick else args.steps, 2 if args.quick else 8, size, 11, not args.no_compile)
+        return
     if args.pixel:
         pixel_step_ratio(args.steps, 8, (96, 128), 11)
         return
