@@ -128,3 +128,15 @@ def test_demo_bad_epochs_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert main(["demo", "--quick", "--epochs", "0", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["nlkd demo: error: --epochs must be >= 1, got 0"]
+
+
+def test_bench_step_speed_options_quick() -> None:
+    out = run_script("bench_step.py", "--speed-options", "--quick", "--no-compile", "--threads", "1")
+    rows = [ln for ln in out.splitlines() if ln.startswith("| step")]
+    assert [r.split(" | ")[1] for r in rows] == [
+        "fp32 eager (today's default)",
+        "channels_last",
+        "bf16 autocast",
+        "bf16 + channels_last (bf16=true channels_last=true)",
+    ]
+    assert rows[0].endswith("| 1.00× |")  # the reference against itself
