@@ -6,6 +6,7 @@
     ignore_index: 11          # or null: every pixel counts
     class_names: [Sky, Building, ...]
     palette: [[128, 128, 128], [128, 0, 0], ...]
+    source: {format: coco, category_ids: [null, 1, 3]}   # written by ``nlkd import``; not read
 
 Explicit arguments to :func:`load_dataset_info` (``--num-classes``, ``--ignore-index``) override it.
 """
@@ -25,7 +26,7 @@ from nlkd.errors import ConfigError, DataError, did_you_mean
 __all__ = ["DatasetInfo", "Sample", "default_palette", "load_dataset_info"]
 
 RGB = tuple[int, int, int]
-_YAML_KEYS = ("num_classes", "ignore_index", "class_names", "palette")
+_YAML_KEYS = ("num_classes", "ignore_index", "class_names", "palette", "source")
 
 
 @dataclass(frozen=True)
