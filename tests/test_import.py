@@ -425,3 +425,23 @@ def test_help(fmt: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as e:
         main(["import", fmt, "--help"])
     assert e.value.code == 0 and f"usage: nlkd import {fmt}" in capsys.readouterr().out
+
+
+def test_readme_import_and_validate_lines_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """README's "Bring your own labels" block: its import and validate commands run as written."""
+    pytest.importorskip("pycocotools")
+    import shlex
+
+    repo = Path(__file__).resolve().parents[1]
+    text = (repo / "README.md").read_text(encoding="utf-8").split("## Bring your own labels", 1)[1]
+    block = text.split("```bash\n", 1)[1].split("```", 1)[0].replace("\\\n", " ")
+    lines = [shlex.split(line, comments=True) for line in block.splitlines()]
+    lines = [argv[1:] for argv in lines if argv[:2] in (["nlkd", "import"], ["nlkd", "validate"])]
+    assert [argv[0] for argv in lines] == ["import", "validate"]
+    monkeypatch.chdir(repo)
+    for argv in lines:
+        argv = [str(tmp_path / a) if a.startswith("data/") else a for a in argv]
+        assert main(argv) == 0, capsys.readouterr().err
+    assert "ok: 3 pairs" in capsys.readouterr().out
