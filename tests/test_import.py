@@ -134,7 +134,7 @@ def _broken_coco(tmp_path: Path, change: str) -> tuple[Path, Path, str]:
         named += ": annotation 21: RLE runs"
     elif change == "panoptic":
         data["annotations"] = [{"image_id": 1, "file_name": "a.png", "segments_info": []}]
-        named += ": a COCO panoptic JSON"
+        named = f"{src / 'instances'}: panoptic PNG folder not found"
     if change not in ("json", "missing_image", "unreadable_image"):
         path.write_text(json.dumps(data))
     return path, images, named
@@ -146,6 +146,62 @@ def test_coco_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str], chan
     annotations, images, named = _broken_coco(tmp_path, change)
     out = tmp_path / "root"
     _refused(_coco_argv(out, annotations, images), out, named, capsys)
+
+
+def _panoptic(tmp_path: Path) -> tuple[Path, np.ndarray]:
+    """COCO's panoptic layout: annotations/panoptic_val.json + annotations/panoptic_val/<name>.png."""
+    ids = np.zeros((H, W), dtype=np.int64)  # 0 = void
+    ids[:, 4:], ids[2:6, 6:10], ids[8:, :3] = 2 + 256 * 7, 300, 5  # stuff (id 1794), a thing, a crowd
+    rgb = np.stack([ids % 256, ids // 256 % 256, ids // 65536], axis=-1).astype(np.uint8)
+    png_dir = tmp_path / "annotations" / "panoptic_val"
+    png_dir.mkdir(parents=True)
+    Image.fromarray(rgb).save(png_dir / "x.png")
+    _save_image(tmp_path / "images" / "x.jpg")
+    segments = [
+        {"id": 1794, "category_id": 190, "iscrowd": 0},
+        {"id": 300, "category_id": 1, "iscrowd": 0},
+        {"id": 5, "category_id": 1, "iscrowd": 1},
+    ]
+    data = {
+        "images": [{"id": 9, "file_name": "x.jpg", "height": H, "width": W}],
+        "annotations": [{"image_id": 9, "file_name": "x.png", "segments_info": segments}],
+        "categories": [{"id": 190, "name": "grass", "isthing": 0}, {"id": 1, "name": "person", "isthing": 1}],
+    }
+    (tmp_path / "annotations" / "panoptic_val.json").write_text(json.dumps(data))
+    expected = np.full((H, W), 255)
+    expected[:, 4:], expected[2:6, 6:10] = 2, 1
+    return tmp_path / "annotations" / "panoptic_val.json", expected
+
+
+def test_coco_panoptic(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    annotations, expected = _panoptic(tmp_path)
+    out = tmp_path / "root"
+    assert _run(_coco_argv(out, annotations, tmp_path / "images"), capsys)[0] == 0
+    _validates(out, "train", capsys)
+    assert _mask(out, "x").tolist() == expected.tolist()  # void and the crowd segment -> 255
+    meta = yaml.safe_load((out / "dataset.yaml").read_text())
+    assert meta["class_names"] == ["background", "person", "grass"] and meta["source"]["category_ids"] == [None, 1, 190]
+
+
+@pytest.mark.parametrize("change", ["segment", "png", "category"])
+def test_coco_panoptic_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str], change: str) -> None:
+    annotations, _ = _panoptic(tmp_path)
+    png = tmp_path / "annotations/panoptic_val/x.png"
+    if change == "segment":
+        rgb = np.asarray(Image.open(png)).copy()
+        rgb[0, 0] = (7, 0, 0)
+        Image.fromarray(rgb).save(png)
+        named = f"{png}: segment id 7 (1 pixels) not in {annotations}'s segments_info"
+    elif change == "png":
+        png.unlink()
+        named = f"{png}: panoptic PNG not found"
+    else:
+        data = json.loads(annotations.read_text())
+        data["annotations"][0]["segments_info"][1]["category_id"] = 2
+        annotations.write_text(json.dumps(data))
+        named = f"{annotations}: annotation x.png: segment 300: category_id 2 is not in categories"
+    out = tmp_path / "root"
+    _refused(_coco_argv(out, annotations, tmp_path / "images"), out, named, capsys)
 
 
 def test_coco_semantic_mask_rules_without_pycocotools() -> None:

@@ -1,6 +1,7 @@
 """``nlkd import FORMAT``: labels from an annotation tool -> a folder data set nlkd reads.
 
     nlkd import coco --annotations instances.json --images DIR --out ROOT [--split train]
+    nlkd import coco --annotations panoptic_val2017.json --images DIR [--masks PNG_DIR] --out ROOT --split val
     nlkd import voc --voc-root VOCdevkit/VOC2012 --out ROOT --split train [--image-set train]
     nlkd import voc --images DIR --masks DIR --out ROOT
     nlkd import palette --images DIR --masks DIR --classes classes.yaml [--mask-suffix _L] --out ROOT
@@ -11,7 +12,7 @@ ignore index 255, colours, and where the classes came from). --out must be new o
 with the same classes that lacks --split (import val after train). A bad file stops the import with one
 line naming it (exit 2) and nothing written under --out. COCO: class 0 = background (pixels no annotation
 covers), then the categories by increasing id; the smaller of two overlapping annotations wins; crowd
-regions are ignored (255). Then: nlkd validate --data ROOT --split SPLIT.
+regions are ignored (255); panoptic: void and crowd segments are ignored. Then: nlkd validate --data ROOT --split SPLIT.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from nlkd.errors import ConfigError
 __all__ = ["register", "run"]
 
 _HELP = {
-    "coco": "COCO instance JSON (polygons, RLE, crowd regions), decoded with pycocotools",
+    "coco": "COCO instance JSON (polygons, RLE, crowd regions; decoded with pycocotools) or panoptic JSON + PNGs",
     "voc": "Pascal VOC SegmentationClass palette PNGs (21 classes, 255 = ignore)",
     "palette": "RGB colour masks (CamVid-style) with a class table YAML",
     "cvat": "CVAT 'Segmentation mask 1.1' export (zip or folder)",
@@ -55,6 +56,9 @@ def _add_formats(sub: Any) -> None:
     coco = sub.add_parser("coco", help=_HELP["coco"], description=_HELP["coco"])
     coco.add_argument("--annotations", required=True, metavar="JSON", help="COCO instances JSON")
     coco.add_argument("--images", required=True, metavar="DIR", help="folder the JSON's file_name entries are in")
+    coco.add_argument(
+        "--masks", metavar="DIR", help="panoptic JSON only: its PNG folder (default: the JSON's path without .json)"
+    )
     voc = sub.add_parser("voc", help=_HELP["voc"], description=_HELP["voc"])
     voc.add_argument("--voc-root", metavar="DIR", help="VOC folder with JPEGImages/, SegmentationClass/, ImageSets/")
     voc.add_argument(
@@ -130,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
             _write(plan_cvat(folder, args.images, export=args.export), args)
         return 0
     if args.import_format == "coco":
-        plan = plan_coco(args.annotations, args.images)
+        plan = plan_coco(args.annotations, args.images, args.masks)
     elif args.import_format == "voc":
         plan = _voc_plan(args)
     else:

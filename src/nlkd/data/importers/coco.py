@@ -11,6 +11,8 @@ Rules (also written as comments into ``dataset.yaml``):
   the pixel.
 - images the JSON lists without annotations are all background; files in ``--images`` the JSON does not
   list are left out.
+- a panoptic JSON (annotations with ``segments_info``) is read with its PNGs by
+  :mod:`nlkd.data.importers.coco_panoptic`: same classes, void and crowd segments 255.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from nlkd.data.importers.coco_panoptic import panoptic_items
 from nlkd.data.importers.common import IGNORE_INDEX, ImportItem, ImportPlan, flat_id
 from nlkd.data.info import DatasetInfo
 from nlkd.errors import DataError, NLKDError
@@ -147,8 +150,6 @@ def _load_coco_json(path: Path) -> dict[str, Any]:
         raise DataError(f"{path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
     if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("images", "categories")):
         raise DataError(f"{path}: expected a COCO object with 'images', 'annotations' and 'categories' lists")
-    if any(isinstance(a, dict) and "segments_info" in a for a in data.get("annotations") or []):
-        raise DataError(f"{path}: a COCO panoptic JSON (segments_info + PNGs); nlkd import coco reads instance JSON")
     if not isinstance(data.get("annotations"), list):
         raise DataError(f"{path}: expected a COCO object with 'images', 'annotations' and 'categories' lists")
     return data
@@ -194,24 +195,21 @@ def _image_mask(
         raise DataError(f"{path}: {e}") from None
 
 
-def plan_coco(annotations: str | os.PathLike[str], images: str | os.PathLike[str]) -> ImportPlan:
-    """The import of a COCO instance JSON whose ``file_name``s are relative to the folder ``images``.
-
-    Reads and checks the JSON (categories, image entries, annotation references, every listed image file
-    present) before anything is written; each mask is decoded when written. Rules: module docstring.
-    """
-    _mask_api()  # a missing pycocotools is reported before anything else
-    path, image_dir = Path(annotations), Path(images)
-    data = _load_coco_json(path)
-    category_ids, names = _categories(path, data["categories"])
-    class_of = {cat: k + 1 for k, cat in enumerate(category_ids)}
+def _image_entries(path: Path, images: list[Any]) -> dict[Any, dict[str, Any]]:
     entries = {}
-    for entry in data["images"]:
+    for entry in images:
         ok = isinstance(entry, dict) and isinstance(entry.get("file_name"), str)
         if not ok or not all(isinstance(entry.get(k), int) and entry[k] > 0 for k in ("height", "width")):
             raise DataError(f"{path}: every image needs 'id', 'file_name', 'height' and 'width', got {entry!r:.80}")
         entries[entry.get("id")] = entry
-    grouped = _annotations_by_image(path, data["annotations"], set(entries), set(category_ids))
+    return entries
+
+
+def _instance_items(
+    path: Path, data: dict[str, Any], entries: dict[Any, dict[str, Any]], image_dir: Path, class_of: dict[int, int]
+) -> list[ImportItem]:
+    _mask_api()  # a missing pycocotools is reported before anything is written
+    grouped = _annotations_by_image(path, data["annotations"], set(entries), set(class_of))
     items = []
     for image_id, entry in entries.items():
         image_path = image_dir / entry["file_name"]
@@ -219,11 +217,39 @@ def plan_coco(annotations: str | os.PathLike[str], images: str | os.PathLike[str
             raise DataError(f"{image_path}: image file not found (listed in {path})")
         read = partial(_image_mask, path, grouped.get(image_id, []), entry["height"], entry["width"], class_of)
         items.append(ImportItem(flat_id(entry["file_name"]), image_path, path, read))
+    return items
+
+
+def plan_coco(
+    annotations: str | os.PathLike[str], images: str | os.PathLike[str], masks: str | os.PathLike[str] | None = None
+) -> ImportPlan:
+    """The import of a COCO JSON whose images' ``file_name``s are relative to the folder ``images``.
+
+    An instance JSON is decoded with pycocotools; a panoptic JSON (annotations with ``segments_info``) reads
+    its PNGs from ``masks`` (default: the JSON's path without ``.json``, COCO's layout; see
+    :mod:`nlkd.data.importers.coco_panoptic`). The JSON and every file it names are checked before anything is
+    written; each mask is decoded when written. Rules: module docstring.
+    """
+    path, image_dir = Path(annotations), Path(images)
+    data = _load_coco_json(path)
+    category_ids, names = _categories(path, data["categories"])
+    class_of = {cat: k + 1 for k, cat in enumerate(category_ids)}
+    entries = _image_entries(path, data["images"])
+    panoptic = any(isinstance(a, dict) and "segments_info" in a for a in data["annotations"])
+    if panoptic:
+        png_dir = Path(masks) if masks is not None else path.with_suffix("")
+        if not png_dir.is_dir():
+            raise DataError(f"{png_dir}: panoptic PNG folder not found (a panoptic JSON: give --masks DIR)")
+        items = panoptic_items(path, data["annotations"], entries, image_dir, png_dir, class_of)
+        rule = "255 (ignore_index): the panoptic PNGs' void (id 0) and crowd segments"
+    elif masks is not None:
+        raise DataError(f"{path}: --masks is for panoptic JSON (annotations with segments_info); this one has none")
+    else:
+        items = _instance_items(path, data, entries, image_dir, class_of)
+        rule = "class 0 (background): pixels no annotation covers; 255 (ignore_index): crowd regions (iscrowd: 1)"
     info = DatasetInfo(len(names) + 1, IGNORE_INDEX, ["background", *names])
-    notes = [
-        f"written by nlkd import coco from {path.name}",
-        "class 0 (background): pixels no annotation covers; 255 (ignore_index): crowd regions (iscrowd: 1)",
-        "overlaps: annotations drawn from the largest to the smallest area, so the smaller one wins",
-        "source.category_ids: the COCO category id of each class (null: background)",
-    ]
+    notes = [f"written by nlkd import coco from {path.name}", rule]
+    if not panoptic:
+        notes.append("overlaps: annotations drawn from the largest to the smallest area, so the smaller one wins")
+    notes.append("source.category_ids: the COCO category id of each class (null: background)")
     return ImportPlan(info, items, {"format": "coco", "category_ids": [None, *category_ids]}, notes)
