@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import stat
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +19,7 @@ from PIL import Image, UnidentifiedImageError
 from nlkd.errors import DataError
 
 __all__ = [
+    "atomic_folder",
     "atomic_write_bytes",
     "atomic_write_text",
     "checkpoint_bytes",
@@ -77,6 +81,31 @@ def _umask() -> int:
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     """Atomically write UTF-8 text (see :func:`atomic_write_bytes`)."""
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+@contextmanager
+def atomic_folder(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Fill a folder that appears at ``path`` whole or not at all.
+
+    Yields a new temporary folder beside ``path``; when the ``with`` block ends without an exception the
+    folder replaces ``path`` (a previous folder there is moved aside first, then deleted), otherwise it is
+    deleted and ``path`` stays as it was. Only the two renames separate the old folder from the new one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        os.chmod(tmp, 0o777 & ~_umask())
+        yield tmp
+        old = None
+        if path.exists() or path.is_symlink():
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+            os.replace(path, old / path.name)
+        os.replace(tmp, path)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def checkpoint_bytes(obj: Any) -> bytes:

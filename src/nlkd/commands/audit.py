@@ -2,6 +2,7 @@
 
     nlkd audit --checkpoint runs/teacher/last.pt --data data/camvid --split train --labels train_coarse \\
         --out runs/audit [--top 8] [--known-bad bad_ids.txt] [--tolerance 2] [--resume]
+        [--export label-studio|cvat|fiftyone --top 50]
     nlkd audit --checkpoint runs/teacher/last.pt ... --folds 5 [--epochs 30] [--model unet]
 
 Writes OUT/scores.csv (one row per image, worst first), OUT/teacher_scores.csv (``nlkd score``
@@ -10,7 +11,9 @@ OUT/report.html and OUT/progress.csv (what ``--resume`` continues from). With a 
 the label folder (``nlkd corrupt``) or ``--known-bad``, the report also scores the ranking as a
 detector of the bad annotations (ROC, precision-recall, AUROC, AP). ``--folds K`` first trains K
 teachers (the checkpoint's training config, changed by ``--epochs``, ``--model``, ``--seed``), each
-on K−1 folds, and judges every image with the one that never saw it.
+on K−1 folds, and judges every image with the one that never saw it. ``--export FORMAT``
+writes the K worst annotations (``--top``, default 50) with the teacher's prediction as a pre-annotation to
+OUT/FORMAT (``nlkd.audit.exports``).
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from nlkd.audit.exports import DEFAULT_TOP, EXPORT_FORMATS
+from nlkd.audit.exports.label_studio import DEFAULT_IMAGE_URL
 from nlkd.commands._common import DEVICE_HELP, add_data_args, size_arg
 from nlkd.config import TrainConfig
 
@@ -109,7 +114,28 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--out", required=True, metavar="DIR", help="folder for scores.csv, the gallery and report.html (new or empty)"
     )
-    p.add_argument("--top", type=_int_at_least(0), default=8, metavar="K", help="worst and best K in the gallery")
+    p.add_argument(
+        "--top",
+        type=_int_at_least(0),
+        default=None,
+        metavar="K",
+        help="worst and best K in the gallery (default 8); with --export, the K worst exported (default 50)",
+    )
+    p.add_argument(
+        "--export",
+        action="append",
+        choices=EXPORT_FORMATS,
+        default=None,
+        metavar="FORMAT",
+        help=f"relabel queue of the worst annotations with the teacher's prediction, in OUT/FORMAT: "
+        f"{' | '.join(EXPORT_FORMATS)} (repeatable)",
+    )
+    p.add_argument(
+        "--image-url",
+        default=None,
+        metavar="PREFIX",
+        help=f"label-studio export: prefix of the tasks' image URLs (default {DEFAULT_IMAGE_URL})",
+    )
     p.add_argument(
         "--known-bad",
         default=None,
@@ -185,6 +211,7 @@ def run(args: argparse.Namespace) -> int:
         cache=False,
         format=args.format,
     )
+    n_export = _export_count(args, len(dataset))
     label_dir = Path(args.data) / "labels" / (args.labels or args.split)
     known = known_bad_ids(label_dir, args.known_bad)
     meta = {
@@ -203,7 +230,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         resume=args.resume,
         save_every=args.save_every,
-        top=args.top,
+        top=8 if args.top is None else args.top,
         known_bad=known,
         meta=meta,
     )
@@ -216,7 +243,30 @@ def run(args: argparse.Namespace) -> int:
             f"known bad ({found.source}): AUROC {found.auroc:.3f}, AP {found.average_precision:.3f} "
             f"({found.n_bad} of {found.n} images)"
         )
+    if args.export:
+        from nlkd.audit.exports import export_relabel_queue
+
+        url = DEFAULT_IMAGE_URL if args.image_url is None else args.image_url
+        folders = export_relabel_queue(args.export, table, dataset, teachers, out, n_export, image_url=url)
+        print(f"relabel queue ({n_export} worst annotations) -> {', '.join(str(f) for f in folders)}")
     return 0
+
+
+def _export_count(args: argparse.Namespace, n_images: int) -> int:
+    """How many annotations ``--export`` writes: ``--top`` (1..n_images), else up to DEFAULT_TOP."""
+    from nlkd.errors import ConfigError
+
+    if not args.export:
+        if args.image_url is not None:
+            raise ConfigError("--image-url applies to --export label-studio only")
+        return 0
+    if args.image_url is not None and "label-studio" not in args.export:
+        raise ConfigError("--image-url applies to --export label-studio only")
+    if args.top is None:
+        return min(DEFAULT_TOP, n_images)
+    if not 1 <= args.top <= n_images:
+        raise ConfigError(f"--top {args.top}: --export needs 1 <= K <= {n_images} (the images in {args.split!r})")
+    return args.top
 
 
 def run_audit(
