@@ -237,6 +237,17 @@ def test_cvat_round_trip(known_export):
         np.testing.assert_array_equal(masks[file_stem(sid)], names[teacher.mask(sid)])
 
 
+def test_cvat_zip_reads_back_with_nlkd_import_cvat(known_export, tmp_path: Path):
+    out, dataset, teacher, worst, _ = known_export
+    root = tmp_path / "imported"
+    assert main(["import", "cvat", "--export", str(out / "cvat" / ZIP_NAME), "--out", str(root)]) == 0
+    names = yaml.safe_load((root / "dataset.yaml").read_text())["class_names"]
+    for sid in worst:
+        mask = read_mask(root / "labels" / "train" / f"{file_stem(sid)}.png")
+        got = np.array(names, dtype=object)[mask]
+        np.testing.assert_array_equal(got, np.array(dataset.info.class_names, dtype=object)[teacher.mask(sid)])
+
+
 def test_fiftyone_round_trip(known_export):
     out, dataset, teacher, worst, quality = known_export
     root = out / "fiftyone"

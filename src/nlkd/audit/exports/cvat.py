@@ -8,7 +8,8 @@ files as they are). ``SegmentationObject/`` (instance masks) is optional in the 
 classes have no instances. Black is CVAT's background (no label), so no class is drawn black: the classes
 take the data set's palette when its colours are distinct and none is black, else :func:`cvat_colours`'
 fixed palette. A class named ``background`` takes black itself (CVAT's convention; no extra line then).
-The given annotation is not in the zip: the format holds one mask per image.
+The given annotation is not in the zip: the format holds one mask per image. ``nlkd import cvat`` reads the
+zip back (CVAT's ``background`` line becomes class 0 there, as in any CVAT export).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import numpy as np
 from PIL import Image
 
 from nlkd.audit.exports.queue import RelabelItem
+from nlkd.data.cvat import CVAT_LABELMAP, format_cvat_labelmap
 from nlkd.data.info import RGB, DatasetInfo, default_palette
 
 __all__ = ["ZIP_NAME", "CvatWriter", "cvat_colours", "labelmap"]
@@ -49,11 +51,8 @@ def labelmap(info: DatasetInfo) -> str:
     """``labelmap.txt``: CVAT's header, ``background:0,0,0::`` (unless a class is named background), then
     ``name:r,g,b::`` per class in class order."""
     colours = cvat_colours(info)
-    lines = ["# label:color_rgb:parts:actions"]
-    if _BLACK not in colours:
-        lines.append("background:0,0,0::")
-    lines += [f"{name}:{r},{g},{b}::" for name, (r, g, b) in zip(info.class_names, colours)]
-    return "\n".join(lines) + "\n"
+    background = [] if _BLACK in colours else [("background", _BLACK)]
+    return format_cvat_labelmap([*background, *zip(info.class_names, colours)])
 
 
 def colour_mask(mask: np.ndarray, colours: list[RGB]) -> np.ndarray:
@@ -84,6 +83,6 @@ class CvatWriter:
         self.stems.append(item.stem)
 
     def close(self) -> None:
-        self.zip.writestr("labelmap.txt", labelmap(self.info))
+        self.zip.writestr(CVAT_LABELMAP, labelmap(self.info))
         self.zip.writestr("ImageSets/Segmentation/default.txt", "".join(f"{s}\n" for s in self.stems))
         self.zip.close()
