@@ -350,7 +350,8 @@ def test_rerun_without_known_bad_ids_drops_the_old_detection_figure(
     [
         ("missing checkpoint", "nope.pt: checkpoint not found"),
         ("corrupt checkpoint", "broken.pt: corrupt or truncated checkpoint"),
-        ("class count", "8 classes, but "),
+        ("class count", "checkpoint has 6 classes, the data set has 8"),
+        ("ignore index", "checkpoint has ignore index None, the data set has 7"),
         ("missing known-bad", "nope.txt: cannot read the list of known-bad ids"),
     ],
 )
@@ -368,6 +369,11 @@ def test_audit_bad_input_is_one_line_and_exit_2(
         os.symlink(bad_root / "labels" / "bad", root / "labels" / "bad")
         names = [f"c{i}" for i in range(8)]
         (root / "dataset.yaml").write_text(json.dumps({"num_classes": 8, "class_names": names}))
+    elif case == "ignore index":  # the same classes, but the data set says 7 marks unlabelled pixels
+        root = _linked_root(bad_root, tmp_path / "data")
+        os.symlink(bad_root / "labels" / "bad", root / "labels" / "bad")
+        info = json.loads(json.dumps(__import__("yaml").safe_load((bad_root / "dataset.yaml").read_text())))
+        (root / "dataset.yaml").write_text(json.dumps({**info, "ignore_index": 7}))
     else:
         extra = ["--known-bad", str(tmp_path / "nope.txt")]
     out = tmp_path / "out"
@@ -635,3 +641,34 @@ def test_bench_audit_counts_classes_before_and_after_corruption(tmp_path: Path):
     manifest = {"corrupted": ["a"], "source": str(src)}
     assert _bench()._classes_per_corrupted_mask(manifest, dst, 255) == (4.0, 2.0)
     assert _bench()._classes_per_corrupted_mask({"corrupted": ["a"]}, dst, 255) is None
+
+
+class _Wrong(torch.nn.Module):
+    """A 'teacher' that predicts one class everywhere."""
+
+    def __init__(self, num_classes: int, cls: int) -> None:
+        super().__init__()
+        self.num_classes, self.cls = num_classes, cls
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = torch.zeros(x.shape[0], self.num_classes, *x.shape[2:])
+        logits[:, self.cls] = 1.0
+        return logits
+
+
+def test_audit_warns_about_a_teacher_that_agrees_with_nothing(teacher: Path, bad_root: Path, tmp_path: Path):
+    from nlkd.commands.audit import run_audit
+
+    _, _, info = model_from_checkpoint(teacher)
+    ds = FolderDataset(bad_root, "train", "bad", info=info, size=SIZE, cache=False)
+    counts = np.bincount(np.concatenate([np.asarray(ds.get_mask(i)).ravel() for i in range(len(ds))]), minlength=256)
+    rarest = int(np.argmin(counts[: info.num_classes]))  # one region of it: no boundary, tiny IoU
+    logged: list[str] = []
+    teachers = Teachers([_Wrong(info.num_classes, rarest)], [teacher])
+    table, _ = run_audit(teachers, ds, tmp_path / "out", top=1, log=logged.append)
+    assert np.nanmean(table.quality) < 0.05
+    (warning,) = [ln for ln in logged if ln.startswith("warning: ")]
+    assert f"mean quality on these {len(ds)} training images is {np.nanmean(table.quality):.3f}" in warning
+    good: list[str] = []
+    run_audit(Teachers([model_from_checkpoint(teacher)[0]], [teacher]), ds, tmp_path / "ok", top=1, log=good.append)
+    assert not [ln for ln in good if ln.startswith("warning: ")]

@@ -325,6 +325,7 @@ def test_corrupt_dataset_markov_manifest_and_cli(tmp_path: Path, capsys: pytest.
     argv = ["corrupt", "--src", str(src), "--dst", str(tmp_path / "c"), "--mode", "markov", "--seed", "2"]
     assert main([*argv, "--steps", "10", "--expand-prob", "0.3", "--ignore-index", str(IGNORE)]) == 0
     assert load_manifest(tmp_path / "c")["params"] == {"expand_prob": 0.3, "steps": 10}
+    capsys.readouterr()  # the run's summary line
     assert main([*argv, "--flip-prob", "1.5"]) == 2
     assert main([*argv, "--radius", "1", "2"]) == 2
     err = capsys.readouterr().err

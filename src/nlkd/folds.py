@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from nlkd.config import StrategyConfig, TrainConfig
+from nlkd.data.info import DatasetInfo
 from nlkd.errors import ConfigError, NLKDError
 from nlkd.io import atomic_write_text
 from nlkd.teacher import ScoreTable, score_dataset
@@ -134,12 +135,23 @@ def train_fold_teachers(
     return folds, checkpoints
 
 
-def fold_teachers(checkpoints: Sequence[Path], folds: dict[str, int], device: torch.device | str = "cpu"):
-    """:class:`nlkd.audit.Teachers` routing each image to the fold teacher that did not train on it."""
+def fold_teachers(
+    checkpoints: Sequence[Path],
+    folds: dict[str, int],
+    device: torch.device | str = "cpu",
+    info: DatasetInfo | None = None,
+):
+    """:class:`nlkd.audit.Teachers` routing each image to the fold teacher that did not train on it;
+    with ``info`` (the data set's classes) a checkpoint of other classes is refused."""
     from nlkd.audit import Teachers
-    from nlkd.checkpoint import model_from_checkpoint
+    from nlkd.checkpoint import check_matches_data, model_from_checkpoint
 
-    models = [model_from_checkpoint(c, device)[0] for c in checkpoints]
+    models = []
+    for c in checkpoints:
+        model, _, ckpt_info = model_from_checkpoint(c, device)
+        if info is not None:
+            check_matches_data(ckpt_info, info, c)
+        models.append(model)
     return Teachers(models, checkpoints, fold_of=folds, device=device)
 
 

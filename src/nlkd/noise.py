@@ -17,10 +17,10 @@ from typing import Any, Literal, get_args
 import cv2
 import numpy as np
 from scipy import ndimage
-from tqdm import tqdm
 
 from nlkd.errors import ConfigError, DataError
 from nlkd.io import atomic_write_bytes, atomic_write_text, read_mask, write_mask
+from nlkd.progress import progress
 
 __all__ = [
     "MODES",
@@ -256,6 +256,7 @@ def corrupt_dataset(
     mode: Mode,
     seed: int,
     ignore_index: int | None = None,
+    show_progress: bool = True,
     **params: Any,
 ) -> dict[str, Any]:
     """Write a copy of label folder ``src`` to ``dst`` with a random ``ratio`` of masks corrupted.
@@ -268,6 +269,7 @@ def corrupt_dataset(
     are copied byte for byte. Each image's randomness depends only on ``(seed, id)``, so the same call
     writes the same bytes. ``src`` is never written. ``dst`` may be new, empty, or an earlier output
     (it has a manifest); stale ``*.png`` in an earlier output are removed. ``dst/manifest.json`` is written last.
+    Progress goes to stderr (:mod:`nlkd.progress`) unless ``show_progress`` is False.
 
     Returns:
         The manifest: mode, ratio, seed, ignore_index (the one used), params, corrupted (sorted
@@ -293,7 +295,7 @@ def corrupt_dataset(
     for stale in dst.glob("*.png"):
         if stale.stem not in ids:
             stale.unlink()
-    for image_id in tqdm(ids, desc=f"corrupt ({mode})", unit="mask", leave=False):
+    for image_id in progress(ids, f"corrupt ({mode})", unit="mask", show=show_progress):
         path = src / f"{image_id}.png"
         if image_id not in chosen:
             atomic_write_bytes(dst / path.name, path.read_bytes())

@@ -21,12 +21,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import Tensor, nn
-from tqdm import tqdm
 
 from nlkd.data.folder import FolderDataset, make_loader
 from nlkd.errors import DataError
 from nlkd.io import atomic_write_text
 from nlkd.metrics import bf_and_iou
+from nlkd.progress import progress as show_progress
 
 __all__ = [
     "ScoreTable",
@@ -77,7 +77,7 @@ def predict_batches(
     """Yield ``(batch, pred)`` over a data set in order; ``pred`` is the (B, H, W) argmax on CPU."""
     model.eval()
     loader = make_loader(dataset, batch_size=batch_size, shuffle=False, seed=0)
-    for batch in tqdm(loader, desc=progress, disable=True if progress is None else None, leave=False):  # None: tty
+    for batch in show_progress(loader, progress or "", unit="batch", show=progress is not None):
         logits = model(batch["image"].to(device))
         yield batch, logits.argmax(1).cpu()
 

@@ -27,13 +27,13 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
-from tqdm import tqdm
 
 from nlkd.config import TrainConfig
 from nlkd.data.extras import ExtraMap, register_extra
 from nlkd.data.folder import FolderDataset, make_loader
 from nlkd.errors import ConfigError, DataError
 from nlkd.io import atomic_write_text
+from nlkd.progress import progress
 
 __all__ = [
     "CACHE_NAME",
@@ -90,7 +90,7 @@ def write_prob_cache(
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
         model.eval()
         loader = make_loader(dataset, batch_size=batch_size, shuffle=False, seed=0)
-        for batch in tqdm(loader, desc="teacher maps", leave=False):
+        for batch in progress(loader, "teacher maps", unit="batch"):
             logits = model(batch["image"].to(device)).float()
             if logits.shape[1] != c:
                 raise DataError(f"teacher predicts {logits.shape[1]} classes, the data set has {c}")

@@ -34,7 +34,6 @@ import torch.distributed as dist
 import yaml
 from torch import Tensor, nn
 from torch.utils.data.distributed import DistributedSampler
-from tqdm import tqdm
 
 from nlkd.checkpoint import (
     build_model,
@@ -57,6 +56,7 @@ from nlkd.io import atomic_write_bytes, atomic_write_text, checkpoint_bytes
 from nlkd.models import auxiliary_loss
 from nlkd.noise import load_manifest
 from nlkd.optim import build_optimizer, build_scheduler
+from nlkd.progress import progress
 from nlkd.runtime import Distributed, dataset_info, resolve_device, setup_distributed
 from nlkd.separation import WeightSeparation
 from nlkd.strategies import StepInputs, Strategy, create_strategy
@@ -418,10 +418,9 @@ def _epoch_loader(run: Run, epoch: int) -> Iterable[dict[str, Tensor]]:
     )
 
 
-def _progress(batches: Iterable[dict[str, Tensor]], desc: str, show: bool) -> tqdm:
-    """A progress bar over the epoch's batches on a terminal (``disable=None``: off when stderr is not a
-    terminal, where carriage-return redraws would fill log files; the epoch's line says it instead)."""
-    return tqdm(batches, desc=desc, disable=None if show else True, leave=False)
+def _progress(batches: Iterable[dict[str, Tensor]], desc: str, show: bool) -> progress:
+    """A progress bar over the epoch's batches on a terminal; nothing off it (the epoch's line says it)."""
+    return progress(batches, desc, unit="batch", show=show, summary=False)
 
 
 def train_step(run: Run, batch: dict[str, Tensor], epoch: int, step: int) -> Tensor:

@@ -16,7 +16,6 @@ import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import Subset
-from tqdm import tqdm
 
 from nlkd.audit.table import AuditTable
 from nlkd.data.folder import FolderDataset, make_loader
@@ -25,6 +24,7 @@ from nlkd.io import atomic_write_text
 # ``metrics`` exposes per-image BF only; the per-class counts come from its private counter so that
 # 1 − BF_c uses exactly the matching behind the ``bf`` column (tests check mean_c BF_c == bf).
 from nlkd.metrics import SegmentationStats, segmentation_stats
+from nlkd.progress import progress
 
 __all__ = ["BatchScores", "audit_batch", "audit_dataset", "strict_bf_iou"]
 
@@ -154,7 +154,7 @@ def audit_dataset(
         done = table.load_rows(partial, key)
     todo = np.flatnonzero(~done).tolist()
     loader = make_loader(Subset(dataset, todo), batch_size=batch_size, shuffle=False, seed=0)
-    bar = tqdm(loader, desc="auditing", unit="batch", leave=False, disable=not todo)
+    bar = progress(loader, "auditing", unit="batch", show=bool(todo))
     for step, batch in enumerate(bar, start=1):
         logits = teachers(batch["image"], batch["id"])
         s = audit_batch(

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from nlkd.config import parse_size
 from nlkd.data.folder import FORMATS
 
-__all__ = ["DEVICE_HELP", "add_data_args", "size_arg"]
+if TYPE_CHECKING:
+    from nlkd.data.info import DatasetInfo
+
+__all__ = ["DEVICE_HELP", "add_data_args", "checked_data_info", "size_arg"]
 
 DEVICE_HELP = "auto | cpu | cuda | cuda:N (default: auto: CUDA when present)"
 
@@ -39,3 +44,22 @@ def add_data_args(p: argparse.ArgumentParser, split_default: str | None = "train
         metavar="I",
         help="mask value of unlabelled pixels (default: from ROOT/dataset.yaml, else none)",
     )
+
+
+def checked_data_info(args: argparse.Namespace, ckpt_info: DatasetInfo, checkpoint: str) -> DatasetInfo:
+    """The classes of the data set ``args.data`` (its format's, its ``dataset.yaml`` or ``--num-classes``;
+    when it says nothing, the checkpoint's, which every mask is then checked against), refusing a
+    ``checkpoint`` whose classes or ignore index differ from the data's."""
+    from nlkd.checkpoint import check_matches_data
+    from nlkd.data.formats import CITYSCAPES_INFO, SUPERVISELY_INFO
+    from nlkd.data.info import load_dataset_info
+
+    if args.format != "folder":
+        info = {"cityscapes": CITYSCAPES_INFO, "supervisely": SUPERVISELY_INFO}[args.format]
+    elif args.num_classes is not None or (Path(args.data) / "dataset.yaml").is_file():
+        info = load_dataset_info(args.data, args.num_classes, args.ignore_index)
+    else:
+        ignore = args.ignore_index if args.ignore_index is not None else ckpt_info.ignore_index
+        info = load_dataset_info(args.data, ckpt_info.num_classes, ignore)
+    check_matches_data(ckpt_info, info, checkpoint)
+    return info

@@ -29,7 +29,7 @@ import numpy as np
 
 from nlkd.audit.exports import DEFAULT_TOP, EXPORT_FORMATS
 from nlkd.audit.exports.label_studio import DEFAULT_IMAGE_URL
-from nlkd.commands._common import DEVICE_HELP, add_data_args, size_arg
+from nlkd.commands._common import DEVICE_HELP, add_data_args, checked_data_info, size_arg
 from nlkd.config import TrainConfig
 
 if TYPE_CHECKING:
@@ -162,9 +162,8 @@ def _teachers(args: argparse.Namespace, out: Path):
     """(teachers, dataset info, size, description) for the single-checkpoint or the fold case."""
     from nlkd.audit import Teachers
     from nlkd.checkpoint import model_from_checkpoint
-    from nlkd.data.info import load_dataset_info
     from nlkd.data.validate import check_split
-    from nlkd.errors import ConfigError, DataError
+    from nlkd.errors import ConfigError
     from nlkd.runtime import dataset_info, resolve_device
 
     device = resolve_device(args.device)
@@ -175,21 +174,12 @@ def _teachers(args: argparse.Namespace, out: Path):
         folds_dir = Path(args.folds_dir) if args.folds_dir else out / "folds"
         folds, checkpoints = train_fold_teachers(cfg, args.folds, folds_dir)
         what = f"{args.folds} out-of-fold teachers ({cfg.model.name}, {cfg.epochs} epochs) in {folds_dir}"
-        return fold_teachers(checkpoints, folds, device), dataset_info(cfg), cfg.data.size, what
+        info = dataset_info(cfg)
+        return fold_teachers(checkpoints, folds, device, info), info, cfg.data.size, what
     if args.checkpoint is None:
         raise ConfigError("pass --checkpoint CKPT (the teacher), or --folds K to train out-of-fold teachers")
     model, cfg, ckpt_info = model_from_checkpoint(args.checkpoint, device)
-    info = ckpt_info
-    if args.format == "folder":
-        ignore = args.ignore_index if args.ignore_index is not None else ckpt_info.ignore_index
-        try:  # the data's own class count: --num-classes, else its dataset.yaml
-            info = load_dataset_info(args.data, args.num_classes, ignore)
-        except DataError:  # known from neither: the checkpoint's
-            info = load_dataset_info(args.data, ckpt_info.num_classes, ignore)
-    if info.num_classes != ckpt_info.num_classes:
-        raise DataError(
-            f"{args.data}: {info.num_classes} classes, but {args.checkpoint} predicts {ckpt_info.num_classes}"
-        )
+    info = checked_data_info(args, ckpt_info, args.checkpoint)
     if args.format == "folder":
         check_split(args.data, args.split, info.num_classes, info.ignore_index, args.labels)
     teachers = Teachers([model], [Path(args.checkpoint)], device=device)
@@ -286,9 +276,12 @@ def run_audit(
     """Audit ``dataset`` and write ``out_dir``: ``progress.csv``, ``scores.csv`` (worst first),
     ``teacher_scores.csv``, ``audit.json``, ``gallery/``, ``figures/`` and ``report.html``; returns the
     table and, when ``known_bad = (ids, source)`` is given, the detection scores."""
+    import torch
+
     from nlkd.audit import PROGRESS_NAME, audit_dataset, detection
     from nlkd.audit.report import write_report  # matplotlib is only needed once the numbers exist
     from nlkd.io import atomic_write_text
+    from nlkd.teacher import weak_teacher_warning
 
     out_dir = Path(out_dir)
     key = teachers.key(dataset, tolerance)
@@ -306,6 +299,9 @@ def run_audit(
         resume=resume,
         save_every=save_every,
     )
+    warning = weak_teacher_warning(torch.from_numpy(table.quality), "quality")
+    if warning:
+        log(warning)
     found, others = None, {}
     if known_bad is not None:
         found = detection(table, *known_bad)

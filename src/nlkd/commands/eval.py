@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from nlkd.commands._common import DEVICE_HELP, add_data_args, size_arg
+from nlkd.commands._common import DEVICE_HELP, add_data_args, checked_data_info, size_arg
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,10 +24,8 @@ def open_split(args: argparse.Namespace):
     """Model of ``args.checkpoint`` and the data set ``args.data/args.split`` at the checkpoint's size."""
     from pathlib import Path
 
-    from nlkd.checkpoint import check_matches_data, checkpoint_info, load_checkpoint, model_from_checkpoint
+    from nlkd.checkpoint import checkpoint_info, load_checkpoint, model_from_checkpoint
     from nlkd.data.folder import FolderDataset
-    from nlkd.data.formats import CITYSCAPES_INFO, SUPERVISELY_INFO
-    from nlkd.data.info import load_dataset_info
     from nlkd.data.validate import check_split
     from nlkd.errors import DataError
     from nlkd.runtime import resolve_device
@@ -36,15 +34,7 @@ def open_split(args: argparse.Namespace):
         raise DataError(f"{args.data}: data folder not found")
     device = resolve_device(args.device)
     ckpt = load_checkpoint(args.checkpoint)
-    ckpt_info = checkpoint_info(ckpt)
-    if args.format != "folder":
-        info = {"cityscapes": CITYSCAPES_INFO, "supervisely": SUPERVISELY_INFO}[args.format]
-    elif args.num_classes is not None or (Path(args.data) / "dataset.yaml").is_file():
-        info = load_dataset_info(args.data, args.num_classes, args.ignore_index)
-    else:  # the data set does not say: the checkpoint's classes, checked against every mask below
-        ignore = args.ignore_index if args.ignore_index is not None else ckpt_info.ignore_index
-        info = load_dataset_info(args.data, ckpt_info.num_classes, ignore)
-    check_matches_data(ckpt_info, info, args.checkpoint)
+    info = checked_data_info(args, checkpoint_info(ckpt), args.checkpoint)
     if args.format == "folder":
         check_split(args.data, args.split, info.num_classes, info.ignore_index, args.labels)
     model, cfg, _ = model_from_checkpoint(ckpt, device)

@@ -76,12 +76,12 @@ def _describe_skipped(skipped: list[Path]) -> str:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
-    from tqdm import tqdm
 
     from nlkd.checkpoint import model_from_checkpoint
     from nlkd.data.transforms import resize_image, to_tensor
     from nlkd.io import read_image, write_mask, write_rgb
     from nlkd.plots import overlay
+    from nlkd.progress import progress
     from nlkd.runtime import resolve_device
 
     src, out = Path(args.images), Path(args.out)
@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     model, cfg, info = model_from_checkpoint(args.checkpoint, device)
     with torch.no_grad():
-        for path in tqdm(files, desc="predicting"):
+        for path in progress(files, "predicting", unit="image"):
             image = read_image(path)
             h, w = image.shape[:2]
             x = resize_image(image, tuple(cfg.data.size)) if cfg.data.size else image

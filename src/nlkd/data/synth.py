@@ -199,6 +199,7 @@ def make_synthetic(
             ratio=coarse_ratio,
             mode="dilate_erode",
             seed=seed,
+            show_progress=False,
             radius=radius,
         )
     info = {
