@@ -351,7 +351,6 @@ def test_rerun_without_known_bad_ids_drops_the_old_detection_figure(
         ("missing checkpoint", "nope.pt: checkpoint not found"),
         ("corrupt checkpoint", "broken.pt: corrupt or truncated checkpoint"),
         ("class count", "checkpoint has 6 classes, the data set has 8"),
-        ("ignore index", "checkpoint has ignore index None, the data set has 7"),
         ("missing known-bad", "nope.txt: cannot read the list of known-bad ids"),
     ],
 )
@@ -369,11 +368,6 @@ def test_audit_bad_input_is_one_line_and_exit_2(
         os.symlink(bad_root / "labels" / "bad", root / "labels" / "bad")
         names = [f"c{i}" for i in range(8)]
         (root / "dataset.yaml").write_text(json.dumps({"num_classes": 8, "class_names": names}))
-    elif case == "ignore index":  # the same classes, but the data set says 7 marks unlabelled pixels
-        root = _linked_root(bad_root, tmp_path / "data")
-        os.symlink(bad_root / "labels" / "bad", root / "labels" / "bad")
-        info = json.loads(json.dumps(__import__("yaml").safe_load((bad_root / "dataset.yaml").read_text())))
-        (root / "dataset.yaml").write_text(json.dumps({**info, "ignore_index": 7}))
     else:
         extra = ["--known-bad", str(tmp_path / "nope.txt")]
     out = tmp_path / "out"

@@ -150,7 +150,7 @@ def fold_teachers(
     for c in checkpoints:
         model, _, ckpt_info = model_from_checkpoint(c, device)
         if info is not None:
-            check_matches_data(ckpt_info, info, c)
+            check_matches_data(ckpt_info, info, c, ignore_index=False)
         models.append(model)
     return Teachers(models, checkpoints, fold_of=folds, device=device)
 

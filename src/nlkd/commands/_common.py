@@ -46,10 +46,12 @@ def add_data_args(p: argparse.ArgumentParser, split_default: str | None = "train
     )
 
 
-def checked_data_info(args: argparse.Namespace, ckpt_info: DatasetInfo, checkpoint: str) -> DatasetInfo:
+def checked_data_info(
+    args: argparse.Namespace, ckpt_info: DatasetInfo, checkpoint: str, *, ignore_index: bool = True
+) -> DatasetInfo:
     """The classes of the data set ``args.data`` (its format's, its ``dataset.yaml`` or ``--num-classes``;
     when it says nothing, the checkpoint's, which every mask is then checked against), refusing a
-    ``checkpoint`` whose classes or ignore index differ from the data's."""
+    ``checkpoint`` whose classes or (when ``ignore_index``) ignore index differ from the data's."""
     from nlkd.checkpoint import check_matches_data
     from nlkd.data.formats import CITYSCAPES_INFO, SUPERVISELY_INFO
     from nlkd.data.info import load_dataset_info
@@ -61,5 +63,5 @@ def checked_data_info(args: argparse.Namespace, ckpt_info: DatasetInfo, checkpoi
     else:
         ignore = args.ignore_index if args.ignore_index is not None else ckpt_info.ignore_index
         info = load_dataset_info(args.data, ckpt_info.num_classes, ignore)
-    check_matches_data(ckpt_info, info, checkpoint)
+    check_matches_data(ckpt_info, info, checkpoint, ignore_index=ignore_index)
     return info

@@ -179,7 +179,7 @@ def _teachers(args: argparse.Namespace, out: Path):
     if args.checkpoint is None:
         raise ConfigError("pass --checkpoint CKPT (the teacher), or --folds K to train out-of-fold teachers")
     model, cfg, ckpt_info = model_from_checkpoint(args.checkpoint, device)
-    info = checked_data_info(args, ckpt_info, args.checkpoint)
+    info = checked_data_info(args, ckpt_info, args.checkpoint, ignore_index=False)  # a fine teacher judges coarse masks
     if args.format == "folder":
         check_split(args.data, args.split, info.num_classes, info.ignore_index, args.labels)
     teachers = Teachers([model], [Path(args.checkpoint)], device=device)
