@@ -63,12 +63,12 @@ def brush_rle(mask: np.ndarray) -> list[int]:
     mask = np.asarray(mask)
     if mask.ndim != 2:
         raise ValueError(f"mask must have shape (H, W), got {mask.shape}")
-    flat = np.repeat(np.where(mask.ravel() != 0, 255, 0), 4).astype(np.int64)
-    n = flat.size
-    cuts = np.flatnonzero(np.diff(flat)) + 1
-    starts = np.concatenate([[0], cuts]) if n else np.zeros(0, np.int64)
-    lengths = np.diff(np.concatenate([starts, [n]]))
-    words = flat[starts]
+    flat = mask.ravel() != 0
+    cuts = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+    starts = np.concatenate([[0], cuts]).astype(np.int64) if flat.size else np.zeros(0, np.int64)
+    lengths = np.diff(np.concatenate([starts, [flat.size]])) * 4  # 4 channels per pixel
+    words = np.where(flat[starts], 255, 0).astype(np.int64)
+    n = flat.size * 4
     longest = 1 << _RUN_BITS[-1]
     pieces = -(-lengths // longest)  # a run longer than the widest field is split
     words, lengths = np.repeat(words, pieces), _split_runs(lengths, pieces, longest)
@@ -77,7 +77,7 @@ def brush_rle(mask: np.ndarray) -> list[int]:
     header_values = np.array([n, _WORD_BITS - 1, *(b - 1 for b in _RUN_BITS)], dtype=np.int64)
     header_widths = np.array([32, 5, 4, 4, 4, 4])
     blocks = np.stack([np.ones_like(words), size_index, lengths - 1, words], 1).ravel()
-    block_widths = np.stack([np.ones_like(words), np.full_like(words, 2), run_bits, np.full_like(words, 8)], 1)
+    block_widths = np.stack([np.ones_like(words), np.full_like(words, 2), run_bits, np.full_like(words, _WORD_BITS)], 1)
     bits = _bits(np.concatenate([header_values, blocks]), np.concatenate([header_widths, block_widths.ravel()]))
     return np.packbits(bits).tolist()
 
