@@ -212,7 +212,10 @@ def test_label_studio_round_trip(known_export):
     assert [t["data"]["sample_id"] for t in tasks] == worst
     assert [t["data"]["rank"] for t in tasks] == [1, 2, 3, 4, 5]
     assert [t["data"]["quality"] for t in tasks] == sorted(t["data"]["quality"] for t in tasks)
-    assert "label_config.xml" in os.listdir(out / "label-studio")
+    interface = pytest.importorskip("label_studio_sdk.label_interface")
+    config = interface.LabelInterface((out / "label-studio" / "label_config.xml").read_text())
+    for t in tasks:  # label-studio-sdk checks names, types and labels against the config
+        assert [config.validate_prediction(p, return_errors=True) for p in t["predictions"]] == [[], []]
     info = dataset.info
     for t in tasks:
         sid = t["data"]["sample_id"]
