@@ -501,3 +501,19 @@ def test_readme_import_and_validate_lines_run(
         argv = [str(tmp_path / a) if a.startswith("data/") else a for a in argv]
         assert main(argv) == 0, capsys.readouterr().err
     assert "ok: 3 pairs" in capsys.readouterr().out
+
+
+def test_empty_out_folder_and_non_jpeg_png_images(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An existing empty --out is filled; a BMP image is written as PNG with the same pixels."""
+    images, masks, table, expected = _palette_set(tmp_path)
+    bmp = images / "0001TP_006720.bmp"
+    Image.open(images / "0001TP_006720.png").save(bmp)
+    (images / "0001TP_006720.png").unlink()
+    out = tmp_path / "root"
+    out.mkdir()
+    argv = ["import", "palette", "--images", str(images), "--masks", str(masks), "--classes", str(table)]
+    assert _run([*argv, "--mask-suffix", "_L", "--out", str(out)], capsys)[0] == 0
+    _validates(out, "train", capsys)
+    written = np.asarray(Image.open(out / "images/train/0001TP_006720.png"))
+    assert written.tolist() == np.asarray(Image.open(bmp)).tolist()
+    assert _mask(out, "0001TP_006720").tolist() == expected.tolist()
