@@ -18,11 +18,11 @@ from typing import Any, Literal
 import numpy as np
 import yaml
 from PIL import Image
-from tqdm import tqdm
 
 from nlkd.data.importers.common import ImportPlan
 from nlkd.errors import ConfigError, DataError
 from nlkd.io import read_image
+from nlkd.progress import progress
 
 __all__ = ["check_target", "write_import"]
 
@@ -56,16 +56,15 @@ def check_target(out: Path, split: str, dataset_yaml: dict[str, Any]) -> Literal
     return "add"
 
 
-def _write_items(plan: ImportPlan, tmp: Path, split: str, progress: bool | None) -> np.ndarray:
+def _write_items(plan: ImportPlan, tmp: Path, split: str, show: bool) -> np.ndarray:
     """Write every item under ``tmp``; return the pixel count of each mask value, (256,) int64."""
     images_dir, labels_dir = tmp / "images" / split, tmp / "labels" / split
     images_dir.mkdir(parents=True)
     labels_dir.mkdir(parents=True)
     counts = np.zeros(256, dtype=np.int64)
     seen: dict[str, Path] = {}
-    bar = tqdm(
-        plan.items, desc=f"import {split}", unit="image", leave=False, disable=True if progress is False else None
-    )
+    # a bar on a terminal only; the command prints its own closing line
+    bar = progress(plan.items, f"import {split}", unit="image", show=show, summary=False)
     for item in bar:
         if item.id in seen:
             raise DataError(f"{item.image_path}: id {item.id!r} given twice (also {seen[item.id]})")
@@ -111,11 +110,11 @@ def _move_split_in(tmp: Path, out: Path, split: str) -> None:
 
 
 def write_import(
-    plan: ImportPlan, out: str | os.PathLike[str], split: str, *, progress: bool | None = None
+    plan: ImportPlan, out: str | os.PathLike[str], split: str, *, show_progress: bool = True
 ) -> np.ndarray:
     """Write ``plan`` as split ``split`` of the data set ``out``; return the pixel count per mask value (256,).
 
-    ``progress``: None shows a bar on a terminal only (as ``nlkd train``), False never.
+    ``show_progress``: a bar on a terminal (never off one, :mod:`nlkd.progress`); False: never.
     Raises :class:`DataError` naming the file for a bad item, with nothing left under ``out``.
     """
     out = Path(out)
@@ -126,7 +125,7 @@ def write_import(
     tmp = out.parent / f".{out.name}.import-{secrets.token_hex(4)}"
     tmp.mkdir()  # permissions as any new folder (mkdtemp's 0700 would stay on ROOT after the rename)
     try:
-        counts = _write_items(plan, tmp, split, progress)
+        counts = _write_items(plan, tmp, split, show_progress)
         if mode == "add":
             _move_split_in(tmp, out, split)
         else:
