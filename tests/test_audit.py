@@ -427,6 +427,32 @@ def test_cli_resume_of_a_finished_audit_only_redraws(
     assert (out / "scores.csv").read_text() == before
 
 
+def test_resume_after_a_kill_mid_row_gives_the_uninterrupted_table(
+    audit_out: Path, teacher: Path, bad_root: Path, tmp_path: Path, monkeypatch
+):
+    """progress.csv is appended to as the audit goes; a run killed while writing a row leaves a half line.
+    --resume keeps the complete rows, scores the rest (the half row's image again), and writes the same
+    scores.csv as the run that was never interrupted."""
+    out = tmp_path / "out"
+    shutil.copytree(audit_out, out)
+    before = (out / "scores.csv").read_text()
+    progress = out / "progress.csv"
+    lines = progress.read_text().splitlines(keepends=True)
+    assert lines[0].startswith("# key=") and len(lines) == 2 + 16  # key, header, one row per image
+    kept = lines[: 2 + 9]
+    progress.write_text("".join(kept) + lines[2 + 9][: len(lines[2 + 9]) // 2])  # 9 rows and half of one
+    (out / "scores.csv").unlink()
+    seen: list[str] = []
+    call = Teachers.__call__
+    monkeypatch.setattr(Teachers, "__call__", lambda self, x, ids: (seen.extend(ids), call(self, x, ids))[1])
+    assert main(_audit_args(teacher, bad_root, out, "--resume")) == 0
+    assert len(seen) == 7 + 4  # the 7 images without a complete row, then the gallery's 2 worst + 2 best
+    kept_ids = {ln.split(",")[0] for ln in kept[2:]}
+    assert not kept_ids & set(seen[:7])
+    assert (out / "scores.csv").read_text() == before
+    assert len(progress.read_text().splitlines()) == 2 + 16 and progress.read_text().endswith("\n")
+
+
 def test_known_bad_file_and_detection(tmp_path: Path):
     table = AuditTable.empty(["a", "b", "c", "d"], ["ia"] * 4, ["ma"] * 4, ["x"])
     table.bf[:] = table.iou[:] = [0.1, 0.9, np.nan, 0.5]

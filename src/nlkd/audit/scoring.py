@@ -143,18 +143,22 @@ def audit_dataset(
 ) -> AuditTable:
     """Audit every image of ``dataset`` (no augmentation), batch by batch, keeping only numbers.
 
-    ``teachers(images (B, 3, H, W), ids) -> logits (B, C, H, W)``. With ``partial`` the rows scored so
-    far are written there atomically every ``save_every`` batches and at the end; with ``resume`` the
-    rows already in it (written under the same ``key``) are kept and their images skipped.
+    ``teachers(images (B, 3, H, W), ids) -> logits (B, C, H, W)``. With ``partial`` the rows are
+    streamed there: appended (full precision) every ``save_every`` batches and at the end, so the file
+    grows with the work and nothing is rewritten; with ``resume`` the rows already in it (written under
+    the same ``key``; a half-written last line is dropped) are kept and their images skipped.
     """
     info = dataset.info
     table = AuditTable.for_dataset(dataset)
     done = np.zeros(len(table.ids), dtype=bool)
     if resume and partial is not None and partial.is_file():
         done = table.load_rows(partial, key)
+    if partial is not None:  # the rows kept (none when starting over), complete lines only; then append
+        atomic_write_text(partial, table.to_csv(np.flatnonzero(done).tolist(), key=key, exact=True))
     todo = np.flatnonzero(~done).tolist()
     loader = make_loader(Subset(dataset, todo), batch_size=batch_size, shuffle=False, seed=0)
     bar = progress(loader, "auditing", unit="batch", show=bool(todo))
+    unsaved: list[int] = []
     for step, batch in enumerate(bar, start=1):
         logits = teachers(batch["image"], batch["id"])
         s = audit_batch(
@@ -164,7 +168,9 @@ def audit_dataset(
         table.bf[idx], table.iou[idx], table.pixel_disagreement[idx] = s.bf, s.iou, s.pixel_disagreement
         table.labelled[idx], table.strict_quality[idx] = s.labelled, s.strict_quality
         table.class_disagreement[idx] = s.class_disagreement
-        done[idx] = True
+        unsaved.extend(idx.tolist())
         if partial is not None and (step % save_every == 0 or step == len(loader)):
-            atomic_write_text(partial, table.to_csv(np.flatnonzero(done).tolist(), key=key, exact=True))
+            with open(partial, "a", encoding="utf-8", newline="") as f:
+                f.write(table.csv_rows(unsaved, exact=True))
+            unsaved.clear()
     return table

@@ -109,11 +109,17 @@ class AuditTable:
         buf = io.StringIO()
         if key is not None:
             buf.write(f"# key={key}\n")
+        csv.writer(buf, lineterminator="\n").writerow(self.header())
+        buf.write(self.csv_rows(self.order() if rows is None else rows, exact))
+        return buf.getvalue()
+
+    def csv_rows(self, rows: Sequence[int], exact: bool = False) -> str:
+        """The lines of :meth:`to_csv` for ``rows``, without header (what the streamed progress file appends)."""
+        buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
-        w.writerow(self.header())
         num = repr if exact else "{:.6f}".format
         q = self.quality
-        for i in self.order() if rows is None else rows:
+        for i in rows:
             w.writerow(
                 [
                     self.ids[i],
@@ -131,8 +137,12 @@ class AuditTable:
 
     def load_rows(self, path: Path, key: str | None) -> np.ndarray:
         """Fill in the rows of a CSV written by :meth:`to_csv` (ids not in the table are skipped);
-        returns the (N,) bool mask of rows filled. A different ``key`` or header is a DataError."""
-        lines = path.read_text(encoding="utf-8").splitlines()
+        returns the (N,) bool mask of rows filled. A different ``key`` or header is a DataError. A last
+        line without its newline (a run killed while appending it) is left out: its image is scored again."""
+        text = path.read_text(encoding="utf-8")
+        lines = text.splitlines()
+        if lines and not text.endswith("\n"):
+            lines.pop()
         found = lines[0][len("# key=") :] if lines and lines[0].startswith("# key=") else None
         if key is not None and found != key:
             raise DataError(
