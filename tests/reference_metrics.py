@@ -55,3 +55,23 @@ def reference_batch(pred, target, num_classes, tolerance=2.0, ignore_index=None)
     """(B, H, W) -> two (B,) float64 arrays: BF and IoU."""
     out = [reference_image(p, t, num_classes, tolerance, ignore_index) for p, t in zip(pred, target)]
     return np.array([o[0] for o in out]), np.array([o[1] for o in out])
+
+
+def reference_classes(pred, target, num_classes, tolerance, ignore_index=None):
+    """(H, W) arrays -> (bf_c, iou_c): two (C,) float64 arrays for one image, NaN where undefined
+    (no boundary of class c in either map; class c in neither map)."""
+    pred, target = np.asarray(pred).astype(np.int64), np.asarray(target).astype(np.int64)
+    valid = np.ones(target.shape, bool) if ignore_index is None else target != ignore_index
+    bf, iou = np.full(num_classes, np.nan), np.full(num_classes, np.nan)
+    for c in range(num_classes):
+        mp, mt = (pred == c) & valid, (target == c) & valid
+        if (mp | mt).any():
+            iou[c] = (mp & mt).sum() / (mp | mt).sum()
+        bp, bt = class_boundary(mp), class_boundary(mt)
+        if bp.any() and bt.any():
+            precision = (_dist_to(bt)[bp] < tolerance).mean()
+            recall = (_dist_to(bp)[bt] < tolerance).mean()
+            bf[c] = 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
+        elif bp.any() or bt.any():
+            bf[c] = 0.0
+    return bf, iou

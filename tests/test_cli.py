@@ -288,6 +288,28 @@ def test_eval_table_and_json(teacher: Path, tiny_data: Path, capsys: pytest.Capt
     assert len(result["per_class_iou"]) == len(result["class_names"])
 
 
+def test_eval_per_class_table_names_the_bf_tolerance(teacher: Path, tiny_data: Path, capsys) -> None:
+    """Per class: IoU and BF in percent under a header that says the tolerance; the JSON holds the same
+    numbers as fractions (null where undefined)."""
+    args = ["eval", "--checkpoint", str(teacher / "best.pt"), "--data", str(tiny_data), "--device", "cpu"]
+    rc, table, _ = run(capsys, *args, "--tolerance", "1")
+    rc_json, text, _ = run(capsys, *args, "--tolerance", "1", "--json")
+    assert rc == rc_json == 0
+    result = json.loads(text)
+    assert result["tolerance"] == 1.0 and len(result["per_class_bf"]) == len(result["class_names"])
+    lines = table.splitlines()
+    assert f"BF@1px {100 * result['bf']:.2f}" in lines[1] and "BF θ" not in table
+    header = next(i for i, ln in enumerate(lines) if ln.split() == ["class", "IoU", "BF@1px"])
+    for line, name, iou, bf in zip(
+        lines[header + 1 :], result["class_names"], result["per_class_iou"], result["per_class_bf"]
+    ):
+        cells = line.split()
+        assert cells[0] == name
+        for cell, value in zip(cells[1:], (iou, bf)):
+            assert cell == ("n/a" if value is None else f"{100 * value:.2f}")
+    assert len(lines) == header + 1 + len(result["class_names"])
+
+
 def test_eval_full_resolution(teacher: Path, tiny_data: Path, capsys: pytest.CaptureFixture[str]) -> None:
     rc, text, _ = run(
         capsys,

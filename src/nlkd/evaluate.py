@@ -1,8 +1,8 @@
 """Evaluate a model on a data set: dataset mIoU (one confusion matrix), mean per-image BF, pixel
-accuracy and per-class IoU, plus where the errors are: BF at θ = 1 and 2 px and the trimap mIoU in
-the 3-px band around the true boundaries vs the interior (:class:`nlkd.metrics.BoundaryMetrics`).
-Under ``torchrun`` each process evaluates its share and the sums are all-reduced, so every process
-returns the same numbers."""
+accuracy, per-class IoU and BF (:class:`nlkd.metrics.SegmentationMetrics`), plus where the errors are:
+BF at θ = 1 and 2 px and the trimap mIoU in the 3-px band around the true boundaries vs the interior
+(:class:`nlkd.metrics.BoundaryMetrics`). Under ``torchrun`` each process evaluates its share and the
+sums are all-reduced, so every process returns the same numbers."""
 
 from __future__ import annotations
 
@@ -34,8 +34,8 @@ def evaluate(
     full_resolution: bool = False,
 ) -> dict[str, object]:
     """Metrics of ``model`` (network outputs resized to the labels when ``full_resolution``): ``miou``,
-    ``per_class_iou``, ``pixel_accuracy``, ``bf`` (at ``tolerance``), ``n_images`` and
-    :data:`BOUNDARY_KEYS`."""
+    ``per_class_iou``, ``pixel_accuracy``, ``bf`` and ``per_class_bf`` (at ``tolerance``, also returned),
+    ``n_images``, ``class_names`` and :data:`BOUNDARY_KEYS` (fractions; NaN where undefined)."""
     info = dataset.info
     device = torch.device(device)
     metrics = SegmentationMetrics(info.num_classes, info.ignore_index, tolerance, device=device)
@@ -63,20 +63,29 @@ def evaluate(
     return out
 
 
+def _percent(x: object) -> str:
+    v = float(x)  # type: ignore[arg-type]
+    return "   n/a" if v != v else f"{100 * v:6.2f}"
+
+
 def format_report(result: dict[str, object], title: str = "") -> str:
-    """A human-readable table: overall metrics, then IoU per class."""
+    """A human-readable table (percent): overall metrics, then IoU and BF per class, each BF with its
+    tolerance in pixels (``BF@2px``)."""
     lines = [title] if title else []
+    bf = f"BF@{float(result.get('tolerance', 2.0)):g}px"  # type: ignore[arg-type]
     lines.append(
-        f"mIoU {100 * float(result['miou']):.2f}  BF {100 * float(result['bf']):.2f}  "
+        f"mIoU {100 * float(result['miou']):.2f}  {bf} {100 * float(result['bf']):.2f}  "
         f"pixel acc {100 * float(result['pixel_accuracy']):.2f}  ({result['n_images']} images)"
     )
     if "miou_band" in result:
         lines.append(
-            f"BF θ=1 {100 * float(result['bf_1']):.2f}  BF θ=2 {100 * float(result['bf_2']):.2f}  "
+            f"BF@1px {100 * float(result['bf_1']):.2f}  BF@2px {100 * float(result['bf_2']):.2f}  "
             f"mIoU within {BAND_RADIUS:g} px of the true boundaries {100 * float(result['miou_band']):.2f}, "
             f"elsewhere {100 * float(result['miou_interior']):.2f}"
         )
     names = result.get("class_names") or []
-    for name, iou in zip(names, result["per_class_iou"]):  # type: ignore[arg-type]
-        lines.append(f"  {name:<20s} {'   n/a' if iou != iou else f'{100 * iou:6.2f}'}")
+    class_bf = result.get("per_class_bf") or [float("nan")] * len(names)  # type: ignore[arg-type]
+    lines.append(f"  {'class':<20s} {'IoU':>6s} {bf:>7s}")
+    for name, iou, cbf in zip(names, result["per_class_iou"], class_bf):  # type: ignore[arg-type]
+        lines.append(f"  {name:<20s} {_percent(iou)}  {_percent(cbf)}")
     return "\n".join(lines)

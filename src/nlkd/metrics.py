@@ -16,6 +16,10 @@ Conventions (the paper's Eq. 1-3 and 5 leave these open; nlkd fixes them):
 * **Per class.** Precision P_c is the matched share of predicted boundary pixels, recall R_c the matched
   share of target boundary pixels, BF_c = 2 P_c R_c / (P_c + R_c). Both boundaries empty: class
   skipped. One empty: BF_c = 0. P_c + R_c = 0: BF_c = 0.
+* **Per class** (:func:`per_class_bf`, :func:`per_class_iou`, ``SegmentationMetrics``' ``per_class_bf``):
+  the BF_c and IoU_c above, per image (B, C); over a data set, IoU_c from the summed confusion matrix (as
+  mIoU) and BF_c as the mean over the images where class c has a boundary in either map (as BF is the
+  mean over images).
 * **Per image.** BF is the mean of BF_c over the classes not skipped (those with a boundary in either
   map). If no class has a boundary in either map (each map is one region), BF = 1 when the maps agree
   on every valid pixel and 0 otherwise. IoU is the mean over classes whose union is non-empty.
@@ -49,6 +53,8 @@ __all__ = [
     "boundary_f1",
     "boundary_map",
     "confusion_matrices",
+    "per_class_bf",
+    "per_class_iou",
     "per_image_iou",
     "segmentation_stats",
     "tolerance_from_diagonal",
@@ -430,6 +436,47 @@ def boundary_f1(
     return _bf(p, t, num_classes, tolerance)
 
 
+def per_class_iou(pred: Tensor, target: Tensor, num_classes: int, ignore_index: int | None = None) -> Tensor:
+    """IoU of every class in every image: the parts :func:`per_image_iou` averages.
+
+    Args:
+        pred: (B, H, W) integer predicted labels.
+        target: (B, H, W) integer labels; ``ignore_index`` pixels are removed from both maps.
+
+    Returns:
+        (B, C) float64; NaN where class c is in neither map of image b.
+
+    >>> per_class_iou(torch.tensor([[[0, 1, 1, 1]]]), torch.tensor([[[0, 0, 1, 1]]]), 3).tolist()
+    [[0.5, 0.6666666666666666, nan]]
+    """
+    p, t = _prepare(pred, target, num_classes, ignore_index)
+    return _iou_from_confusion(_confusion(p, t, num_classes))
+
+
+def per_class_bf(
+    pred: Tensor, target: Tensor, num_classes: int, tolerance: float = 2.0, ignore_index: int | None = None
+) -> Tensor:
+    """Boundary F1 of every class in every image (Eq. 1-3 per class): the BF_c that :func:`boundary_f1`
+    averages, from the same boundary matches.
+
+    Args:
+        pred: (B, H, W) integer predicted labels.
+        target: (B, H, W) integer labels; ``ignore_index`` pixels are removed from both maps.
+        tolerance: match distance θ in pixels; a match needs distance strictly below θ.
+
+    Returns:
+        (B, C) float64 in [0, 1]; NaN where class c has a boundary in neither map of image b.
+
+    >>> t = torch.tensor([[[0, 0, 1, 1, 2, 2]] * 3])
+    >>> p = torch.tensor([[[0, 0, 1, 1, 1, 2]] * 3])  # the 1 | 2 boundary moved by one pixel: no match at θ = 1
+    >>> per_class_bf(p, t, 3, tolerance=1.0).tolist()
+    [[1.0, 0.5, 0.0]]
+    """
+    tolerance = _validate_tolerance(tolerance)
+    p, t = _prepare(pred, target, num_classes, ignore_index)
+    return _class_f1(_pair_stats(p, t, num_classes, tolerance)[1])
+
+
 def _bf(p: Tensor, t: Tensor, num_classes: int, tolerance: float) -> Tensor:
     confusion, counts = _pair_stats(p, t, num_classes, tolerance)
     return _bf_from_class_f1(_class_f1(counts), confusion)
@@ -475,6 +522,11 @@ class SegmentationStats:
     class_bf: Tensor
     confusion: Tensor
 
+    @property
+    def class_iou(self) -> Tensor:
+        """(B, C) IoU_c per image and class, NaN where class c is in neither map."""
+        return _iou_from_confusion(self.confusion)
+
 
 def segmentation_stats(
     pred: Tensor, target: Tensor, num_classes: int, tolerance: float = 2.0, ignore_index: int | None = None
@@ -497,8 +549,9 @@ def segmentation_stats(
 
 
 class SegmentationMetrics:
-    """Dataset-level evaluation: mIoU from one confusion matrix, per-class IoU, pixel accuracy and
-    mean per-image BF (the paper's "BF"). State is kept as sums, so merging is addition.
+    """Dataset-level evaluation: mIoU from one confusion matrix, per-class IoU, pixel accuracy,
+    mean per-image BF (the paper's "BF") and per-class BF (BF_c averaged over the images where class c
+    has a boundary in either map). State is kept as sums, so merging is addition.
 
     >>> m = SegmentationMetrics(num_classes=3)
     >>> bf = m.update(torch.tensor([[[0, 1], [2, 2]]]), torch.tensor([[[0, 1], [2, 1]]]))
@@ -525,6 +578,11 @@ class SegmentationMetrics:
         self.confusion = torch.zeros(self.num_classes, self.num_classes, dtype=torch.int64, device=self.device)
         self.bf_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         self.bf_count = torch.zeros((), dtype=torch.int64, device=self.device)
+        self.class_bf_sum = torch.zeros(self.num_classes, dtype=torch.float64, device=self.device)
+        self.class_bf_count = torch.zeros(self.num_classes, dtype=torch.int64, device=self.device)
+
+    def _state(self) -> tuple[Tensor, ...]:
+        return self.confusion, self.bf_sum, self.bf_count, self.class_bf_sum, self.class_bf_count
 
     @torch.no_grad()
     def update(self, pred: Tensor, target: Tensor) -> Tensor:
@@ -532,19 +590,21 @@ class SegmentationMetrics:
         p, t = _prepare(pred.to(self.device), target.to(self.device), self.num_classes, self.ignore_index)
         cm, counts = _pair_stats(p, t, self.num_classes, self.tolerance)
         self.confusion += cm.sum(0)
-        bf = _bf_from_class_f1(_class_f1(counts), cm)
+        class_bf = _class_f1(counts)
+        bf = _bf_from_class_f1(class_bf, cm)
         ok = ~bf.isnan()
         self.bf_sum += bf[ok].sum()
         self.bf_count += ok.sum()
+        self.class_bf_sum += class_bf.nan_to_num(0.0).sum(0)
+        self.class_bf_count += (~class_bf.isnan()).sum(0)
         return bf
 
     def merge(self, other: SegmentationMetrics) -> SegmentationMetrics:
         """Add another evaluator's state into this one (e.g. from another process)."""
         if other.num_classes != self.num_classes:
             raise ValueError(f"cannot merge metrics over {other.num_classes} classes into {self.num_classes}")
-        self.confusion += other.confusion.to(self.device)
-        self.bf_sum += other.bf_sum.to(self.device)
-        self.bf_count += other.bf_count.to(self.device)
+        for mine, theirs in zip(self._state(), other._state()):
+            mine += theirs.to(self.device)
         return self
 
     def all_reduce(self) -> None:
@@ -552,19 +612,25 @@ class SegmentationMetrics:
         import torch.distributed as dist
 
         if dist.is_available() and dist.is_initialized():
-            for t in (self.confusion, self.bf_sum, self.bf_count):
+            for t in self._state():
                 dist.all_reduce(t)
 
     def compute(self) -> dict[str, float | list[float]]:
         """Return ``miou``, ``per_class_iou`` (NaN for classes absent from target and prediction),
-        ``pixel_accuracy``, ``bf`` (mean per-image BF) and ``n_images``."""
+        ``pixel_accuracy``, ``bf`` (mean per-image BF), ``per_class_bf`` (NaN for classes without a
+        boundary in any image), ``tolerance`` (of both BFs, pixels) and ``n_images``."""
         iou = _iou_from_confusion(self.confusion)
         total = self.confusion.sum()
+        class_bf = torch.where(
+            self.class_bf_count > 0, self.class_bf_sum / self.class_bf_count.clamp(min=1), float("nan")
+        )
         return {
             "miou": float(torch.nanmean(iou)) if (~iou.isnan()).any() else float("nan"),
             "per_class_iou": [float(x) for x in iou],
             "pixel_accuracy": float(self.confusion.diagonal().sum() / total) if total > 0 else float("nan"),
             "bf": float(self.bf_sum / self.bf_count) if self.bf_count > 0 else float("nan"),
+            "per_class_bf": [float(x) for x in class_bf],
+            "tolerance": self.tolerance,
             "n_images": int(self.bf_count),
         }
 

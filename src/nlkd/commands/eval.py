@@ -1,4 +1,5 @@
-"""``nlkd eval``: dataset mIoU, mean per-image BF, pixel accuracy and per-class IoU of a checkpoint."""
+"""``nlkd eval``: dataset mIoU, mean per-image BF, pixel accuracy and per-class IoU and BF of a checkpoint
+(printed in percent with the BF tolerance in pixels, e.g. ``BF@2px``; ``--json`` gives fractions)."""
 
 from __future__ import annotations
 
@@ -50,8 +51,19 @@ def run(args: argparse.Namespace) -> int:
 
     model, dataset, device = open_split(args)
     result = evaluate(model, dataset, device, args.tolerance, full_resolution=args.full_resolution)
-    if args.json:
-        print(json.dumps(result))
+    if args.json:  # fractions; undefined values (a class in no image) as null
+        print(json.dumps(_nan_to_none(result)))
     else:
         print(format_report(result, f"{args.checkpoint} on {args.data} [{args.split}]"))
     return 0
+
+
+def _nan_to_none(value: object) -> object:
+    """``value`` with every float NaN (not valid JSON) replaced by None, in lists and dicts too."""
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, list):
+        return [_nan_to_none(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _nan_to_none(v) for k, v in value.items()}
+    return value
