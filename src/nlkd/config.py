@@ -55,12 +55,16 @@ class DataConfig:
 class ModelConfig:
     name: str = "unet"  # see nlkd.models.list_models()
     encoder: str | None = None  # e.g. resnet18 / resnet34 / resnet50; None = the model's default
-    encoder_weights: str | None = None  # None = random init (offline); "imagenet" downloads weights
+    encoder_weights: str | None = None  # None = random init (offline); "imagenet" downloads; a local file path
     options: dict[str, Any] = field(default_factory=dict)  # other options of create_model(name, ...)
 
     def kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for ``create_model(self.name, num_classes, **kwargs)``."""
-        given = {"encoder": self.encoder, "encoder_weights": self.encoder_weights}
+        """Keyword arguments for ``create_model(self.name, num_classes, **kwargs)``; a local weights file is
+        not one (``nlkd.encoder_weights`` loads it into the built model)."""
+        from nlkd.encoder_weights import is_weights_file
+
+        tag = None if is_weights_file(self.encoder_weights) else self.encoder_weights
+        given = {"encoder": self.encoder, "encoder_weights": tag}
         return {**{k: v for k, v in given.items() if v is not None}, **self.options}
 
 

@@ -50,6 +50,7 @@ from nlkd.data.extras import EXTRA_PROVIDERS
 from nlkd.data.folder import FolderDataset, make_loader
 from nlkd.data.info import DatasetInfo
 from nlkd.data.validate import check_split
+from nlkd.encoder_weights import is_weights_file, load_encoder_weights
 from nlkd.errors import DataError, NLKDError
 from nlkd.evaluate import BOUNDARY_KEYS, evaluate
 from nlkd.io import atomic_write_bytes, atomic_write_text, checkpoint_bytes
@@ -232,8 +233,11 @@ def build_run(cfg: TrainConfig, saved: dict[str, Any] | None, log: Log) -> Run:
     steps = (n // cfg.batch_size) if n > cfg.batch_size else math.ceil(n / cfg.batch_size)
     optimizers, schedulers = _build_optimizers(cfg, models, steps)
     say = RunLog(log, Path(cfg.out) / "train.log") if dd.main else _silent
+    loaded = _load_encoder_weights(cfg, models)  # before the run folder exists: a bad file leaves nothing
     run = Run(cfg, dd, device, info, train_ds, val_ds, strategy, models, optimizers, schedulers, steps, say)
     _resume_or_start(run, saved)
+    for line in loaded:
+        say(line)
     _attach_extras(run)
     run.scores = _teacher_scores(run)
     coarse = _coarse_flags(cfg, train_ds, strategy.needs_coarse_flags)
@@ -242,6 +246,19 @@ def build_run(cfg: TrainConfig, saved: dict[str, Any] | None, log: Log) -> Run:
         ids = [device.index] if device.type == "cuda" else None
         run.models = [nn.parallel.DistributedDataParallel(m, device_ids=ids) for m in models]
     return run
+
+
+def _load_encoder_weights(cfg: TrainConfig, models: list[nn.Module]) -> list[str]:
+    """A local ``model.encoder_weights`` file into the encoder of every network built from ``cfg.model``;
+    returns the lines to log."""
+    path, lines = cfg.model.encoder_weights, []
+    if not is_weights_file(path):
+        return lines
+    for k, m in enumerate(models):
+        if k == 0 or cfg.strategy.peer_model in (None, cfg.model.name):
+            loaded, unused = load_encoder_weights(m, path, cfg.model.name)
+            lines.append(f"loaded {loaded} tensors into the encoder of network {k} from {path} ({unused} keys unused)")
+    return lines
 
 
 def _attach_extras(run: Run) -> None:

@@ -27,6 +27,7 @@ FLAG_KEYS = {
     "size": "data.size",
     "model": "model.name",
     "encoder": "model.encoder",
+    "encoder_weights": "model.encoder_weights",
     "strategy": "strategy.name",
     "teacher": "strategy.teacher",
     "teacher_scores": "strategy.teacher_scores",
@@ -152,6 +153,12 @@ def _method_args(p: argparse.ArgumentParser) -> None:
     d = _default
     p.add_argument("--model", help=f"{{models}} (default: {d('model.name')})")
     p.add_argument("--encoder", help="encoder of unet/deeplabv3plus/pointrend, e.g. resnet18 (default: the model's)")
+    p.add_argument(
+        "--encoder-weights",
+        metavar="PATH",
+        help="pretrained encoder: a local state dict (.pth/.pt/.safetensors, timm/smp key names; never "
+        "downloaded), or 'imagenet' (smp downloads it)",
+    )
     p.add_argument(
         "--strategy",
         help=f"how each image's loss is weighted: {' | '.join(STRATEGIES)} (default: {d('strategy.name')})",
