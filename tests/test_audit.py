@@ -450,6 +450,7 @@ def test_resume_after_a_kill_mid_row_gives_the_uninterrupted_table(
     kept_ids = {ln.split(",")[0] for ln in kept[2:]}
     assert not kept_ids & set(seen[:7])
     assert (out / "scores.csv").read_text() == before
+    assert (out / "classes.csv").read_text() == (audit_out / "classes.csv").read_text()  # counts resumed too
     assert len(progress.read_text().splitlines()) == 2 + 16 and progress.read_text().endswith("\n")
 
 
@@ -692,3 +693,49 @@ def test_audit_warns_about_a_teacher_that_agrees_with_nothing(teacher: Path, bad
     good: list[str] = []
     run_audit(Teachers([model_from_checkpoint(teacher)[0]], [teacher]), ds, tmp_path / "ok", top=1, log=good.append)
     assert not [ln for ln in good if ln.startswith("warning: ")]
+
+
+def _square_masks(shift: int) -> torch.Tensor:
+    m = torch.zeros(24, 24, dtype=torch.long)
+    m[2:10, 2:10] = 1
+    m[14:20, 4 + shift : 10 + shift] = 2
+    return m
+
+
+def test_class_summary_is_evals_per_class_table_of_teacher_vs_annotation() -> None:
+    """Class 2's square moved in the prediction: its BF is 0, class 1's is 1; IoU and BF per class are
+    SegmentationMetrics' (IoU from the summed counts, BF averaged over images with a class boundary)."""
+    from nlkd.audit.classes import class_summary
+    from nlkd.metrics import SegmentationMetrics
+
+    target = torch.stack([_square_masks(0), _square_masks(0), torch.zeros(24, 24, dtype=torch.long)])
+    pred = torch.stack([_square_masks(10), _square_masks(0), torch.zeros(24, 24, dtype=torch.long)])
+    names = ["background", "road", "car", "sign"]
+    table = AuditTable.empty(["a", "b", "c"], ["a.png"] * 3, ["a.png"] * 3, names)
+    s = audit_batch(pred, target, num_classes=4, tolerance=2.0)
+    table.bf, table.iou, table.class_disagreement = s.bf, s.iou, s.class_disagreement
+    table.class_intersection, table.class_union = s.class_intersection, s.class_union
+    summary = class_summary(table, 2.0)
+    evaluated = SegmentationMetrics(4, tolerance=2.0)
+    evaluated.update(pred, target)
+    want = evaluated.compute()
+    np.testing.assert_allclose(summary.iou, want["per_class_iou"], atol=1e-12)
+    np.testing.assert_allclose(summary.bf, want["per_class_bf"], atol=1e-12)
+    assert summary.bf[1] == 1.0 and summary.bf[2] == 0.5  # moved in one of its two images
+    assert summary.n_images.tolist() == [3, 2, 2, 0] and summary.n_boundary.tolist() == [2, 2, 2, 0]
+    rows = list(csv.DictReader(summary.to_csv().splitlines()))
+    assert list(rows[0]) == ["class", "iou", "bf@2px", "images", "images_with_boundary"]
+    assert [r["class"] for r in rows] == ["car", "background", "road", "sign"]  # worst boundary first
+    assert rows[-1]["bf@2px"] == "nan" and float(rows[0]["bf@2px"]) == 0.5
+    page = summary.to_html()
+    assert "<th>BF@2px</th>" in page and "<td>car</td><td>" in page and "n/a" in page
+
+
+def test_audit_writes_the_per_class_table(audit_out: Path):
+    rows = _read_csv(audit_out / "classes.csv")
+    assert list(rows[0]) == ["class", "iou", "bf@2px", "images", "images_with_boundary"]
+    assert len(rows) == 6 and all(0 <= float(r["iou"]) <= 1 for r in rows)
+    bfs = [float(r["bf@2px"]) for r in rows]
+    assert bfs == sorted(bfs)
+    page = (audit_out / "report.html").read_text(encoding="utf-8")
+    assert "<h2>Per class</h2>" in page and "<th>BF@2px</th>" in page

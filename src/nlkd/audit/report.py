@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from nlkd.audit.classes import ClassSummary
 from nlkd.audit.detection import Detection
 from nlkd.audit.figures import class_bars, detection_curves
 from nlkd.audit.gallery import GalleryItem, render_gallery
@@ -47,10 +48,11 @@ def write_report(
     found_by_labelled: Detection | None = None,
     found_by_strict: Detection | None = None,
     meta: Mapping[str, Any] | None = None,
+    classes: ClassSummary | None = None,
 ) -> Path:
     """Write the gallery, the figures and ``out_dir/report.html``; returns the page's path.
     ``found_by_strict`` and ``found_by_labelled`` (the same ids ranked by strict quality and by labelled
-    share) are shown when some pixels are unlabelled."""
+    share) are shown when some pixels are unlabelled; ``classes``, the per-class table."""
     out_dir = Path(out_dir)
     with torch.no_grad():
         items = render_gallery(table, dataset, teachers, out_dir, top)
@@ -63,6 +65,8 @@ def write_report(
         '</figure><figure><img src="figures/class_disagreement.png" alt="per-class disagreement">'
         "</figure>"
     )
+    if classes is not None:
+        parts.append(classes.to_html())
     parts.append(_gallery_html(table, items))
     body = "\n".join(parts)
     page = (

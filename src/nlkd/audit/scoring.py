@@ -32,7 +32,8 @@ __all__ = ["BatchScores", "audit_batch", "audit_dataset", "strict_bf_iou"]
 @dataclass
 class BatchScores:
     """Per-image audit numbers of a batch: ``bf``, ``iou``, ``pixel_disagreement``, ``labelled``,
-    ``strict_quality`` (B,) and ``class_disagreement`` (B, C), float64 numpy; NaN where undefined."""
+    ``strict_quality`` (B,) and ``class_disagreement`` (B, C), float64 numpy; NaN where undefined;
+    ``class_intersection``, ``class_union`` (B, C) pixel counts of class c in both / either map."""
 
     bf: np.ndarray
     iou: np.ndarray
@@ -40,6 +41,8 @@ class BatchScores:
     class_disagreement: np.ndarray
     labelled: np.ndarray
     strict_quality: np.ndarray
+    class_intersection: np.ndarray
+    class_union: np.ndarray
 
 
 @torch.no_grad()
@@ -73,7 +76,9 @@ def audit_batch(
     bf, iou, class_bf = stats.bf, stats.iou, stats.class_bf
     strict_bf, strict_iou = strict_bf_iou(pred, target, num_classes, tolerance, ignore_index, stats=stats)
     strict = (strict_bf + strict_iou) / 2
-    numpy = (t.cpu().numpy() for t in (bf, iou, pixel, 1 - class_bf, labelled, strict))
+    inter = stats.confusion.diagonal(dim1=1, dim2=2)
+    union = stats.confusion.sum(2) + stats.confusion.sum(1) - inter
+    numpy = (t.cpu().numpy() for t in (bf, iou, pixel, 1 - class_bf, labelled, strict, inter, union))
     return BatchScores(*numpy)
 
 
@@ -154,7 +159,7 @@ def audit_dataset(
     if resume and partial is not None and partial.is_file():
         done = table.load_rows(partial, key)
     if partial is not None:  # the rows kept (none when starting over), complete lines only; then append
-        atomic_write_text(partial, table.to_csv(np.flatnonzero(done).tolist(), key=key, exact=True))
+        atomic_write_text(partial, table.to_csv(np.flatnonzero(done).tolist(), key=key, progress=True))
     todo = np.flatnonzero(~done).tolist()
     loader = make_loader(Subset(dataset, todo), batch_size=batch_size, shuffle=False, seed=0)
     bar = progress(loader, "auditing", unit="batch", show=bool(todo))
@@ -168,9 +173,10 @@ def audit_dataset(
         table.bf[idx], table.iou[idx], table.pixel_disagreement[idx] = s.bf, s.iou, s.pixel_disagreement
         table.labelled[idx], table.strict_quality[idx] = s.labelled, s.strict_quality
         table.class_disagreement[idx] = s.class_disagreement
+        table.class_intersection[idx], table.class_union[idx] = s.class_intersection, s.class_union
         unsaved.extend(idx.tolist())
         if partial is not None and (step % save_every == 0 or step == len(loader)):
             with open(partial, "a", encoding="utf-8", newline="") as f:
-                f.write(table.csv_rows(unsaved, exact=True))
+                f.write(table.csv_rows(unsaved, progress=True))
             unsaved.clear()
     return table

@@ -32,14 +32,17 @@ _FIXED = (
     "mask",
 )
 _CLASS_PREFIX = "boundary_disagreement:"
+_COUNT_PREFIXES = ("intersection:", "union:")  # progress.csv only: per-class pixel counts (dataset IoU_c)
 
 
 @dataclass
 class AuditTable:
     """Per-image audit numbers in dataset order: ``bf``, ``iou``, ``pixel_disagreement``, ``labelled``,
     ``strict_quality`` (BFmIoU with unlabelled pixels as disagreement) (N,),
-    ``class_disagreement`` (N, C). NaN for images not scored yet; all but ``labelled`` (then 0) are NaN
-    for images without valid pixels too."""
+    ``class_disagreement`` (N, C), and ``class_intersection``, ``class_union`` (N, C): pixels of class c
+    in both / either of annotation and prediction (whole numbers; the data set's IoU_c is their sums'
+    ratio). NaN for images not scored yet; all but ``labelled`` (then 0) and the counts are NaN for
+    images without valid pixels too."""
 
     ids: list[str]
     image_paths: list[str]
@@ -51,6 +54,8 @@ class AuditTable:
     class_disagreement: np.ndarray
     labelled: np.ndarray
     strict_quality: np.ndarray
+    class_intersection: np.ndarray
+    class_union: np.ndarray
 
     @classmethod
     def empty(cls, ids: list[str], image_paths: list[str], mask_paths: list[str], class_names: list[str]) -> AuditTable:
@@ -71,6 +76,8 @@ class AuditTable:
             class_disagreement=np.full((n, c), np.nan),
             labelled=nan(),
             strict_quality=nan(),
+            class_intersection=np.full((n, c), np.nan),
+            class_union=np.full((n, c), np.nan),
         )
 
     @classmethod
@@ -100,26 +107,32 @@ class AuditTable:
         ranked = sorted((c for c in range(len(d)) if d[c] > 0), key=lambda c: (-d[c], c))
         return [self.class_names[c] for c in ranked[:n]]
 
-    def header(self) -> list[str]:
-        return [*_FIXED, *(_CLASS_PREFIX + name for name in self.class_names)]
+    def header(self, progress: bool = False) -> list[str]:
+        """Columns of scores.csv; with ``progress`` also the per-class pixel counts of progress.csv."""
+        counts = [p + name for p in _COUNT_PREFIXES for name in self.class_names] if progress else []
+        return [*_FIXED, *(_CLASS_PREFIX + name for name in self.class_names), *counts]
 
-    def to_csv(self, rows: Sequence[int] | None = None, key: str | None = None, exact: bool = False) -> str:
+    def to_csv(
+        self, rows: Sequence[int] | None = None, key: str | None = None, exact: bool = False, progress: bool = False
+    ) -> str:
         """CSV of ``rows`` (default: all, worst first), numbers to 6 decimals or, when ``exact``, to full
-        precision (they read back bit for bit); a ``# key=`` line first when ``key`` is given."""
+        precision (they read back bit for bit); a ``# key=`` line first when ``key`` is given. ``progress``
+        (implies ``exact``): the progress.csv form, with the per-class pixel counts."""
         buf = io.StringIO()
         if key is not None:
             buf.write(f"# key={key}\n")
-        csv.writer(buf, lineterminator="\n").writerow(self.header())
-        buf.write(self.csv_rows(self.order() if rows is None else rows, exact))
+        csv.writer(buf, lineterminator="\n").writerow(self.header(progress))
+        buf.write(self.csv_rows(self.order() if rows is None else rows, exact, progress))
         return buf.getvalue()
 
-    def csv_rows(self, rows: Sequence[int], exact: bool = False) -> str:
+    def csv_rows(self, rows: Sequence[int], exact: bool = False, progress: bool = False) -> str:
         """The lines of :meth:`to_csv` for ``rows``, without header (what the streamed progress file appends)."""
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
-        num = repr if exact else "{:.6f}".format
+        num = repr if exact or progress else "{:.6f}".format
         q = self.quality
         for i in rows:
+            counts = [*self.class_intersection[i], *self.class_union[i]] if progress else []
             w.writerow(
                 [
                     self.ids[i],
@@ -131,6 +144,7 @@ class AuditTable:
                     self.image_paths[i],
                     self.mask_paths[i],
                     *(num(float(v)) for v in self.class_disagreement[i]),
+                    *(num(float(v)) for v in counts),
                 ]
             )
         return buf.getvalue()
@@ -150,11 +164,11 @@ class AuditTable:
                 "drop --resume to start over, or choose another --out"
             )
         rows = list(csv.reader(ln for ln in lines if not ln.startswith("#")))
-        if not rows or rows[0] != self.header():
+        if not rows or rows[0] != self.header(progress=True):
             raise DataError(f"{path}: unexpected columns (another data set or nlkd version?); drop --resume")
         where = {id_: i for i, id_ in enumerate(self.ids)}
         done = np.zeros(len(self.ids), dtype=bool)
-        n_fixed = len(_FIXED)
+        n_fixed, c = len(_FIXED), len(self.class_names)
         try:
             for r in rows[1:]:
                 i = where.get(r[0])
@@ -162,7 +176,9 @@ class AuditTable:
                     self.bf[i], self.iou[i] = float(r[2]), float(r[3])
                     self.pixel_disagreement[i], self.labelled[i] = float(r[5]), float(r[6])
                     self.strict_quality[i] = float(r[7])
-                    self.class_disagreement[i] = [float(v) for v in r[n_fixed:]]
+                    self.class_disagreement[i] = [float(v) for v in r[n_fixed : n_fixed + c]]
+                    self.class_intersection[i] = [float(v) for v in r[n_fixed + c : n_fixed + 2 * c]]
+                    self.class_union[i] = [float(v) for v in r[n_fixed + 2 * c : n_fixed + 3 * c]]
                     done[i] = True
         except (ValueError, IndexError) as e:
             raise DataError(f"{path}: malformed row ({e}); drop --resume to start over") from None

@@ -5,15 +5,15 @@
         [--export label-studio|cvat|fiftyone --top 50]
     nlkd audit --checkpoint runs/teacher/last.pt ... --folds 5 [--epochs 30] [--model unet]
 
-Writes OUT/scores.csv (one row per image, worst first), OUT/teacher_scores.csv (``nlkd score``
-format, for ``nlkd train --teacher-scores``), OUT/gallery/*.png, OUT/figures/*.png, OUT/audit.json,
-OUT/report.html and OUT/progress.csv (what ``--resume`` continues from). With a ``manifest.json`` in
-the label folder (``nlkd corrupt``) or ``--known-bad``, the report also scores the ranking as a
-detector of the bad annotations (ROC, precision-recall, AUROC, AP). ``--folds K`` first trains K
-teachers (the checkpoint's training config, changed by ``--epochs``, ``--model``, ``--seed``), each
-on K−1 folds, and judges every image with the one that never saw it. ``--export FORMAT``
-writes the K worst annotations (``--top``, default 50) with the teacher's prediction as a pre-annotation to
-OUT/FORMAT (``nlkd.audit.exports``).
+Writes OUT/scores.csv (one row per image, worst first), OUT/teacher_scores.csv (``nlkd score`` format,
+for ``nlkd train --teacher-scores``), OUT/classes.csv (per-class IoU and BF@θpx), OUT/gallery/*.png,
+OUT/figures/*.png, OUT/audit.json, OUT/report.html and OUT/progress.csv (what ``--resume`` continues
+from). With a ``manifest.json`` in the label folder (``nlkd corrupt``) or ``--known-bad``, the report
+also scores the ranking as a detector of the bad annotations (ROC, precision-recall, AUROC, AP).
+``--folds K`` first trains K teachers (the checkpoint's training config, changed by ``--epochs``,
+``--model``, ``--seed``), each on K−1 folds, and judges every image with the one that never saw it.
+``--export FORMAT`` writes the K worst annotations (``--top``, default 50) with the teacher's prediction
+as a pre-annotation to OUT/FORMAT (``nlkd.audit.exports``).
 """
 
 from __future__ import annotations
@@ -274,11 +274,13 @@ def run_audit(
     log: Callable[[str], None] = print,
 ) -> tuple[AuditTable, Detection | None]:
     """Audit ``dataset`` and write ``out_dir``: ``progress.csv``, ``scores.csv`` (worst first),
-    ``teacher_scores.csv``, ``audit.json``, ``gallery/``, ``figures/`` and ``report.html``; returns the
-    table and, when ``known_bad = (ids, source)`` is given, the detection scores."""
+    ``teacher_scores.csv``, ``classes.csv`` (per-class IoU and BF), ``audit.json``, ``gallery/``,
+    ``figures/`` and ``report.html``; returns the table and, when ``known_bad = (ids, source)`` is given,
+    the detection scores."""
     import torch
 
     from nlkd.audit import PROGRESS_NAME, audit_dataset, detection
+    from nlkd.audit.classes import class_summary
     from nlkd.audit.report import write_report  # matplotlib is only needed once the numbers exist
     from nlkd.io import atomic_write_text
     from nlkd.teacher import weak_teacher_warning
@@ -308,6 +310,8 @@ def run_audit(
         others = {by: detection(table, *known_bad, by=by) for by in ("strict_quality", "labelled")}
     atomic_write_text(out_dir / "scores.csv", table.to_csv())
     atomic_write_text(out_dir / "teacher_scores.csv", table.score_table().to_csv("bfmiou"))
+    classes = class_summary(table, tolerance)
+    atomic_write_text(out_dir / "classes.csv", classes.to_csv())
     write_report(
         out_dir,
         table,
@@ -318,6 +322,7 @@ def run_audit(
         found_by_labelled=others.get("labelled"),
         found_by_strict=others.get("strict_quality"),
         meta=meta or {},
+        classes=classes,
     )
     record = _audit_record(key, meta or {}, table, found, others)
     atomic_write_text(out_dir / "audit.json", json.dumps(record, indent=2) + "\n")
