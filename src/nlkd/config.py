@@ -11,7 +11,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -124,6 +124,8 @@ class TrainConfig:
     channels_last: bool = False  # NHWC memory layout for the training step (faster convolutions on CPU)
     eval_tolerance: float = 2.0  # BF tolerance for validation
     threads: int | None = None  # torch CPU threads; default: torch's choice
+    log: Literal["none", "tensorboard"] = "none"  # also write RUN/tb/ for TensorBoard (metrics.jsonl always)
+    log_images_every: int = 5  # log=tensorboard: a grid of validation predictions every N epochs (and the last)
 
 
 def parse_size(text: str) -> list[int]:
@@ -162,6 +164,12 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
             except ConfigError as e:
                 errors.append(str(e))
         raise ConfigError(errors[0] if errors else f"{key}: bad value {value!r}")
+    if origin is Literal:
+        if value in typing.get_args(hint):
+            return value
+        raise ConfigError(
+            f"config key {key!r} expects one of {', '.join(map(str, typing.get_args(hint)))}, got {value!r}"
+        )
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"config key {key!r} expects a mapping, got {value!r}")
@@ -246,6 +254,7 @@ _CHECKS: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "batch_size": (lambda v: v >= 1, "an int >= 1"),
     "eval_tolerance": (lambda v: 0 < v < float("inf"), "a finite number of pixels > 0"),
     "threads": (lambda v: v is None or v >= 1, "an int >= 1, or null"),
+    "log_images_every": (lambda v: v >= 1, "an int >= 1"),
 }
 
 

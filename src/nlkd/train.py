@@ -63,6 +63,7 @@ from nlkd.separation import WeightSeparation
 from nlkd.strategies import StepInputs, Strategy, create_strategy
 from nlkd.strategies.base import network_loss
 from nlkd.teacher import teacher_scores
+from nlkd.tensorboard_log import TensorBoardLog
 from nlkd.weighting import per_image_cross_entropy
 
 __all__ = [
@@ -138,7 +139,7 @@ def _check_resume_config(ckpt: dict[str, Any], cfg: TrainConfig, path: Path) -> 
         if isinstance(a, dict) and isinstance(b, dict):
             for k in sorted(set(a) | set(b)):
                 walk(a.get(k), b.get(k), f"{prefix}{k}.")
-        elif a != b and prefix[:-1] not in ("out", "device", "threads", "data.num_workers"):
+        elif a != b and prefix[:-1] not in ("out", "device", "threads", "data.num_workers", "log", "log_images_every"):
             diffs.append(f"{prefix[:-1]}: {a!r} -> {b!r}")
 
     walk(old, new, "")
@@ -168,6 +169,7 @@ class Run:
     scores: Tensor | None = None  # (N,) teacher scores of the training set, dataset order
     coarse: Tensor | None = None  # (N,) bool images flagged coarse
     separation: WeightSeparation = field(default_factory=WeightSeparation)  # network 0's weights, per epoch
+    tb: TensorBoardLog | None = None  # log=tensorboard, rank 0
 
     def __post_init__(self) -> None:
         cfg = self.cfg
@@ -235,6 +237,8 @@ def build_run(cfg: TrainConfig, saved: dict[str, Any] | None, log: Log) -> Run:
     say = RunLog(log, Path(cfg.out) / "train.log") if dd.main else _silent
     loaded = _load_encoder_weights(cfg, models)  # before the run folder exists: a bad file leaves nothing
     run = Run(cfg, dd, device, info, train_ds, val_ds, strategy, models, optimizers, schedulers, steps, say)
+    if cfg.log == "tensorboard" and dd.main:
+        run.tb = TensorBoardLog(run.out, cfg.log_images_every, info, 0 if saved is None else saved["epoch"] + 1)
     _resume_or_start(run, saved)
     for line in loaded:
         say(line)
@@ -401,6 +405,8 @@ def run_epoch(run: Run, epoch: int) -> dict[str, Any]:
     if dd.main:
         _save_epoch(run, epoch, improved)
         run.say(epoch_line(record))
+        if run.tb is not None:
+            run.tb.epoch(record, epoch + 1 == cfg.epochs, model, run.val_ds, run.device)
     return record
 
 
@@ -524,6 +530,8 @@ def finish(run: Run) -> None:
     if run.dd.main and run.history:
         for line in summary(run):
             run.say(line)
+    if run.tb is not None:
+        run.tb.close()
     if run.dd.enabled:
         dist.barrier()  # a barrier before teardown avoids a gloo abort seen with torch 2.14.1
 

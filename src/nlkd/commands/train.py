@@ -39,6 +39,7 @@ FLAG_KEYS = {
     "seed": "seed",
     "out": "out",
     "device": "device",
+    "log": "log",
 }
 
 
@@ -200,6 +201,12 @@ def _run_args(p: argparse.ArgumentParser) -> None:
         help=f"run folder: config.yaml, last.pt, best.pt, metrics.jsonl (default: {d('out')})",
     )
     p.add_argument("--resume", action="store_true", help="continue RUN_DIR from its last.pt")
+    p.add_argument(
+        "--log",
+        choices=("none", "tensorboard"),
+        help="tensorboard: also write RUN_DIR/tb/ (scalars per epoch, prediction grids every "
+        f"log_images_every={d('log_images_every')} epochs); metrics.jsonl is always written (default: none)",
+    )
 
 
 def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
