@@ -100,3 +100,21 @@ def test_train_refuses_a_bad_file_in_one_line(
     if file == "missing.pth":
         assert f"2 of the {len(state)} encoder tensors" in err[0]
     assert not (out / "last.pt").exists()
+
+
+def test_a_checkpoint_is_rebuilt_without_its_pretrained_encoder(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Evaluating or exporting a run that started from 'imagenet' or a file must not download or need it."""
+    import nlkd.checkpoint
+    from nlkd.checkpoint import make_checkpoint, model_from_checkpoint
+    from nlkd.config import TrainConfig
+    from nlkd.data.info import DatasetInfo
+
+    cfg, info = TrainConfig(), DatasetInfo(num_classes=3)
+    cfg.model.encoder = SMALL_ENCODER
+    ckpt = make_checkpoint(cfg, info, [_model(encoder=SMALL_ENCODER)], 0)
+    seen: list[dict] = []
+    monkeypatch.setattr(nlkd.checkpoint, "create_model", lambda *a, **kw: seen.append(kw) or create_model(*a, **kw))
+    for weights in ("imagenet", "gone/encoder.pth"):
+        ckpt["config"]["model"]["encoder_weights"] = weights
+        model_from_checkpoint(ckpt)
+        assert seen.pop() == {"encoder": SMALL_ENCODER}

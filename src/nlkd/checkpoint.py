@@ -10,6 +10,7 @@ Checkpoints of nlkd before this format (numpy RNG state) are refused with the co
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 import pickle
@@ -185,7 +186,8 @@ def model_from_checkpoint(
     """Rebuild network 0 of a checkpoint in eval mode: ``(model, training config, dataset info)``."""
     ckpt = path_or_ckpt if isinstance(path_or_ckpt, dict) else load_checkpoint(path_or_ckpt)
     cfg, info = checkpoint_config(ckpt), checkpoint_info(ckpt)
-    model = build_model(cfg, info)
+    # the checkpoint holds every weight: no pretrained encoder is downloaded or read to be overwritten
+    model = build_model(dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, encoder_weights=None)), info)
     try:
         model.load_state_dict(ckpt["models"][0])
     except RuntimeError as e:
