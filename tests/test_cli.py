@@ -310,6 +310,23 @@ def test_eval_per_class_table_names_the_bf_tolerance(teacher: Path, tiny_data: P
     assert len(lines) == header + 1 + len(result["class_names"])
 
 
+def test_score_warns_about_a_weak_teacher(teacher: Path, tiny_data: Path, tmp_path: Path, capsys, monkeypatch) -> None:
+    import nlkd.teacher
+    from nlkd.teacher import ScoreTable
+
+    def weak(model, dataset, *args, **kwargs):
+        low = np.full(len(dataset), 0.02)
+        return ScoreTable(list(dataset.ids), low, low, low)
+
+    monkeypatch.setattr(nlkd.teacher, "score_dataset", weak)
+    args = ["score", "--checkpoint", str(teacher / "best.pt"), "--data", str(tiny_data), "--device", "cpu"]
+    rc, _, err = run(capsys, *args, "--out", str(tmp_path / "s.csv"))
+    assert rc == 0 and err == [
+        "warning: the teacher's mean quality on these 16 training images is 0.020 (below 0.05): its weights "
+        "are near zero everywhere; is it a teacher for this data set and labels?"
+    ]
+
+
 def test_eval_full_resolution(teacher: Path, tiny_data: Path, capsys: pytest.CaptureFixture[str]) -> None:
     rc, text, _ = run(
         capsys,

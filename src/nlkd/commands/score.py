@@ -36,12 +36,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import sys
+
     import numpy as np
+    import torch
 
     from nlkd.commands.eval import open_split
     from nlkd.errors import ConfigError
     from nlkd.io import atomic_write_text
-    from nlkd.teacher import score_dataset
+    from nlkd.teacher import score_dataset, weak_teacher_warning
 
     if args.folds:
         from nlkd.commands.audit import fold_config
@@ -56,6 +59,9 @@ def run(args: argparse.Namespace) -> int:
         model, dataset, device = open_split(args)
         table = score_dataset(model, dataset, args.tolerance, device)
     atomic_write_text(args.out, table.to_csv(args.metric))
+    warning = weak_teacher_warning(torch.from_numpy(np.asarray(table.metric(args.metric), dtype=np.float64)), "quality")
+    if warning:
+        print(warning, file=sys.stderr)
     mean = np.nanmean(table.metric(args.metric)) if np.isfinite(table.metric(args.metric)).any() else float("nan")
     print(f"scored {len(table.ids)} images -> {args.out} (mean quality {mean:.3f}, {args.metric})")
     return 0
