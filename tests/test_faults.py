@@ -317,7 +317,9 @@ def test_unwritable_output(ckpt: Path, tiny_data: Path, tmp_path: Path, capsys: 
         "--out",
         str(blocker / "scores.csv"),
     )
-    assert rc == 2 and len(err) == 1 and err[0].startswith("nlkd score: error: [Errno ")
+    # off a terminal the finished scoring loop says so in one line (nlkd.progress); then the one error line
+    assert rc == 2 and len(err) == 2 and err[0].startswith("scoring: 1 batch in ")
+    assert err[1].startswith("nlkd score: error: [Errno ")
 
 
 # ----------------------------------------------------------------------------- bad options and data
