@@ -140,3 +140,29 @@ def test_bench_step_speed_options_quick() -> None:
         "bf16 + channels_last (bf16=true channels_last=true)",
     ]
     assert rows[0].endswith("| 1.00× |")  # the reference against itself
+
+
+def test_noise_setting_search_gap(tmp_path: Path) -> None:
+    """The printed gap is clean − baseline of the mean of each run's last epochs, per setting."""
+
+    def run(name: str, mious: list[float], labels: str) -> None:
+        folder = tmp_path / name
+        folder.mkdir()
+        lines = [json.dumps({"epoch": i + 1, "val_miou": m, "val_bf": m / 2}) for i, m in enumerate(mious)]
+        (folder / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+        (folder / "config.yaml").write_text(f"epochs: {len(mious)}\ndata:\n  size: [12, 16]\n  labels: {labels}\n")
+
+    run("X_clean_s0", [0.1, 0.5, 0.7], "train")  # last 2: 0.6
+    run("X_clean_s1", [0.1, 0.6, 0.6], "train")  # 0.6
+    run("X_base_s0", [0.1, 0.3, 0.5], "coarse")  # 0.4
+    run("X_nlkd_s0", [0.2, 0.2, 0.8], "coarse")  # 0.5
+    out = run_script("noise_setting_search.py", "--runs", str(tmp_path), "--last", "2")
+    row = next(ln for ln in out.splitlines() if ln.startswith("| X |"))
+    assert row.split(" | ")[1:] == [
+        "3 epochs, 12×16",
+        "coarse",
+        "60.00 ± 0.00 / 30.00 ± 0.00 (0, 1)",
+        "40.00 ± 0.00 / 20.00 ± 0.00 (0)",
+        "20.00 / 10.00 |",
+    ]
+    assert "| X_nlkd_s0 | 50.00 | 25.00 | 3 |" in out
