@@ -324,6 +324,54 @@ def test_cli_exports_the_worst_in_audit_order(probe_checkpoint: Path, noisy_root
         np.testing.assert_array_equal(read_mask(out / "fiftyone" / "labels" / f"{file_stem(sid)}.png"), pred)
 
 
+def _erase_block(zip_path: Path, stem: str) -> None:
+    """What a person does in CVAT: erase a block of one mask (CVAT's background, black), export again."""
+    with zipfile.ZipFile(zip_path) as z:
+        members = {n: z.read(n) for n in z.namelist()}
+    rgb = _png(members[f"SegmentationClass/{stem}.png"]).copy()
+    rgb[2:6, 3:9] = 0
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="PNG")
+    members[f"SegmentationClass/{stem}.png"] = buf.getvalue()
+    with zipfile.ZipFile(zip_path, "w") as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+
+
+def test_cli_cvat_export_imports_back_with_the_data_sets_class_indices(
+    probe_checkpoint: Path, noisy_root: Path, tmp_path: Path, capsys
+):
+    """audit --export cvat -> (relabel) -> import cvat into the data set (or --classes-from it): each mask is the
+    teacher's prediction in the data set's own class indices (the zip's labelmap.txt starts with CVAT's
+    background line, which a plain import makes class 0), an erased block is the ignore index, and
+    dataset.yaml is unchanged."""
+    out = tmp_path / "audit"
+    assert main([*_audit_argv(probe_checkpoint, noisy_root, out, "--top", "4"), "--export", "cvat"]) == 0
+    ranked = [ln.split(",")[0] for ln in (out / "scores.csv").read_text().splitlines()[1:5]]
+    zip_path = out / "cvat" / ZIP_NAME
+    _erase_block(zip_path, file_stem(ranked[0]))
+    into = tmp_path / "data"  # the data set (its dataset.yaml; its images stay where they are)
+    into.mkdir()
+    shutil.copyfile(noisy_root / "dataset.yaml", into / "dataset.yaml")
+    argv = ["import", "cvat", "--export", str(zip_path)]
+    assert main([*argv, "--out", str(into), "--split", "relabelled"]) == 0
+    assert main([*argv, "--out", str(tmp_path / "new"), "--classes-from", str(noisy_root / "dataset.yaml")]) == 0
+    assert "matched to the labels by name" in capsys.readouterr().out
+    assert (into / "dataset.yaml").read_bytes() == (noisy_root / "dataset.yaml").read_bytes()
+    assert yaml.safe_load((tmp_path / "new" / "dataset.yaml").read_text()) == yaml.safe_load(
+        (noisy_root / "dataset.yaml").read_text()
+    )
+    model, _, _ = model_from_checkpoint(probe_checkpoint)
+    dataset = _dataset(noisy_root)
+    for n, sid in enumerate(ranked):
+        with torch.no_grad():
+            pred = model(dataset[dataset.ids.index(sid)]["image"][None]).argmax(1)[0].numpy()
+        if n == 0:
+            pred[2:6, 3:9] = IGNORE
+        for mask in (into / "labels" / "relabelled", tmp_path / "new" / "labels" / "train"):
+            np.testing.assert_array_equal(read_mask(mask / f"{file_stem(sid)}.png"), pred)
+
+
 def test_cli_export_default_top_is_capped_by_the_split(probe_checkpoint: Path, noisy_root: Path, tmp_path: Path):
     out = tmp_path / "audit"
     assert main([*_audit_argv(probe_checkpoint, noisy_root, out), "--export", "fiftyone"]) == 0

@@ -465,6 +465,61 @@ def test_cvat_labelmap_round_trip(tmp_path: Path) -> None:
         parse_cvat_labelmap("# only a comment\n")
 
 
+def _data_set(root: Path, names: list[str], ignore_index: int | None) -> bytes:
+    """An existing data set's dataset.yaml (classes in another order than LABELMAP's); returns its bytes."""
+    root.mkdir(parents=True)
+    meta = {"num_classes": len(names), "ignore_index": ignore_index, "class_names": names}
+    (root / "dataset.yaml").write_text(yaml.safe_dump({**meta, "source": {"format": "coco"}}))
+    return (root / "dataset.yaml").read_bytes()
+
+
+def test_cvat_into_an_existing_data_set_matches_classes_by_name(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Labels take the existing data set's indices by name (road 2, car 0); CVAT's background -> its ignore
+    index; its dataset.yaml stays byte for byte; --classes-from gives a new --out the same classes."""
+    index = _cvat_export(tmp_path / "export")
+    task = _zip(tmp_path / "export", tmp_path / "task.zip")
+    root = tmp_path / "root"
+    before = _data_set(root, ["car", "sky", "road"], 7)
+    expected = np.array([7, 2, 0], dtype=np.uint8)[index]  # background, road, car -> ignore, road, car
+    code, out, err = _run(["import", "cvat", "--export", str(task), "--out", str(root), "--split", "fixed"], capsys)
+    assert code == 0, err
+    assert f"classes of {root / 'dataset.yaml'}, matched to the labels by name" in out
+    assert (root / "dataset.yaml").read_bytes() == before
+    assert _mask(root, "frame_000001", "fixed").tolist() == expected.tolist()
+    _validates(root, "fixed", capsys)
+    new = tmp_path / "new"
+    argv = ["import", "cvat", "--export", str(task), "--out", str(new), "--classes-from", str(root)]
+    assert _run(argv, capsys)[0] == 0
+    assert yaml.safe_load((new / "dataset.yaml").read_text()) == yaml.safe_load(before)
+    assert _mask(new, "frame_000001").tolist() == expected.tolist()
+
+
+@pytest.mark.parametrize("change", ["unknown_label", "no_ignore_index", "not_a_data_set"])
+def test_cvat_classes_from_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str], change: str) -> None:
+    _cvat_export(tmp_path / "export")
+    task = _zip(tmp_path / "export", tmp_path / "task.zip")
+    root, out = tmp_path / "root", tmp_path / "new"
+    if change == "unknown_label":  # 'car' is not a class there
+        _data_set(root, ["road", "cars", "background"], None)
+        named = f"{task}: labelmap.txt: label 'car' is not a class of {root / 'dataset.yaml'} (did you mean 'cars'?)"
+    elif change == "no_ignore_index":  # the masks' background pixels have no value in the data set
+        _data_set(root, ["road", "car"], None)
+        mask = task / "SegmentationClass/frame_000000.png"
+        named = f"{mask}: colour [0, 0, 0] (80 pixels) not in {task}: labelmap.txt as {root / 'dataset.yaml'} has"
+    else:
+        root.mkdir()
+        named = f"{root}: not a data set (expected a folder with a dataset.yaml, or that file)"
+    _refused(
+        ["import", "cvat", "--export", str(task), "--out", str(out), "--classes-from", str(root)], out, named, capsys
+    )
+    if change != "not_a_data_set":  # the same into the data set itself: nothing added to it
+        argv = ["import", "cvat", "--export", str(task), "--out", str(root), "--split", "fixed"]
+        assert _run(argv, capsys)[0] == 2
+        assert sorted(p.name for p in root.iterdir()) == ["dataset.yaml"]
+
+
 def test_nothing_left_when_a_later_image_fails(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The first images are written before the bad one is reached: the temporary folder goes, --out stays absent."""
     images, masks, table, _ = _palette_set(tmp_path)

@@ -6,18 +6,24 @@
     nlkd import voc --images DIR --masks DIR --out ROOT
     nlkd import palette --images DIR --masks DIR --classes classes.yaml [--mask-suffix _L] --out ROOT
     nlkd import cvat --export task.zip [--images DIR] --out ROOT
+    nlkd import cvat --export relabelled.zip --out ROOT --split relabelled   # ROOT: an existing data set
 
 Writes ROOT/images/<split>/, ROOT/labels/<split>/ (class-index PNGs) and ROOT/dataset.yaml (classes,
 ignore index 255, colours, and where the classes came from). --out must be new or empty, or a data set
 with the same classes that lacks --split (import val after train). A bad file stops the import with one
 line naming it (exit 2) and nothing written under --out. COCO: class 0 = background (pixels no annotation
 covers), then the categories by increasing id; the smaller of two overlapping annotations wins; crowd
-regions are ignored (255); panoptic: void and crowd segments are ignored. Then: nlkd validate --data ROOT --split SPLIT.
+regions are ignored (255); panoptic: void and crowd segments are ignored. CVAT: classes are the export's
+labelmap.txt (CVAT's background = class 0), except into an existing data set (--out ROOT with a dataset.yaml,
+or --classes-from ROOT): there the labels are matched by name to ROOT's classes, background -> its ignore index,
+and its dataset.yaml stays as it is (what nlkd audit --export cvat wrote comes back with ROOT's class indices).
+Then: nlkd validate --data ROOT --split SPLIT.
 """
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -79,6 +85,10 @@ def _add_formats(sub: Any) -> None:
         "--export", required=True, metavar="ZIP_OR_DIR", help="the export (labelmap.txt, SegmentationClass/)"
     )
     cvat.add_argument("--images", metavar="DIR", help="images, when the export has no JPEGImages/")
+    cvat.add_argument(
+        "--classes-from", metavar="ROOT", help="match the labels by name to the classes of this data set "
+        "(its folder or dataset.yaml; default: --out's, when --out is a data set)",
+    )  # fmt: skip
     for p in (coco, voc, palette, cvat):
         _common(p)
 
@@ -116,13 +126,15 @@ def _summary(plan: ImportPlan, counts: np.ndarray) -> str:
     return ", ".join(shares) + (f"; no pixels: {', '.join(empty)}" if empty else "")
 
 
-def _write(plan: ImportPlan, args: argparse.Namespace) -> None:
+def _write(plan: ImportPlan, args: argparse.Namespace, classes_note: str | None = None) -> None:
     counts = write_import(plan, args.out, args.split)
     info = plan.info
     ignore = "no ignore_index" if info.ignore_index is None else f"ignore_index {info.ignore_index}"
     print(
         f"imported {len(plan.items)} images into {args.out} (split {args.split}): {info.num_classes} classes, {ignore}"
     )
+    if classes_note:
+        print(classes_note)
     print(f"pixels: {_summary(plan, counts)}")
     print(f"next: nlkd validate --data {args.out} --split {args.split}")
 
@@ -130,8 +142,13 @@ def _write(plan: ImportPlan, args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     """Import; 0 on success (errors are raised as NLKDError: one line, exit 2)."""
     if args.import_format == "cvat":
+        classes_from = args.classes_from
+        if classes_from is None and (Path(args.out) / "dataset.yaml").is_file():
+            classes_from = Path(args.out) / "dataset.yaml"  # into a data set: its classes, matched by name
         with cvat_export_folder(args.export) as folder:
-            _write(plan_cvat(folder, args.images, export=args.export), args)
+            plan = plan_cvat(folder, args.images, export=args.export, classes_from=classes_from)
+            matched = None if classes_from is None else f"classes of {classes_from}, matched to the labels by name"
+            _write(plan, args, matched)
         return 0
     if args.import_format == "coco":
         plan = plan_coco(args.annotations, args.images, args.masks)

@@ -9,7 +9,8 @@ classes have no instances. Black is CVAT's background (no label), so no class is
 take the data set's palette when its colours are distinct and none is black, else :func:`cvat_colours`'
 fixed palette. A class named ``background`` takes black itself (CVAT's convention; no extra line then).
 The given annotation is not in the zip: the format holds one mask per image. ``nlkd import cvat`` reads the
-zip back (CVAT's ``background`` line becomes class 0 there, as in any CVAT export).
+zip back: into the audited data set (``--out ROOT`` or ``--classes-from ROOT``) by class name, so its class
+indices come back unchanged (a plain import into a new folder makes CVAT's ``background`` line class 0).
 """
 
 from __future__ import annotations

@@ -40,15 +40,19 @@ class ImportItem:
 class ImportPlan:
     """An imported split before it is written: the classes, the items, and where they came from
     (``source``: plain values stored under ``source:`` in ``dataset.yaml``, e.g. the category ids; ``notes``:
-    comment lines written above them, e.g. what class 0 and the ignore index mean)."""
+    comment lines written above them, e.g. what class 0 and the ignore index mean; ``existing_yaml``: the
+    ``dataset.yaml`` of a data set whose class indices the masks use, written unchanged)."""
 
     info: DatasetInfo
     items: list[ImportItem]
     source: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # comment lines at the top of dataset.yaml
+    existing_yaml: dict[str, Any] | None = None  # another data set's dataset.yaml whose classes this import takes
 
     def dataset_yaml(self) -> dict[str, Any]:
-        """The ``dataset.yaml`` mapping of the imported data set."""
+        """The ``dataset.yaml`` mapping of the imported data set (``existing_yaml`` as it is, when given)."""
+        if self.existing_yaml is not None:
+            return dict(self.existing_yaml)
         data: dict[str, Any] = {
             "num_classes": self.info.num_classes,
             "ignore_index": self.info.ignore_index,

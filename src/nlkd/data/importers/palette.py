@@ -41,17 +41,21 @@ _DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError
 
 @dataclass(frozen=True)
 class ColourTable:
-    """Classes by colour: ``names[k]`` has colour ``colours[k]``; ``ignore`` colours map to the ignore index."""
+    """Classes by colour: ``names[k]`` has colour ``colours[k]`` and mask value ``values[k]`` (default ``k``);
+    ``ignore`` colours map to ``ignore_value``."""
 
     names: list[str]
     colours: list[RGB]
     ignore: list[RGB]
     source: str  # the file (or description) the table came from, for error messages
+    values: list[int] | None = None  # mask value of each colour (another data set's class indices)
+    ignore_value: int = IGNORE_INDEX
 
     def lookup(self) -> dict[int, int]:
-        """Packed colour ``(r << 16) | (g << 8) | b`` -> mask value (class index or 255)."""
-        table = {_pack(c): IGNORE_INDEX for c in self.ignore}
-        table.update({_pack(c): k for k, c in enumerate(self.colours)})
+        """Packed colour ``(r << 16) | (g << 8) | b`` -> mask value (class index or the ignore value)."""
+        table = {_pack(c): self.ignore_value for c in self.ignore}
+        values = self.values if self.values is not None else range(len(self.colours))
+        table.update({_pack(c): v for c, v in zip(self.colours, values)})
         return table
 
     def info(self) -> DatasetInfo:
