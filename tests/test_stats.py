@@ -36,6 +36,7 @@ def test_paired_difference_interval_excludes_zero_only_when_it_should() -> None:
 def test_paired_difference_pairs_by_seed_only() -> None:
     d = paired_difference({0: 5.0, 1: 7.0, 9: 100.0}, {1: 6.0, 0: 4.0, 5: -100.0})
     assert d.n == 2 and d.mean == pytest.approx(1.0) and d.std == 0.0 and d.low == d.high == pytest.approx(1.0)
+    assert d.verdict == "no measurable difference"  # an interval above 0, but from 2 seeds only
     one = paired_difference({0: 5.0}, {0: 4.0})
     assert one.n == 1 and math.isnan(one.low) and one.verdict == "no measurable difference"
     assert paired_difference({0: 1.0}, {1: 1.0}) is None

@@ -12,7 +12,7 @@ from pathlib import Path
 from nlkd.io import atomic_write_bytes, atomic_write_text
 from nlkd.reproduce.bench_plan import BENCH, BenchRow, BenchSetting, NoiseKind, rows_of_kind
 from nlkd.reproduce.bench_scores import METRICS, RunData, collect_runs, score_runs
-from nlkd.reproduce.stats import PairedDifference, gap_recovered, paired_difference, summarize
+from nlkd.reproduce.stats import MIN_VERDICT_SEEDS, PairedDifference, gap_recovered, paired_difference, summarize
 
 __all__ = ["KindTable", "kind_table", "render_bench", "write_bench_report"]
 
@@ -109,7 +109,8 @@ def _table_lines(
     if gap and all(d is not None for d in gap.values()):
         lines += [f"Clean − baseline gap: {_interval(gap['mIoU'])} mIoU, {_interval(gap['BF θ=2'])} BF θ=2.", ""]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines += [_row_line(t, setting, r, len(seeds), unavailable) for r in t.rows]
+    seen = set(seeds) | {x.seed for runs in t.runs.values() for x in runs}  # finished runs of other seeds count too
+    lines += [_row_line(t, setting, r, len(seen), unavailable) for r in t.rows]
     how = set(t.sources.values())
     sources = next(iter(how)) if len(how) == 1 else "; ".join(f"{k}: {v}" for k, v in t.sources.items())
     return [*lines, "", f"Score of a run, every row alike: {sources}.", ""]
@@ -129,7 +130,8 @@ def render_bench(
     lines += [
         "Values in percent, mean ± sample std over the finished seeds (the *runs* column). Δ: the paired",
         "difference to the baseline run of the same seed, mean and 95 % t-interval over seeds. A row *beats*",
-        "the baseline only when its interval lies above 0; otherwise *no measurable difference* (or *below*).",
+        f"the baseline only when its interval lies above 0 over at least {MIN_VERDICT_SEEDS} paired seeds; otherwise",
+        "*no measurable difference* (or *below*, the interval under 0).",
         "*Gap closed*: the share of the clean − baseline gap the row's mean gain recovers. BF θ is in pixels",
         "at the training resolution; band mIoU: pixels closer than 3 px to a true boundary, interior: the rest.",
         "",

@@ -72,6 +72,10 @@ def summarize(values: Sequence[float]) -> Summary | None:
     return Summary(statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0, len(vals))
 
 
+#: the fewest paired seeds a "beats" / "below" verdict rests on
+MIN_VERDICT_SEEDS = 3
+
+
 @dataclass(frozen=True)
 class PairedDifference:
     """Method − baseline over the seeds both have: mean, sample std, and the ``confidence`` t-interval
@@ -87,10 +91,11 @@ class PairedDifference:
     @property
     def verdict(self) -> str:
         """``"beats"`` when the interval lies above 0, ``"below"`` when it lies below 0, else
-        ``"no measurable difference"`` (also for n = 1, which has no interval)."""
-        if self.n >= 2 and self.low > 0:
+        ``"no measurable difference"``; also below :data:`MIN_VERDICT_SEEDS` seeds (n = 1 has no
+        interval, and with n = 2 two near-equal differences give a narrow interval by chance)."""
+        if self.n >= MIN_VERDICT_SEEDS and self.low > 0:
             return "beats"
-        if self.n >= 2 and self.high < 0:
+        if self.n >= MIN_VERDICT_SEEDS and self.high < 0:
             return "below"
         return "no measurable difference"
 
