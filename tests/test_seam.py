@@ -64,16 +64,28 @@ def test_image_level_strategies_reduce_exactly_as_before(name: str) -> None:
     assert torch.equal(old[0], new[0]) and all(torch.equal(a, b) for a, b in zip(old[1], new[1]))
 
 
-def test_network_loss_recomputes_pixel_level_weights_plus_aux() -> None:
+@pytest.mark.parametrize("part", ["pixel", "soft_target", "target_set"])
+def test_network_loss_recomputes_pixel_level_weights_plus_aux(part: str) -> None:
+    """Each pixel-level part reaches the reduction: the result is per_image_loss with that part, which
+    differs from plain CE (so a network_loss that dropped the part would fail here)."""
     g = torch.Generator().manual_seed(1)
     logits = torch.randn(2, 3, 4, 5, generator=g)
     target = torch.randint(0, 3, (2, 4, 5), generator=g)
-    pixel = torch.rand(2, 4, 5, generator=g)
-    lw = LossWeights(torch.tensor([1.0, 0.5]), pixel=pixel)
+    parts = {
+        "pixel": torch.rand(2, 4, 5, generator=g),
+        "soft_target": torch.rand(2, 3, 4, 5, generator=g).softmax(1),
+        "target_set": torch.rand(2, 3, 4, 5, generator=g) > 0.5,
+    }
+    lw = LossWeights(torch.tensor([1.0, 0.5]), **{part: parts[part]})
     stale = torch.full((2,), 99.0)  # the loop's plain CE: must not be used
-    got = network_loss(lw, stale, torch.tensor([0.1, 0.2]), logits, target, 255, "sum")
-    want = (per_image_loss(logits, target, 255, pixel) + torch.tensor([0.1, 0.2])) @ torch.tensor([1.0, 0.5])
+    aux = torch.tensor([0.1, 0.2])
+    got = network_loss(lw, stale, aux, logits, target, 255, "sum")
+    keyword = {"pixel": "pixel_weights"}.get(part, part)
+    per_image = per_image_loss(logits, target, 255, **{keyword: parts[part]})
+    want = (per_image + aux) @ torch.tensor([1.0, 0.5])
     assert got.item() == pytest.approx(want.item(), rel=1e-6)
+    plain = (per_image_cross_entropy(logits, target, 255) + aux) @ torch.tensor([1.0, 0.5])
+    assert abs(got.item() - plain.item()) > 0.05
 
 
 @pytest.fixture(scope="module")
