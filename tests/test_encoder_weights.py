@@ -55,6 +55,23 @@ def test_plain_keys_safetensors_and_a_whole_model_file(tmp_path: Path) -> None:
     _assert_encoders_equal(source, fresh)
 
 
+def test_a_timm_models_own_file_loads_into_smps_timm_universal_encoder(tmp_path: Path) -> None:
+    """timm names (``conv_stem.weight``) into smp's ``tu-`` encoder (``model.conv_stem.weight``); the timm
+    model's head (``conv_head``, ``classifier``) is counted as unused."""
+    import timm
+
+    torch.manual_seed(3)
+    state = timm.create_model(SMALL_ENCODER.removeprefix("tu-"), pretrained=False).state_dict()
+    torch.save(state, tmp_path / "timm.pth")
+    fresh = _model(encoder=SMALL_ENCODER)
+    wanted = encoder_of(fresh).state_dict()
+    assert not wanted.keys() & state.keys()  # no key is the same as it is
+    loaded, unused = load_encoder_weights(fresh, tmp_path / "timm.pth")
+    assert (loaded, unused) == (len(wanted), len(state) - len(wanted)) and unused > 0
+    got = encoder_of(fresh).state_dict()
+    assert all(torch.equal(got[k], state[k.removeprefix("model.")]) for k in wanted)
+
+
 def test_missing_and_mismatched_keys_are_named_and_counted(tmp_path: Path) -> None:
     state = encoder_of(_model()).state_dict()
     keys = list(state)
@@ -99,7 +116,7 @@ def test_train_refuses_a_bad_file_in_one_line(
     assert len(err) == 1 and message in err[0]
     if file == "missing.pth":
         assert f"2 of the {len(state)} encoder tensors" in err[0]
-    assert not (out / "last.pt").exists()
+    assert not out.exists()  # checked before the run folder is made
 
 
 def test_a_checkpoint_is_rebuilt_without_its_pretrained_encoder(monkeypatch: pytest.MonkeyPatch) -> None:

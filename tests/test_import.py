@@ -538,24 +538,37 @@ def test_help(fmt: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert e.value.code == 0 and f"usage: nlkd import {fmt}" in capsys.readouterr().out
 
 
-def test_readme_import_and_validate_lines_run(
+@pytest.mark.slow
+def test_readme_bring_your_own_labels_block_runs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """README's "Bring your own labels" block: its import and validate commands run as written."""
+    """README's "Bring your own labels" block, every line in order as written (paths relative to a folder
+    holding tests/), the trainings with a small encoder and one epoch for speed; then the CVAT round trip line
+    that follows it (audit --export cvat, import cvat into the data set)."""
     pytest.importorskip("pycocotools")
+    pytest.importorskip("onnxruntime")
     import shlex
+
+    from conftest import SMALL_ENCODER
 
     repo = Path(__file__).resolve().parents[1]
     text = (repo / "README.md").read_text(encoding="utf-8").split("## Bring your own labels", 1)[1]
-    block = text.split("```bash\n", 1)[1].split("```", 1)[0].replace("\\\n", " ")
-    lines = [shlex.split(line, comments=True) for line in block.splitlines()]
-    lines = [argv[1:] for argv in lines if argv[:2] in (["nlkd", "import"], ["nlkd", "validate"])]
-    assert [argv[0] for argv in lines] == ["import", "validate"]
-    monkeypatch.chdir(repo)
+    blocks = [b.split("```", 1)[0].replace("\\\n", " ") for b in text.split("```bash\n")[1:3]]
+    lines = [shlex.split(line, comments=True) for b in blocks for line in b.splitlines()]
+    lines = [argv[1:] for argv in lines if argv]
+    expected = ["import", "import", "validate", "train", "audit", "train", "export", "import"]
+    assert [argv[0] for argv in lines] == expected
+    (tmp_path / "tests").symlink_to(repo / "tests")
+    monkeypatch.chdir(tmp_path)
+    fast = ["--encoder", SMALL_ENCODER, "--epochs", "1", "--device", "cpu"]
     for argv in lines:
-        argv = [str(tmp_path / a) if a.startswith("data/") else a for a in argv]
-        assert main(argv) == 0, capsys.readouterr().err
-    assert "ok: 3 pairs" in capsys.readouterr().out
+        if argv[0] == "import" and argv[1] == "cvat":  # the corrected queue from CVAT: here, the audit's own
+            assert main(["audit", *lines[4][1 : lines[4].index("--export")], "--export", "cvat", "--top", "3"]) == 0
+        assert main([*argv, *fast] if argv[0] == "train" else argv) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "ok: 3 pairs" in out and "checked with onnxruntime" in out
+    assert (tmp_path / "model.onnx").is_file() and (tmp_path / "audit" / "label-studio" / "tasks.json").is_file()
+    assert sorted(p.name for p in (tmp_path / "data/mine/labels").iterdir()) == ["relabelled", "train", "val"]
 
 
 def test_empty_out_folder_and_non_jpeg_png_images(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -66,6 +66,17 @@ def test_tensorboard_missing_is_one_clear_line(tmp_path: Path, monkeypatch: pyte
     assert not (tmp_path / "tb").exists()
 
 
+def test_train_without_tensorboard_stops_in_one_line_before_writing(
+    tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
+    out = tmp_path / "run"
+    assert main([*train_argv(tiny_data, out, "--encoder", SMALL_ENCODER), "--log", "tensorboard"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "log=tensorboard needs the tensorboard package" in err[0], err
+    assert not out.exists()
+
+
 def test_bad_log_value_is_a_config_error(tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     for setting, expected in (("log=wandb", "expects one of none, tensorboard"), ("log_images_every=0", ">= 1")):
         assert main([*train_argv(tiny_data, tmp_path / "run", "--set", setting)]) == 2

@@ -5,7 +5,8 @@ the path of a local state dict (``.pth``/``.pt`` read with ``torch.load(weights_
 ``.safetensors``). A local file is loaded into the encoder after the model is built (smp encoders of
 unet/deeplabv3plus/pointrend, ocrnet's timm backbone), with timm/smp key names: keys may carry an
 ``encoder.`` (or ``net.encoder.``, ``backbone.``, ``module.``) prefix and the dict may be wrapped in
-``{"state_dict": ...}`` or ``{"model": ...}``. Keys the encoder does not have (a classifier head, a
+``{"state_dict": ...}`` or ``{"model": ...}``; a timm model's own file loads into smp's ``tu-NAME`` encoder
+(which holds it as ``.model``). Keys the encoder does not have (a classifier head, a
 decoder) are left out and counted; an encoder tensor missing from the file or of another shape is a
 one-line :class:`DataError` naming a few and counting them all.
 """
@@ -28,6 +29,7 @@ __all__ = ["WEIGHT_SUFFIXES", "encoder_of", "is_weights_file", "load_encoder_wei
 WEIGHT_SUFFIXES = (".pth", ".pt", ".safetensors", ".bin")
 _PREFIXES = ("", "encoder.", "net.encoder.", "backbone.", "module.", "module.encoder.", "model.")
 _ENCODER_ATTRS = ("net.encoder", "encoder", "backbone")  # unet/deeplabv3plus, pointrend, ocrnet
+_ENCODER_PREFIXES = ("", "model.")  # smp's timm-universal ("tu-") encoders hold the timm model as .model
 
 
 def is_weights_file(value: str | None) -> bool:
@@ -77,12 +79,14 @@ def encoder_of(model: nn.Module, name: str = "model") -> nn.Module:
 
 
 def _match(state: dict[str, Tensor], wanted: dict[str, Tensor]) -> dict[str, Tensor]:
-    """``state`` with the prefix removed that names the most of ``wanted``'s keys."""
+    """``state`` with the prefix removed (and the encoder's own one added) that names the most of ``wanted``'s
+    keys."""
     best: dict[str, Tensor] = {}
     for prefix in _PREFIXES:
-        mapped = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-        if len(mapped.keys() & wanted.keys()) > len(best.keys() & wanted.keys()):
-            best = mapped
+        for own in _ENCODER_PREFIXES:
+            mapped = {own + k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+            if len(mapped.keys() & wanted.keys()) > len(best.keys() & wanted.keys()):
+                best = mapped
     return best
 
 
