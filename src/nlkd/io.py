@@ -14,11 +14,22 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError, features
 
 from nlkd.errors import DataError
 
+
+def _readable_image_extensions() -> tuple[str, ...]:
+    """The image file suffixes :func:`read_image` decodes here (WebP only when Pillow was built with it)."""
+    return (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp") + ((".webp",) if features.check("webp") else ())
+
+
+#: Image files every command reads (training and validation splits, ``nlkd predict``, ``nlkd import``):
+#: one list, so a file one command reads is never skipped by another. Masks are always PNG.
+IMAGE_EXTENSIONS: tuple[str, ...] = _readable_image_extensions()
+
 __all__ = [
+    "IMAGE_EXTENSIONS",
     "atomic_folder",
     "atomic_write_bytes",
     "atomic_write_text",

@@ -49,6 +49,7 @@ from nlkd.config import TrainConfig, check_config, config_from_dict, config_to_d
 from nlkd.data.extras import EXTRA_PROVIDERS
 from nlkd.data.folder import FolderDataset, make_loader
 from nlkd.data.info import DatasetInfo
+from nlkd.data.notes import data_warnings
 from nlkd.data.validate import check_split
 from nlkd.encoder_weights import is_weights_file, load_encoder_weights
 from nlkd.errors import DataError, NLKDError
@@ -242,6 +243,9 @@ def build_run(cfg: TrainConfig, saved: dict[str, Any] | None, log: Log) -> Run:
     _resume_or_start(run, saved)
     for line in loaded:
         say(line)
+    d = cfg.data
+    for line in data_warnings(info, d.root, [(d.train_split, d.labels), (d.val_split, d.val_labels)], d.format):
+        say(f"warning: {line}")
     _attach_extras(run)
     run.scores = _teacher_scores(run)
     coarse = _coarse_flags(cfg, train_ds, strategy.needs_coarse_flags)
@@ -411,11 +415,11 @@ def run_epoch(run: Run, epoch: int) -> dict[str, Any]:
 
 
 def epoch_line(record: dict[str, Any]) -> str:
-    """A metrics.jsonl record as printed: validation metrics in percent, as papers give them
+    """A metrics.jsonl record as printed: validation metrics and loss shares in percent, as papers give them
     (``val_miou=51.23%``); losses, λ, weights, lr and seconds as they are. The JSON keeps fractions."""
     parts = []
     for k, v in record.items():
-        if isinstance(v, float) and k.startswith("val_") and k != "val_loss":
+        if isinstance(v, float) and ((k.startswith("val_") and k != "val_loss") or k.startswith("loss_share")):
             parts.append(f"{k}={100 * v:.2f}%")
         else:
             parts.append(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}")

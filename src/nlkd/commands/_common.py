@@ -51,10 +51,12 @@ def checked_data_info(
 ) -> DatasetInfo:
     """The classes of the data set ``args.data`` (its format's, its ``dataset.yaml`` or ``--num-classes``;
     when it says nothing, the checkpoint's, which every mask is then checked against), refusing a
-    ``checkpoint`` whose classes or (when ``ignore_index``) ignore index differ from the data's."""
+    ``checkpoint`` whose classes or (when ``ignore_index``) ignore index differ from the data's. The data
+    set's warnings (:func:`nlkd.data.notes.data_warnings`) go to stderr."""
     from nlkd.checkpoint import check_matches_data
     from nlkd.data.formats import CITYSCAPES_INFO, SUPERVISELY_INFO
     from nlkd.data.info import load_dataset_info
+    from nlkd.data.notes import data_warnings, print_warnings
 
     if args.format != "folder":
         info = {"cityscapes": CITYSCAPES_INFO, "supervisely": SUPERVISELY_INFO}[args.format]
@@ -64,4 +66,6 @@ def checked_data_info(
         ignore = args.ignore_index if args.ignore_index is not None else ckpt_info.ignore_index
         info = load_dataset_info(args.data, ckpt_info.num_classes, ignore)
     check_matches_data(ckpt_info, info, checkpoint, ignore_index=ignore_index)
+    command = getattr(args, "command", None) or "data"
+    print_warnings(command, data_warnings(info, args.data, [(args.split, args.labels)], args.format))
     return info

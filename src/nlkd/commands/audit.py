@@ -162,6 +162,7 @@ def _teachers(args: argparse.Namespace, out: Path):
     """(teachers, dataset info, size, description) for the single-checkpoint or the fold case."""
     from nlkd.audit import Teachers
     from nlkd.checkpoint import model_from_checkpoint
+    from nlkd.data.notes import data_warnings, print_warnings
     from nlkd.data.validate import check_split
     from nlkd.errors import ConfigError
     from nlkd.runtime import dataset_info, resolve_device
@@ -175,6 +176,7 @@ def _teachers(args: argparse.Namespace, out: Path):
         folds, checkpoints = train_fold_teachers(cfg, args.folds, folds_dir)
         what = f"{args.folds} out-of-fold teachers ({cfg.model.name}, {cfg.epochs} epochs) in {folds_dir}"
         info = dataset_info(cfg)
+        print_warnings("audit", data_warnings(info, args.data, [(args.split, args.labels)], args.format))
         return fold_teachers(checkpoints, folds, device, info), info, cfg.data.size, what
     if args.checkpoint is None:
         raise ConfigError("pass --checkpoint CKPT (the teacher), or --folds K to train out-of-fold teachers")

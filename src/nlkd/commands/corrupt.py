@@ -6,7 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from nlkd.data.info import load_dataset_info
+from nlkd.data.info import DatasetInfo, load_dataset_info
+from nlkd.data.notes import ignore_index_warning, print_warnings
 from nlkd.errors import ConfigError, DataError
 from nlkd.noise import MODE_PARAMS, MODES, corrupt_dataset
 
@@ -42,8 +43,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar=("LO", "HI"),
         help="dilate_erode: grow/shrink radius range in px (default 6-10 px scaled to min(H, W) / 321)",
     )
-    p.add_argument("--tolerance-px", type=float, help="polygon: simplification tolerance in px")
-    p.add_argument("--band-px", type=float, help="polygon: width of the unlabelled band in px")
+    p.add_argument(
+        "--tolerance-px", type=float, help="polygon: simplification tolerance in px (default 1.5 %% of min(H, W), >= 1)"
+    )
+    p.add_argument(
+        "--band-px", type=float, help="polygon: width of the unlabelled band in px (default 2 %% of min(H, W), >= 2)"
+    )
     p.add_argument("--steps", type=int, help="markov: random-walk steps T (default 150 * min(H, W) / 360)")
     p.add_argument("--expand-prob", type=float, help="markov: probability θ1 that a step expands (default 0.8)")
     p.add_argument("--flip-prob", type=float, help="markov: flip probability θ2 of a boundary pixel (default 0.05)")
@@ -79,28 +84,34 @@ def _mode_params(args: argparse.Namespace) -> dict[str, Any]:
     return params
 
 
-def _dataset_ignore_index(src: str | Path) -> tuple[int | None, Path] | None:
-    """``(ignore_index, yaml path)`` of ``ROOT/dataset.yaml`` when ``src`` is ``ROOT/labels/NAME`` and the
-    yaml exists; None otherwise. The yaml may lack ``num_classes`` here: corrupting needs no class count."""
+def _dataset_yaml(src: str | Path) -> tuple[DatasetInfo, bool, Path] | None:
+    """``(classes, whether the yaml gives num_classes, yaml path)`` of ``ROOT/dataset.yaml`` when ``src`` is
+    ``ROOT/labels/NAME`` and the yaml exists; None otherwise. The yaml may lack ``num_classes`` here:
+    corrupting needs no class count (256 then stands in, admitting every 8-bit ignore_index)."""
     folder = Path(src).resolve()
     path = folder.parent.parent / "dataset.yaml"
     if folder.parent.name != "labels" or not path.is_file():
         return None
     try:
-        info = load_dataset_info(path.parent)
-    except DataError:  # raised only for a missing num_classes; 256 admits every 8-bit ignore_index
-        info = load_dataset_info(path.parent, num_classes=256)
-    return info.ignore_index, path
+        return load_dataset_info(path.parent), True, path
+    except DataError:  # raised only for a missing num_classes
+        return load_dataset_info(path.parent, num_classes=256), False, path
 
 
 def _ignore_index(args: argparse.Namespace) -> tuple[int | None, str]:
-    """The ignore index to corrupt with, and where it came from (for the summary line)."""
+    """The ignore index to corrupt with, and where it came from (for the summary line); warns (stderr) when
+    it is one of ``ROOT/dataset.yaml``'s class indices."""
+    found = _dataset_yaml(args.src)
     if args.ignore_index is not None:
-        return args.ignore_index, "--ignore-index"
-    found = _dataset_ignore_index(args.src)
-    if found is None:
+        ignore_index, source = args.ignore_index, "--ignore-index"
+    elif found is None:
         return None, "no --ignore-index, no ROOT/dataset.yaml"
-    return found[0], str(found[1]) if found[0] is not None else f"{found[1]} has none"
+    else:
+        ignore_index = found[0].ignore_index
+        source = str(found[2]) if ignore_index is not None else f"{found[2]} has none"
+    warning = ignore_index_warning(found[0].num_classes, ignore_index) if found is not None and found[1] else None
+    print_warnings("corrupt", [warning] if warning else [])
+    return ignore_index, source
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,9 +1,9 @@
 """``nlkd predict``: class-index PNGs and colour overlays for a folder of images.
 
-For every image ``DIR/<name>.<ext>`` (.jpg, .jpeg, .png, .tif, .tiff, .bmp) it writes ``OUT/<name>.png``
-(class index per pixel, at the image's own size) and ``OUT/<name>_overlay.png``. Other files are
-skipped and named; two images that would write the same output (``a.jpg`` and ``a.png``) are refused
-before anything is written.
+For every image ``DIR/<name>.<ext>`` (.jpg, .jpeg, .png, .tif, .tiff, .bmp, .webp: what training reads) it
+writes ``OUT/<name>.png`` (class index per pixel, at the image's own size) and ``OUT/<name>_overlay.png``.
+Other files are skipped and named; two images that would write the same output (``a.jpg`` and ``a.png``)
+are refused before anything is written.
 """
 
 from __future__ import annotations
@@ -14,11 +14,12 @@ from collections import defaultdict
 from pathlib import Path
 
 from nlkd.commands._common import DEVICE_HELP
+from nlkd.io import IMAGE_EXTENSIONS
 
 __all__ = ["PREDICT_EXTENSIONS", "plan_outputs", "register", "run"]
 
-#: Image files ``nlkd predict`` reads (PIL decodes them all; TIFF through its built-in reader).
-PREDICT_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
+#: Image files ``nlkd predict`` reads: the ones every command reads (:data:`nlkd.io.IMAGE_EXTENSIONS`).
+PREDICT_EXTENSIONS = IMAGE_EXTENSIONS
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -5,7 +5,8 @@
 
 Prints the num_classes and ignore_index it checked against and where they came from, then
 ``ok: N pairs`` (exit 0), or every problem on stderr, one line per bad file (exit 2). An ignore_index
-that is also a class index (e.g. 3 with 6 classes) is allowed but warned about.
+that is also a class index (e.g. 3 with 6 classes) is allowed but warned about, as are files in the split's
+folders that are not read (images: .jpg .jpeg .png .tif .tiff .bmp .webp; masks: .png).
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from nlkd.data.info import DatasetInfo, load_dataset_info
-from nlkd.data.validate import ignore_index_warning, validate_report
+from nlkd.data.notes import data_warnings, print_warnings
+from nlkd.data.validate import validate_report
 
 __all__ = ["register", "run"]
 
@@ -83,9 +85,7 @@ def run(args: argparse.Namespace) -> int:
     info = load_dataset_info(args.data, args.num_classes, args.ignore_index)
     labels = f", labels {args.labels}" if args.labels else ""
     print(f"checking split {args.split}{labels} with {_settings(args, info)}")
-    warning = ignore_index_warning(info.num_classes, info.ignore_index)
-    if warning is not None:
-        print(f"nlkd validate: warning: {warning}", file=sys.stderr)
+    print_warnings("validate", data_warnings(info, args.data, [(args.split, args.labels)]))
     report = validate_report(args.data, args.split, info.num_classes, info.ignore_index, args.labels)
     if report.problems:
         for line in report.problems:

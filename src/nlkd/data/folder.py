@@ -2,7 +2,7 @@
 
 Layout (see DESIGN.md)::
 
-    ROOT/images/<split>/<id>.{jpg,jpeg,png}
+    ROOT/images/<split>/<id>.{jpg,jpeg,png,tif,tiff,bmp,webp}   (nlkd.io.IMAGE_EXTENSIONS)
     ROOT/labels/<labels or split>/<id>.png      class index per pixel (8-bit L or P PNG)
 
 The same :class:`FolderDataset` also reads the layouts of :mod:`nlkd.data.formats` (``format=``).
@@ -26,7 +26,7 @@ from nlkd.data.extras import ExtraMap
 from nlkd.data.info import DatasetInfo, Sample
 from nlkd.data.transforms import augment_with_maps, resize_image, resize_mask, to_tensor
 from nlkd.errors import DataError
-from nlkd.io import read_image, read_mask
+from nlkd.io import IMAGE_EXTENSIONS, read_image, read_mask
 
 __all__ = [
     "FORMATS",
@@ -40,7 +40,6 @@ __all__ = [
     "scan_folder",
 ]
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 Format = Literal["folder", "cityscapes", "supervisely"]
 
 
@@ -52,21 +51,36 @@ class FolderScan:
     mask_dir: Path
     images: dict[str, list[Path]] = field(default_factory=dict)
     masks: dict[str, Path] = field(default_factory=dict)
+    skipped: list[Path] = field(default_factory=list)
 
 
 def scan_folder(root: str | os.PathLike[str], split: str, labels: str | None = None) -> FolderScan:
-    """List image and mask files of a split without opening them (missing folders give empty dicts)."""
+    """List image and mask files of a split without opening them (missing folders give empty dicts).
+
+    ``skipped`` lists the files left out that a user may have meant as data: in the image folder every
+    visible file that is not an image nlkd reads (:data:`IMAGE_EXTENSIONS`), in the mask folder images
+    that are not PNG (a mask saved as .jpg); nlkd's own files there (``manifest.json``) are not listed.
+    """
     root = Path(root)
     scan = FolderScan(root / "images" / split, root / "labels" / (labels or split))
-    if scan.image_dir.is_dir():
-        for p in sorted(scan.image_dir.iterdir()):
-            if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file():
-                scan.images.setdefault(p.stem, []).append(p)
-    if scan.mask_dir.is_dir():
-        for p in sorted(scan.mask_dir.iterdir()):
-            if p.suffix.lower() == ".png" and p.is_file():
-                scan.masks[p.stem] = p
+    for p in _visible_files(scan.image_dir):
+        if p.suffix.lower() in IMAGE_EXTENSIONS:
+            scan.images.setdefault(p.stem, []).append(p)
+        else:
+            scan.skipped.append(p)
+    for p in _visible_files(scan.mask_dir):
+        if p.suffix.lower() == ".png":
+            scan.masks[p.stem] = p
+        elif p.suffix.lower() in IMAGE_EXTENSIONS:
+            scan.skipped.append(p)
     return scan
+
+
+def _visible_files(folder: Path) -> list[Path]:
+    """The files of ``folder`` not starting with a dot, sorted (none when it is not a folder)."""
+    if not folder.is_dir():
+        return []
+    return [p for p in sorted(folder.iterdir()) if not p.name.startswith(".") and p.is_file()]
 
 
 def _available(folder: Path) -> str:

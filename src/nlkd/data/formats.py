@@ -36,7 +36,7 @@ from PIL import Image
 
 from nlkd.data.info import DatasetInfo, Sample
 from nlkd.errors import DataError
-from nlkd.io import read_mask
+from nlkd.io import IMAGE_EXTENSIONS, read_mask
 
 __all__ = [
     "CITYSCAPES_INFO",
@@ -88,8 +88,6 @@ CITYSCAPES_INFO = DatasetInfo(
 SUPERVISELY_INFO = DatasetInfo(
     num_classes=2, ignore_index=None, class_names=["background", "person"], palette=[(0, 0, 0), (220, 20, 60)]
 )
-
-_IMAGE_EXTS = (".jpg", ".jpeg", ".png")
 
 
 def list_pairs_cityscapes(root: str | os.PathLike[str], split: str, labels: str | None = None) -> list[Sample]:
@@ -148,7 +146,7 @@ def list_pairs_supervisely(root: str | os.PathLike[str], split: str, labels: str
     samples, missing = [], []
     for ds in _supervisely_datasets(root, split):
         for image_path in sorted((ds / "img").iterdir()):
-            if image_path.suffix.lower() not in _IMAGE_EXTS:
+            if image_path.suffix.lower() not in IMAGE_EXTENSIONS:
                 continue
             ann_path = ds / labels / f"{image_path.name}.json"
             if not ann_path.is_file():

@@ -20,6 +20,7 @@ from PIL import Image, UnidentifiedImageError
 
 from nlkd.data.folder import IMAGE_EXTENSIONS, scan_folder
 from nlkd.data.info import DatasetInfo
+from nlkd.data.notes import ignore_index_warning  # re-exported: its home was here
 from nlkd.errors import DataError
 
 __all__ = ["ValidationReport", "check_split", "ignore_index_warning", "validate_report", "validate_split"]
@@ -38,25 +39,6 @@ class ValidationReport:
     @property
     def ok(self) -> bool:
         return not self.problems
-
-
-def ignore_index_warning(num_classes: int, ignore_index: int | None) -> str | None:
-    """A warning when ``ignore_index`` is also a class index (``0 <= ignore_index < num_classes``), else None.
-
-    Such data validates (every value is allowed) but one class is silently never learned nor scored.
-
-    >>> ignore_index_warning(6, 255) is None
-    True
-    >>> ignore_index_warning(6, 3)[:44]
-    'ignore_index 3 is also a class index (0..5):'
-    """
-    if ignore_index is None or not 0 <= ignore_index < num_classes:
-        return None
-    return (
-        f"ignore_index {ignore_index} is also a class index (0..{num_classes - 1}): class {ignore_index} will be "
-        f"neither learned nor scored; if {ignore_index} marks unlabelled pixels, check num_classes, else choose "
-        f"an ignore_index outside 0..{num_classes - 1} (e.g. 255)"
-    )
 
 
 def _image_size(path: Path) -> tuple[int, int]:
@@ -147,7 +129,7 @@ def validate_report(
         report.num_pairs += not pair_problems
     for id_, mask_path in scan.masks.items():
         if id_ not in scan.images:
-            problems.append(f"{mask_path}: no image (expected {scan.image_dir / id_}.jpg or .png)")
+            problems.append(f"{mask_path}: no image {id_}.* in {scan.image_dir} (read: {', '.join(IMAGE_EXTENSIONS)})")
     return report
 
 

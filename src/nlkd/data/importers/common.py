@@ -16,13 +16,14 @@ import numpy as np
 
 from nlkd.data.info import DatasetInfo
 from nlkd.errors import DataError
+from nlkd.io import IMAGE_EXTENSIONS
 
 __all__ = ["IGNORE_INDEX", "SOURCE_IMAGE_EXTENSIONS", "ImportItem", "ImportPlan", "flat_id", "pair_by_stem"]
 
 #: Mask value of pixels no class covers (crowd regions, VOC's border, a palette's void colour).
 IGNORE_INDEX = 255
 #: Image files the importers read; .jpg/.jpeg/.png are copied as they are, the others written as PNG.
-SOURCE_IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
+SOURCE_IMAGE_EXTENSIONS = IMAGE_EXTENSIONS  # the one list nlkd reads (nlkd.io)
 
 
 @dataclass(frozen=True)

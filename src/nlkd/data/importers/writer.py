@@ -26,7 +26,7 @@ from nlkd.progress import progress
 
 __all__ = ["check_target", "write_import"]
 
-_COPIED = (".jpg", ".jpeg", ".png")  # what nlkd reads as it is; other image formats are re-encoded as PNG
+_COPIED = (".jpg", ".jpeg", ".png")  # copied as they are; other formats become PNG (lossless, every tool reads it)
 
 
 def _read_existing_yaml(path: Path) -> Any:
