@@ -361,6 +361,8 @@ def test_epoch_line_prints_validation_metrics_in_percent() -> None:
 
     record = {"epoch": 3, "train_loss": 0.41234, "w_teacher": 0.5, "lr": 0.002, "val_miou": 0.51234, "val_bf": 0.4}
     assert epoch_line(record) == "epoch=3 train_loss=0.4123 w_teacher=0.5 lr=0.002 val_miou=51.23% val_bf=40.00%"
+    shares = {"loss_share_corrupted_pixels": 0.0189, "weight_ratio_corrupted_clean": 0.9179}  # a share is percent
+    assert epoch_line(shares) == "loss_share_corrupted_pixels=1.89% weight_ratio_corrupted_clean=0.9179"
 
 
 def test_train_prints_percent_and_stores_fractions(
