@@ -47,7 +47,17 @@ def step_ratio(steps: int, batch: int, size: tuple[int, int], classes: int) -> N
             t0 = time.perf_counter()
             logits = model(images)
             ce = per_image_cross_entropy(logits, target)
-            w = strategy.weights(StepInputs(torch.arange(batch), target, [logits], [ce], 5, 0, 10, teacher))[0]
+            inputs = StepInputs(
+                index=torch.arange(batch),
+                target=target,
+                logits=[logits],
+                losses=[ce],
+                epoch=5,
+                step=0,
+                steps_per_epoch=10,
+                teacher_scores=teacher,
+            )
+            w = strategy.weights(inputs)[0]
             loss = weighted_loss(ce, w)
             opt.zero_grad()
             loss.backward()
@@ -81,7 +91,17 @@ def pixel_step_ratio(steps: int, batch: int, size: tuple[int, int], classes: int
             t0 = time.perf_counter()
             logits = model(images)
             ce = per_image_cross_entropy(logits, target)
-            inputs = StepInputs(torch.arange(batch), target, [logits], [ce], 5, 0, 10, torch.rand(batch), extras=extras)
+            inputs = StepInputs(
+                index=torch.arange(batch),
+                target=target,
+                logits=[logits],
+                losses=[ce],
+                epoch=5,
+                step=0,
+                steps_per_epoch=10,
+                teacher_scores=torch.rand(batch),
+                extras=extras,
+            )
             lw = strategy.loss_weights(inputs)[0]  # as the loop: the step's CE unless pixel-level terms are set
             per = ce if lw.image_only else per_image_loss(logits, target, None, lw.pixel, lw.soft_target, lw.target_set)
             loss = weighted_loss(per, lw.image)

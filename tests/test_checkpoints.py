@@ -110,14 +110,17 @@ def test_a_pickled_object_is_refused_and_never_run(
     assert not (tmp_path / "pred").exists() and not (tmp_path / "student").exists()
 
 
-def _old_format(path: Path) -> None:
-    """Rewrite ``path`` as the previous nlkd wrote it: numpy's RNG state tuple (and numpy scalars)."""
+def _old_format(path: Path, save_as: Path | None = None, marker: Path | None = None) -> None:
+    """Rewrite ``path`` (or write ``save_as``) as the previous nlkd wrote it: numpy's RNG state tuple (and
+    numpy scalars); with ``marker``, also a payload that would create that file when unpickled."""
     state = torch.load(path, map_location="cpu", weights_only=True)
     n = state["rng"]["numpy"]
     key = n["key"].numpy().astype(np.uint32)
     state["rng"]["numpy"] = (n["bit_generator"], key, n["pos"], n["has_gauss"], n["cached_gaussian"])
     state["best"] = np.float64(state["best"])
-    torch.save(state, path)
+    if marker is not None:
+        state["info"]["note"] = _Payload(marker)
+    torch.save(state, save_as or path)
 
 
 def test_an_old_checkpoint_is_refused_with_the_fix_and_resumes_exactly_once_converted(
@@ -169,3 +172,15 @@ def test_convert_refuses_a_file_that_is_not_a_checkpoint(tmp_path: Path, capsys:
         "(expected a file written by 'nlkd train')"
     ]
     assert not (tmp_path / "new.pt").exists()
+
+
+def test_convert_refuses_a_pickled_object_and_never_runs_it(
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    old, marker = tmp_path / "old.pt", tmp_path / "marker"
+    _old_format(run_dir / "last.pt", save_as=old, marker=marker)  # numpy values (allowed) + a payload
+    rc, err = cli(capsys, "convert-checkpoint", str(old), str(tmp_path / "new.pt"))
+    assert rc == 2 and err == [
+        f"nlkd convert-checkpoint: error: {old}: refused, it holds pickled Python objects (loading it could run code)"
+    ]
+    assert not marker.exists() and not (tmp_path / "new.pt").exists()

@@ -225,7 +225,7 @@ def test_corrupt_last_checkpoint_on_resume(
 def test_checkpoint_of_another_model(
     ckpt: Path, tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    state = torch.load(ckpt, weights_only=False)
+    state = torch.load(ckpt, weights_only=True)
     state["config"]["model"]["encoder"] = "resnet18"  # the weights are a mobilenet's
     save_checkpoint(state, tmp_path / "other.pt")
     rc, err = cli(

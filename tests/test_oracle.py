@@ -24,7 +24,16 @@ IGNORE = 255
 
 def _step(target: torch.Tensor, **kw: object) -> StepInputs:
     logits = torch.randn(target.shape[0], 3, *target.shape[1:], generator=torch.Generator().manual_seed(0))
-    return StepInputs(torch.arange(len(target)), target, [logits], [torch.zeros(len(target))], 0, 0, 1, **kw)
+    return StepInputs(
+        index=torch.arange(len(target)),
+        target=target,
+        logits=[logits],
+        losses=[torch.zeros(len(target))],
+        epoch=0,
+        step=0,
+        steps_per_epoch=1,
+        **kw,
+    )
 
 
 def test_oracle_image_zeroes_exactly_the_corrupted_images():

@@ -50,7 +50,9 @@ def test_image_level_strategies_reduce_exactly_as_before(name: str) -> None:
         logits = [torch.randn(b, c, 6, 7, generator=torch.Generator().manual_seed(k), requires_grad=True)
                   for k in range(strategy.num_networks)]  # fmt: skip
         losses = [per_image_cross_entropy(lg, target, 255) for lg in logits]
-        step = StepInputs(torch.arange(b), target, logits, losses, 2, 1, 4, **kw)
+        step = StepInputs(
+            index=torch.arange(b), target=target, logits=logits, losses=losses, epoch=2, step=1, steps_per_epoch=4, **kw
+        )
         if new:
             lws = strategy.loss_weights(step)
             assert all(isinstance(lw, LossWeights) and lw.image_only for lw in lws)

@@ -59,7 +59,16 @@ def _step(teacher: list[float], pred_equals_target: bool = True, epoch: int = 0)
     target[:, :, 4:] = 1
     pred = target if pred_equals_target else torch.zeros_like(target)
     logits = torch.nn.functional.one_hot(pred, C).permute(0, 3, 1, 2).float()
-    return StepInputs(torch.arange(b), target, [logits], [torch.zeros(b)], epoch, 0, 1, torch.tensor(teacher))
+    return StepInputs(
+        index=torch.arange(b),
+        target=target,
+        logits=[logits],
+        losses=[torch.zeros(b)],
+        epoch=epoch,
+        step=0,
+        steps_per_epoch=1,
+        teacher_scores=torch.tensor(teacher),
+    )
 
 
 def test_reweight_rank_and_gmm_weights_and_raw_unchanged():

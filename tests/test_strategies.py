@@ -13,11 +13,12 @@ import torch.nn.functional as F
 from conftest import tiny_config
 from nlkd.config import StrategyConfig
 from nlkd.errors import ConfigError
+from nlkd.runtime import dataset_info
 from nlkd.strategies import STRATEGIES, StepInputs, create_strategy
 from nlkd.strategies.discard import lowest_share_mask
 from nlkd.strategies.two_network import disagreement, keep_rate, round_half_up, small_loss_mask
 from nlkd.teacher import teacher_scores
-from nlkd.train import build_datasets, dataset_info, train
+from nlkd.train import build_datasets, train
 
 NEW = ("fixed", "discard", "decoupling", "coteaching", "coteaching_plus")
 C = 3
@@ -37,7 +38,9 @@ def _step(b: int = 4, *, losses=None, logits=None, index=None, target=None, epoc
     logits = logits or [_logits(torch.zeros_like(target))] * 2
     losses = losses or [torch.zeros(b)] * len(logits)
     index = torch.arange(b) if index is None else index
-    return StepInputs(index, target, logits, losses, epoch, step, spe, **kw)
+    return StepInputs(
+        index=index, target=target, logits=logits, losses=losses, epoch=epoch, step=step, steps_per_epoch=spe, **kw
+    )
 
 
 def _expected_small(loss: list[float], index: list[int], n: int, among=None) -> set[int]:

@@ -5,7 +5,8 @@ the RNG states as tensors and lists) and is read with ``torch.load(weights_only=
 carries any other pickled object is refused without running it. ``best.pt`` holds the weights, config and
 data set info; ``last.pt`` adds what resuming needs (optimiser, schedule, strategy and RNG states, history).
 Checkpoints of nlkd before this format (numpy RNG state) are refused with the command that converts them,
-:func:`convert_checkpoint` (``nlkd convert-checkpoint OLD NEW``, for files the user trusts).
+:func:`convert_checkpoint` (``nlkd convert-checkpoint OLD NEW``); it also reads with ``weights_only=True``,
+allowing numpy's array and scalar types besides, so converting never runs a file's code either.
 """
 
 from __future__ import annotations
@@ -27,7 +28,12 @@ from nlkd.config import TrainConfig, config_from_dict, config_to_dict
 from nlkd.data.info import DatasetInfo
 from nlkd.errors import DataError, NLKDError
 from nlkd.io import atomic_write_bytes, checkpoint_bytes, save_checkpoint
-from nlkd.models import create_model
+from nlkd.models import create_model, unwrap
+
+try:
+    from numpy._core import multiarray as _multiarray
+except ImportError:  # numpy 1
+    from numpy.core import multiarray as _multiarray
 
 __all__ = [
     "build_model",
@@ -43,11 +49,15 @@ __all__ = [
 
 REQUIRED_KEYS = ("format", "config", "info", "models", "epoch")
 FORMAT = "nlkd-checkpoint-1"
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The module inside a DistributedDataParallel / DataParallel wrapper."""
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel | nn.DataParallel) else model
+_MULTIARRAY = ("numpy._core.multiarray", "numpy.core.multiarray")
+# what the previous format held besides plain values (numpy's RNG state tuple, numpy numbers): numpy
+# arrays and scalars, under numpy 2's and numpy 1's module names; no callable that runs other code
+_NUMPY_GLOBALS: list[Any] = [
+    np.dtype,
+    np.ndarray,
+    *((f, f"{m}.{f.__name__}") for f in (_multiarray._reconstruct, _multiarray.scalar) for m in _MULTIARRAY),
+    *(type(np.dtype(c)) for c in "?bBhHiIlLqQefdgFDGSUV"),
+]
 
 
 def build_model(cfg: TrainConfig, info: DatasetInfo, name: str | None = None) -> nn.Module:
@@ -63,24 +73,30 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: checkpoint not found")
-    ckpt = _read(path, weights_only=True)
+    ckpt = _read(path)
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT or any(k not in ckpt for k in REQUIRED_KEYS):
         raise DataError(f"{path}: not an nlkd checkpoint (expected a file written by 'nlkd train')")
     return ckpt
 
 
-def _read(path: Path, weights_only: bool) -> Any:
-    """``torch.load`` of a file ``torch.save`` wrote (a zip archive); anything else is corrupt or truncated.
-    With ``weights_only`` a pickled object other than plain values is refused, never constructed."""
+def _read(path: Path, allow: list[Any] | None = None) -> Any:
+    """``torch.load(weights_only=True)`` of a file ``torch.save`` wrote (a zip archive); anything else is
+    corrupt or truncated. A pickled object other than plain values (and the ``allow``-ed globals) is refused,
+    never constructed."""
     try:
         if not zipfile.is_zipfile(path):  # a legacy raw pickle would be unpickled outright: never ours
             raise ValueError("not a torch.save archive")
-        return torch.load(path, map_location="cpu", weights_only=weights_only)
+        with torch.serialization.safe_globals(allow or []):
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        if weights_only and str(e).startswith("Weights only load failed"):
+        if str(e).startswith("Weights only load failed"):
+            fix = (
+                ""
+                if allow
+                else f"; a checkpoint of an older nlkd converts with 'nlkd convert-checkpoint {path} NEW.pt'"
+            )
             raise DataError(
-                f"{path}: refused, it holds pickled Python objects (loading it could run code); a checkpoint of "
-                f"an older nlkd that you trust converts with 'nlkd convert-checkpoint {path} NEW.pt'"
+                f"{path}: refused, it holds pickled Python objects (loading it could run code){fix}"
             ) from None
         raise DataError(f"{path}: corrupt or truncated checkpoint ({str(e).splitlines()[0][:120]})") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
@@ -90,15 +106,16 @@ def _read(path: Path, weights_only: bool) -> Any:
 def convert_checkpoint(old: str | os.PathLike[str], new: str | os.PathLike[str]) -> None:
     """Rewrite a checkpoint of an older nlkd (numpy RNG state, numpy scalars) with plain values only.
 
-    ``old`` is unpickled in full, which runs any code it carries: only for files you trust. ``new`` is
-    written atomically and must not exist; resuming from it continues exactly as from ``old``.
+    ``old`` is read with ``weights_only=True`` and numpy's array and scalar types allowed: any other pickled
+    object is refused and never run. ``new`` is written atomically and must not exist; resuming from it
+    continues exactly as from ``old``.
     """
     old, new = Path(old), Path(new)
     if not old.is_file():
         raise DataError(f"{old}: checkpoint not found")
     if new.exists():
         raise DataError(f"{new}: already exists; choose another output file")
-    ckpt = _read(old, weights_only=False)
+    ckpt = _read(old, allow=_NUMPY_GLOBALS)
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT or any(k not in ckpt for k in REQUIRED_KEYS):
         raise DataError(f"{old}: not an nlkd checkpoint (expected a file written by 'nlkd train')")
     rng = ckpt.get("rng")

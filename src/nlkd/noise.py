@@ -20,6 +20,7 @@ from scipy import ndimage
 
 from nlkd.errors import ConfigError, DataError
 from nlkd.io import atomic_write_bytes, atomic_write_text, read_mask, write_mask
+from nlkd.noise_markov import check_mask, markov_noise
 from nlkd.progress import progress
 
 __all__ = [
@@ -41,15 +42,6 @@ MODE_PARAMS: dict[str, tuple[str, ...]] = {
     "markov": ("steps", "expand_prob", "flip_prob", "pixel_flip_prob", "blur_sigma"),
 }
 MANIFEST_NAME = "manifest.json"
-
-
-def _check_mask(mask: np.ndarray, ignore_index: int | None) -> np.ndarray:
-    mask = np.asarray(mask)
-    if mask.ndim != 2 or not np.issubdtype(mask.dtype, np.integer):
-        raise ValueError(f"mask must be an (H, W) integer class map, got shape {mask.shape} {mask.dtype}")
-    if mask.size and mask.min() < 0 and (mask[mask != ignore_index] < 0).any():
-        raise ValueError(f"mask classes must be >= 0 (except ignore_index={ignore_index}), got {mask.min()}")
-    return mask
 
 
 def _default_radius(shape: tuple[int, ...]) -> tuple[float, float]:
@@ -93,7 +85,7 @@ def dilate_erode(
         >>> out.shape, sorted(np.unique(out).tolist())
         ((40, 40), [0, 1])
     """
-    mask = _check_mask(mask, ignore_index)
+    mask = check_mask(mask, ignore_index)
     if radius is None:
         lo, hi = _default_radius(mask.shape)
     elif isinstance(radius, (int, float)):
@@ -175,7 +167,7 @@ def polygon_coarse(
     Returns:
         (H, W) class map, same dtype as ``mask``.
     """
-    mask = _check_mask(mask, ignore_index)
+    mask = check_mask(mask, ignore_index)
     info = np.iinfo(mask.dtype)
     if ignore_index is None or not info.min <= ignore_index <= info.max:
         raise ValueError(f"ignore_index must be an int that fits {mask.dtype}, got {ignore_index!r}")
@@ -210,12 +202,6 @@ def polygon_coarse(
         canvas[(top >= 0) & (top != bottom)] = -1
     canvas[~valid] = -1
     return np.where(canvas >= 0, canvas, ignore_index).astype(mask.dtype)
-
-
-def _markov():
-    from nlkd.noise_markov import markov_noise  # imported here: noise_markov reuses this module's checks
-
-    return markov_noise
 
 
 def _image_rng(seed: int, image_id: str) -> np.random.Generator:
@@ -301,7 +287,7 @@ def corrupt_dataset(
             atomic_write_bytes(dst / path.name, path.read_bytes())
             continue
         mask, rng = read_mask(path), _image_rng(int(seed), image_id)
-        corrupt = {"dilate_erode": dilate_erode, "polygon": polygon_coarse, "markov": _markov()}[mode]
+        corrupt = {"dilate_erode": dilate_erode, "polygon": polygon_coarse, "markov": markov_noise}[mode]
         try:
             noisy = corrupt(mask, rng, ignore_index=used_ignore, **params)
         except ValueError as e:

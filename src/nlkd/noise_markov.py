@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["MARKOV_DEFAULTS", "markov_noise", "markov_walk", "roughen"]
+__all__ = ["MARKOV_DEFAULTS", "check_mask", "markov_noise", "markov_walk", "roughen"]
 
 _CROSS = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
 
@@ -36,6 +36,17 @@ MARKOV_DEFAULTS: dict[str, float] = {
     "pixel_flip_prob": 0.2,
     "blur_sigma": 2.0,
 }
+
+
+def check_mask(mask: np.ndarray, ignore_index: int | None) -> np.ndarray:
+    """``mask`` as an array, checked to be an (H, W) integer class map with classes >= 0 (``ignore_index``
+    aside); every noise model of :mod:`nlkd.noise` checks its input with it."""
+    mask = np.asarray(mask)
+    if mask.ndim != 2 or not np.issubdtype(mask.dtype, np.integer):
+        raise ValueError(f"mask must be an (H, W) integer class map, got shape {mask.shape} {mask.dtype}")
+    if mask.size and mask.min() < 0 and (mask[mask != ignore_index] < 0).any():
+        raise ValueError(f"mask classes must be >= 0 (except ignore_index={ignore_index}), got {mask.min()}")
+    return mask
 
 
 def _check_prob(name: str, value: float) -> float:
@@ -154,9 +165,7 @@ def markov_noise(
         >>> out.shape, sorted(np.unique(out).tolist())
         ((40, 40), [0, 1])
     """
-    from nlkd.noise import _check_mask  # noise.py imports this module lazily; no cycle at import time
-
-    mask = _check_mask(mask, ignore_index)
+    mask = check_mask(mask, ignore_index)
     if steps is None:
         steps = max(1, round(MARKOV_DEFAULTS["steps_at_360"] * min(mask.shape) / 360))
     valid = np.ones(mask.shape, bool) if ignore_index is None else mask != ignore_index

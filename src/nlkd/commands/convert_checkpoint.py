@@ -2,8 +2,9 @@
 
 nlkd reads checkpoints with ``torch.load(weights_only=True)``: tensors and plain values only, so a file
 carrying other pickled objects is refused instead of run. Checkpoints written before that (numpy RNG state
-inside) are refused too; this command converts one. It unpickles OLD in full, which runs any code the file
-carries: convert only files you trust (your own runs). NEW trains, resumes and evaluates exactly as OLD.
+inside) are refused too; this command converts one. It reads OLD with weights_only=True as well, allowing
+numpy's arrays and numbers besides: any other pickled object is refused, its code never runs. NEW trains,
+resumes and evaluates exactly as OLD.
 """
 
 from __future__ import annotations
@@ -14,11 +15,11 @@ import argparse
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "convert-checkpoint",
-        help="convert a checkpoint of an older nlkd (only for files you trust)",
+        help="convert a checkpoint of an older nlkd to plain values",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("old", metavar="OLD", help="checkpoint written by an older nlkd (fully unpickled: trust it)")
+    p.add_argument("old", metavar="OLD", help="checkpoint written by an older nlkd")
     p.add_argument("new", metavar="NEW", help="where to write the converted checkpoint (must not exist)")
     p.set_defaults(func=run)
 

@@ -5,8 +5,9 @@ looks each name up in :data:`EXTRA_PROVIDERS`, attaches the :class:`ExtraMap` to
 (:meth:`nlkd.data.folder.FolderDataset.add_extra`), and the batches carry them as
 ``batch["extras"][name]``: label maps (B, H, W) int64, probability maps (B, C, H, W) float32.
 
-An :class:`ExtraMap` is a kind plus an index -> array function at the data set's resolution, so any
-per-image array (a folder of masks, a cache of teacher probabilities, ...) plugs in. Providers::
+An :class:`ExtraMap` (defined beside the data set that carries it, in :mod:`nlkd.data.folder`) is a kind
+plus an index -> array function at the data set's resolution, so any per-image array (a folder of masks,
+a cache of teacher probabilities, ...) plugs in. Providers::
 
     @register_extra("teacher_prob")
     def teacher_prob(cfg: TrainConfig, dataset: FolderDataset, device: torch.device) -> ExtraMap: ...
@@ -17,41 +18,22 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
 
 import numpy as np
+import torch
 
+from nlkd.config import TrainConfig
+from nlkd.data.folder import ExtraMap, FolderDataset
 from nlkd.data.transforms import resize_mask
 from nlkd.errors import DataError
 from nlkd.io import read_mask
-
-if TYPE_CHECKING:
-    import torch
-
-    from nlkd.config import TrainConfig
-    from nlkd.data.folder import FolderDataset
+from nlkd.noise import fine_label_dir
 
 __all__ = ["EXTRA_PROVIDERS", "ExtraMap", "fine_masks", "label_maps", "register_extra"]
 
 
-@dataclass(frozen=True)
-class ExtraMap:
-    """One named per-image map of a data set.
-
-    Attributes:
-        kind: ``"label"`` — ``get(i)`` is an (H, W) integer class map (resampled nearest, padding =
-            the data set's ignore index); ``"prob"`` — ``get(i)`` is a (C, H, W) float array of per-pixel
-            probabilities (resampled bilinearly, padding = 0, i.e. no class).
-        get: dataset index -> array at the data set's resolution (the resized, un-augmented mask's H, W).
-    """
-
-    kind: Literal["label", "prob"]
-    get: Callable[[int], np.ndarray]
-
-
-Provider = Callable[["TrainConfig", "FolderDataset", "torch.device"], ExtraMap]
+Provider = Callable[[TrainConfig, FolderDataset, torch.device], ExtraMap]
 #: name -> provider building the map for a training set (the loop calls it for ``needs_extras``).
 EXTRA_PROVIDERS: dict[str, Provider] = {}
 
@@ -104,7 +86,5 @@ def label_maps(dataset: FolderDataset, folder: str | os.PathLike[str]) -> ExtraM
 def fine_masks(cfg: TrainConfig, dataset: FolderDataset, device: torch.device) -> ExtraMap:
     """The fine masks of a label folder written by ``nlkd corrupt`` (its manifest names their folder)."""
     del device
-    from nlkd.noise import fine_label_dir
-
     label_dir = Path(cfg.data.root) / "labels" / (cfg.data.labels or cfg.data.train_split)
     return label_maps(dataset, fine_label_dir(label_dir))

@@ -22,7 +22,6 @@ import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler, SequentialSampler, default_collate
 
 from nlkd.data import formats
-from nlkd.data.extras import ExtraMap
 from nlkd.data.info import DatasetInfo, Sample
 from nlkd.data.transforms import augment_with_maps, resize_image, resize_mask, to_tensor
 from nlkd.errors import DataError
@@ -31,6 +30,7 @@ from nlkd.io import IMAGE_EXTENSIONS, read_image, read_mask
 __all__ = [
     "FORMATS",
     "IMAGE_EXTENSIONS",
+    "ExtraMap",
     "FolderDataset",
     "FolderScan",
     "Sample",
@@ -41,6 +41,21 @@ __all__ = [
 ]
 
 Format = Literal["folder", "cityscapes", "supervisely"]
+
+
+@dataclass(frozen=True)
+class ExtraMap:
+    """One named per-image map of a data set.
+
+    Attributes:
+        kind: ``"label"`` — ``get(i)`` is an (H, W) integer class map (resampled nearest, padding =
+            the data set's ignore index); ``"prob"`` — ``get(i)`` is a (C, H, W) float array of per-pixel
+            probabilities (resampled bilinearly, padding = 0, i.e. no class).
+        get: dataset index -> array at the data set's resolution (the resized, un-augmented mask's H, W).
+    """
+
+    kind: Literal["label", "prob"]
+    get: Callable[[int], np.ndarray]
 
 
 @dataclass

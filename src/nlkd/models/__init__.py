@@ -16,6 +16,6 @@ New models are added with the :func:`register_model` decorator.
 from __future__ import annotations
 
 from nlkd.models import ocrnet, pointrend, smp_models  # noqa: F401  (importing registers the models)
-from nlkd.models.registry import auxiliary_loss, create_model, list_models, register_model
+from nlkd.models.registry import auxiliary_loss, create_model, list_models, register_model, unwrap
 
-__all__ = ["auxiliary_loss", "create_model", "list_models", "register_model"]
+__all__ = ["auxiliary_loss", "create_model", "list_models", "register_model", "unwrap"]

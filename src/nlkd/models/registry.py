@@ -29,6 +29,7 @@ __all__ = [
     "list_models",
     "pad_to_multiple",
     "register_model",
+    "unwrap",
 ]
 
 ModelFactory = Callable[..., nn.Module]
@@ -95,12 +96,18 @@ def create_model(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
     return factory(num_classes, **kwargs)
 
 
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module inside a DistributedDataParallel / DataParallel wrapper (the one place nlkd unwraps one;
+    :mod:`nlkd.checkpoint` re-exports it)."""
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel | nn.DataParallel) else model
+
+
 def auxiliary_loss(model: nn.Module, target: Tensor, ignore_index: int | None) -> Tensor:
     """Per-image training-time extra loss of ``model`` from its last training-mode forward.
 
     Args:
         model: any segmentation model, possibly wrapped in ``DistributedDataParallel`` /
-            ``DataParallel`` (unwrapped by :func:`nlkd.checkpoint.unwrap`).
+            ``DataParallel`` (unwrapped by :func:`unwrap`).
         target: ``(B, H, W)`` int64 class indices at the input size of that forward; pixels equal to
             ``ignore_index`` count for nothing.
         ignore_index: the ignored label, or ``None`` when every pixel is labelled.
@@ -110,8 +117,6 @@ def auxiliary_loss(model: nn.Module, target: Tensor, ignore_index: int | None) -
     """
     if target.dim() != 3:
         raise ValueError(f"auxiliary_loss: target must be (B, H, W), got shape {tuple(target.shape)}")
-    from nlkd.checkpoint import unwrap  # local: checkpoint imports the models
-
     model = unwrap(model)
     if isinstance(model, AuxiliaryLossModule):
         return model.auxiliary_loss(target, ignore_index)

@@ -22,7 +22,7 @@ from nlkd.weighting import Reduction, per_image_loss, weighted_loss
 __all__ = ["LossWeights", "RunningMeans", "StepInputs", "Strategy", "network_loss"]
 
 
-@dataclass
+@dataclass(kw_only=True)
 class StepInputs:
     """What a strategy sees at one training step (batch of B images, N networks).
 
