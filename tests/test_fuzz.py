@@ -23,7 +23,7 @@ from nlkd.data.info import DatasetInfo
 from nlkd.errors import DataError
 from nlkd.io import read_mask
 from nlkd.metrics import SegmentationMetrics, bfmiou, boundary_f1, per_image_iou
-from nlkd.weighting import per_image_cross_entropy, quality_score, weighted_loss
+from nlkd.weighting import METRICS, REDUCTIONS, per_image_cross_entropy, quality_score, weighted_loss
 from reference_metrics import reference_batch
 
 FUZZ = settings(
@@ -186,7 +186,7 @@ def test_per_image_cross_entropy_is_finite_and_zero_without_valid_pixels(
 @given(
     st.lists(st.floats(0, 1e4), min_size=0, max_size=6),
     st.data(),
-    st.sampled_from(["mean", "sum", "normalized"]),
+    st.sampled_from(REDUCTIONS),
 )
 def test_weighted_loss_is_finite(ce_values: list[float], data: st.DataObject, reduction: str) -> None:
     weights = data.draw(
@@ -210,7 +210,7 @@ def test_weighted_loss_is_finite(ce_values: list[float], data: st.DataObject, re
 
 
 @FUZZ
-@given(label_maps(), st.sampled_from(["bfmiou", "bf", "miou"]), st.booleans())
+@given(label_maps(), st.sampled_from(METRICS), st.booleans())
 def test_quality_score_in_unit_interval(m: dict, metric: str, as_logits: bool) -> None:
     pred, target, c, ignore, tol = m["pred"], m["target"], m["c"], m["ignore"], m["tol"]
     if as_logits:  # (B, C, H, W) scores whose argmax is pred

@@ -15,6 +15,7 @@ from PIL import Image
 
 from nlkd.cli import main
 from nlkd.data.cvat import format_cvat_labelmap, parse_cvat_labelmap, read_cvat_labelmap
+from nlkd.data.importers import IMPORT_FORMATS
 from nlkd.data.importers.coco import coco_semantic_mask
 from nlkd.data.importers.palette import colour_mask_to_index
 from nlkd.data.info import default_palette
@@ -531,7 +532,7 @@ def test_nothing_left_when_a_later_image_fails(tmp_path: Path, capsys: pytest.Ca
     _refused([*argv, "--mask-suffix", "_L", "--out", str(out)], out, named, capsys)
 
 
-@pytest.mark.parametrize("fmt", ["coco", "voc", "palette", "cvat"])
+@pytest.mark.parametrize("fmt", IMPORT_FORMATS)
 def test_help(fmt: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as e:
         main(["import", fmt, "--help"])

@@ -22,6 +22,9 @@ from nlkd.weighting import METRICS, REDUCTIONS
 
 __all__ = [
     "DataConfig",
+    "DisagreeRule",
+    "DoubtRuleName",
+    "LogKind",
     "ModelConfig",
     "OptimConfig",
     "StrategyConfig",
@@ -34,11 +37,16 @@ __all__ = [
     "parse_size",
 ]
 
+# names only the config knows: the field's type is the list (checked on load, read by the CLI and the strategies)
+DoubtRuleName = Literal["all", "teacher", "score"]  # strategy.doubt_rule (nlkd.strategies.doubt)
+DisagreeRule = Literal["any", "median"]  # strategy.disagree_rule (coteaching_plus)
+LogKind = Literal["none", "tensorboard"]  # log
+
 
 @dataclass
 class DataConfig:
     root: str = ""  # ROOT with images/<split>/ and labels/<split>/
-    format: str = "folder"  # folder | cityscapes | supervisely
+    format: str = "folder"  # a name of nlkd.data.folder.FORMATS
     train_split: str = "train"
     labels: str | None = None  # label folder to train on (e.g. train_coarse); default: train_split
     val_split: str = "val"
@@ -70,7 +78,7 @@ class ModelConfig:
 
 @dataclass
 class OptimConfig:
-    name: str = "adamw"  # ranger | sgd | adamw
+    name: str = "adamw"  # a name of nlkd.optim.OptimizerName
     lr: float = 2e-3
     weight_decay: float = 1e-4
     schedule: str = "cosine"  # step (paper: x0.5 every 25 % of epochs) | poly | cosine | constant
@@ -83,12 +91,12 @@ class StrategyConfig:
     name: str = "baseline"
     teacher: str | None = None  # checkpoint of the teacher (reweight, nlkd, discard)
     teacher_scores: str | None = None  # CSV of per-image teacher scores (e.g. out-of-fold); overrides teacher
-    metric: str = "bfmiou"  # bfmiou | bf | miou
+    metric: str = "bfmiou"  # a name of nlkd.weighting.METRICS
     tolerance: float = 2.0  # BF tolerance θ in pixels at the training resolution, for the weights (not eval)
     transform: str = "raw"  # reweight/nlkd weights: raw score | rank (percentile) | gmm (2-Gaussian posterior)
     warmup_epochs: int | None = None  # λ = 0 for this many epochs; default: 10 % of the epochs
     final_lambda: float = 0.5
-    reduction: str = "mean"  # mean | sum | normalized
+    reduction: str = "mean"  # a name of nlkd.weighting.REDUCTIONS
     coarse_weight: float = 0.5  # fixed: weight of images flagged coarse
     coarse_list: str | None = None  # fixed: file of coarse ids; default: the label folder's manifest
     discard_ratio: float = 0.2  # discard: share of lowest-scored images dropped
@@ -96,10 +104,10 @@ class StrategyConfig:
     forget_rate: float = 0.2  # co-teaching: final share of images each network drops
     forget_epochs: int | None = None  # co-teaching: epochs to ramp up the forget rate (default 10 %)
     peer_model: str | None = None  # two-network strategies: the second network (default: same as model)
-    disagree_rule: str = "any"  # coteaching_plus candidates: maps differ anywhere (any) | above batch median (median)
+    disagree_rule: DisagreeRule = "any"  # coteaching_plus candidates: maps differ anywhere | above batch median
     # pixel-level strategies (relax, band_kd, nlkd_pixel, adele); the papers' defaults where they fit
     relax_radius: int = 1  # relax: labels relax to the classes of the (2r+1)² window (Zhu et al.: r = 1)
-    doubt_rule: str = "all"  # relax, band_kd: act on all pixels | teacher (cached argmax disagrees) | score (image)
+    doubt_rule: DoubtRuleName = "all"  # relax, band_kd: all pixels | teacher (cached argmax disagrees) | score (image)
     doubt_quantile: float = 0.5  # doubt_rule=score: images below this quantile of the teacher scores are in doubt
     band_radius: float = 3.0  # band_kd: pixels nearer than this (px) to an annotated boundary learn the teacher
     band_sigma: float = 1.0  # band_kd: annotation reliability 1 − exp(−d/σ) by boundary distance d (BAKD: 1 px)
@@ -124,7 +132,7 @@ class TrainConfig:
     channels_last: bool = False  # NHWC memory layout for the training step (faster convolutions on CPU)
     eval_tolerance: float = 2.0  # BF tolerance for validation
     threads: int | None = None  # torch CPU threads; default: torch's choice
-    log: Literal["none", "tensorboard"] = "none"  # also write RUN/tb/ for TensorBoard (metrics.jsonl always)
+    log: LogKind = "none"  # also write RUN/tb/ for TensorBoard (metrics.jsonl always)
     log_images_every: int = 5  # log=tensorboard: a grid of validation predictions every N epochs (and the last)
 
 
@@ -243,7 +251,6 @@ _CHECKS: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "strategy.final_lambda": (lambda v: 0 <= v <= 1, "a number in [0, 1]"),
     "strategy.warmup_epochs": (lambda v: v is None or v >= 0, "an int >= 0, or null"),
     "strategy.relax_radius": (lambda v: v >= 0, "an int >= 0"),
-    "strategy.doubt_rule": (lambda v: v in ("all", "teacher", "score"), "all, teacher or score"),
     "strategy.doubt_quantile": (lambda v: 0 < v <= 1, "a number in (0, 1]"),
     "strategy.band_radius": (lambda v: 0 < v < float("inf"), "a finite number of pixels > 0"),
     "strategy.band_sigma": (lambda v: 0 < v < float("inf"), "a finite number of pixels > 0"),

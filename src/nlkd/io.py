@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import shutil
@@ -34,8 +35,10 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_text",
     "checkpoint_bytes",
+    "file_digest",
     "read_image",
     "read_mask",
+    "read_pixels",
     "save_checkpoint",
     "write_mask",
     "write_rgb",
@@ -135,16 +138,36 @@ def save_checkpoint(obj: Any, path: str | os.PathLike[str]) -> None:
 _DECODE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
 
-def read_image(path: str | os.PathLike[str]) -> np.ndarray:
-    """Read an RGB image as ``uint8`` array of shape (H, W, 3); raise :class:`DataError` if unreadable."""
+def file_digest(path: str | os.PathLike[str]) -> str:
+    """The first 16 hex digits of the SHA-256 of a file's bytes (read in 1 MiB chunks): what a cache keyed
+    on the file (a teacher checkpoint) compares."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def read_pixels(
+    path: str | os.PathLike[str], what: str = "image", convert: str | None = None, shown: object = None
+) -> tuple[str, np.ndarray]:
+    """``(PIL mode, pixels)`` of an image file, converted to mode ``convert`` when given; a missing,
+    unreadable or truncated file is a :class:`DataError` naming ``shown`` (default ``path``) and ``what``
+    it is (``"image"``, ``"mask"``)."""
     try:
         with Image.open(path) as im:
             im.load()
-            return np.asarray(im.convert("RGB"))
+            im = im.convert(convert) if convert else im
+            return im.mode, np.asarray(im)
     except FileNotFoundError:
-        raise DataError(f"{path}: image file not found") from None
+        raise DataError(f"{shown or path}: {what} file not found") from None
     except _DECODE_ERRORS as e:
-        raise DataError(f"{path}: unreadable or truncated image ({e})") from None
+        raise DataError(f"{shown or path}: unreadable or truncated {what} ({e})") from None
+
+
+def read_image(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read an RGB image as ``uint8`` array of shape (H, W, 3); raise :class:`DataError` if unreadable."""
+    return read_pixels(path, "image", convert="RGB")[1]
 
 
 def read_mask(path: str | os.PathLike[str]) -> np.ndarray:
@@ -152,14 +175,7 @@ def read_mask(path: str | os.PathLike[str]) -> np.ndarray:
 
     Raises :class:`DataError` if the file is unreadable or holds colour (RGB) rather than indices.
     """
-    try:
-        with Image.open(path) as im:
-            im.load()
-            mode, arr = im.mode, np.asarray(im)
-    except FileNotFoundError:
-        raise DataError(f"{path}: mask file not found") from None
-    except _DECODE_ERRORS as e:
-        raise DataError(f"{path}: unreadable or truncated mask ({e})") from None
+    mode, arr = read_pixels(path, "mask")
     if mode in ("RGB", "RGBA", "CMYK", "YCbCr", "LAB", "HSV"):
         raise DataError(f"{path}: mask is {mode} colour; expected a single-channel class-index PNG (mode L or P)")
     if arr.ndim != 2:

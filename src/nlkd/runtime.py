@@ -13,6 +13,7 @@ import torch
 import torch.distributed as dist
 
 from nlkd.config import TrainConfig
+from nlkd.data.folder import format_info
 from nlkd.data.info import DatasetInfo, load_dataset_info
 from nlkd.errors import DataError, NLKDError
 
@@ -61,17 +62,12 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
 
 def dataset_info(cfg: TrainConfig) -> DatasetInfo:
     """Classes, ignore index, names and palette of the configured data set (``dataset.yaml``, flags, or
-    the fixed ones of the cityscapes / supervisely formats)."""
+    the ones its format fixes, :func:`nlkd.data.folder.format_info`)."""
     if not cfg.data.root:
         raise NLKDError("no data set given: pass --data ROOT")
     if not Path(cfg.data.root).is_dir():
         raise DataError(f"{cfg.data.root}: data folder not found")
-    if cfg.data.format == "cityscapes":
-        from nlkd.data.formats import CITYSCAPES_INFO
-
-        return CITYSCAPES_INFO
-    if cfg.data.format == "supervisely":
-        from nlkd.data.formats import SUPERVISELY_INFO
-
-        return SUPERVISELY_INFO
+    fixed = format_info(cfg.data.format)
+    if fixed is not None:
+        return fixed
     return load_dataset_info(cfg.data.root, cfg.data.num_classes, cfg.data.ignore_index)

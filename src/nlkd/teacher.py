@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from nlkd.data.folder import FolderDataset, make_loader
 from nlkd.errors import DataError
-from nlkd.io import atomic_write_text
+from nlkd.io import atomic_write_text, file_digest
 from nlkd.metrics import bf_and_iou
 from nlkd.progress import progress as show_progress
 
@@ -147,18 +147,10 @@ def read_scores_csv(path: str | os.PathLike[str], column: str | None = None) -> 
     return table
 
 
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:16]
-
-
 def cache_key(teacher: Path, dataset: FolderDataset, metric: str, tolerance: float) -> str:
     """What the cached scores depend on: teacher weights, annotation files, resolution, metric."""
     h = hashlib.sha256()
-    h.update(_file_digest(teacher).encode())
+    h.update(file_digest(teacher).encode())
     for s in dataset.samples:
         st = os.stat(s.mask_path)
         h.update(f"{s.id}:{s.mask_path.resolve()}:{st.st_size}:{st.st_mtime_ns};".encode())

@@ -32,7 +32,7 @@ from nlkd.config import TrainConfig
 from nlkd.data.extras import ExtraMap, register_extra
 from nlkd.data.folder import FolderDataset, make_loader
 from nlkd.errors import ConfigError, DataError
-from nlkd.io import atomic_write_text
+from nlkd.io import atomic_write_text, file_digest
 from nlkd.progress import progress
 
 __all__ = [
@@ -52,17 +52,9 @@ META_NAME = "teacher_prob.json"
 _LEVELS = 255  # uint8 quantisation: p = q / 255
 
 
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:16]
-
-
 def prob_cache_key(teacher: Path, dataset: FolderDataset) -> str:
     """What the cached maps depend on: the teacher's weights, the image files, the resolution, C."""
-    h = hashlib.sha256(_file_digest(teacher).encode())
+    h = hashlib.sha256(file_digest(teacher).encode())
     for s in dataset.samples:
         st = os.stat(s.image_path)
         h.update(f"{s.id}:{Path(s.image_path).resolve()}:{st.st_size}:{st.st_mtime_ns};".encode())

@@ -54,15 +54,14 @@ def checked_data_info(
     ``checkpoint`` whose classes or (when ``ignore_index``) ignore index differ from the data's. The data
     set's warnings (:func:`nlkd.data.notes.data_warnings`) go to stderr."""
     from nlkd.checkpoint import check_matches_data
-    from nlkd.data.formats import CITYSCAPES_INFO, SUPERVISELY_INFO
+    from nlkd.data.folder import format_info
     from nlkd.data.info import load_dataset_info
     from nlkd.data.notes import data_warnings, print_warnings
 
-    if args.format != "folder":
-        info = {"cityscapes": CITYSCAPES_INFO, "supervisely": SUPERVISELY_INFO}[args.format]
-    elif args.num_classes is not None or (Path(args.data) / "dataset.yaml").is_file():
+    info = format_info(args.format)
+    if info is None and (args.num_classes is not None or (Path(args.data) / "dataset.yaml").is_file()):
         info = load_dataset_info(args.data, args.num_classes, args.ignore_index)
-    else:
+    elif info is None:
         ignore = args.ignore_index if args.ignore_index is not None else ckpt_info.ignore_index
         info = load_dataset_info(args.data, ckpt_info.num_classes, ignore)
     check_matches_data(ckpt_info, info, checkpoint, ignore_index=ignore_index)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, get_args
 
 from nlkd.commands._common import size_arg
-from nlkd.config import TrainConfig, load_config, parse_set
+from nlkd.config import LogKind, TrainConfig, load_config, parse_set
 from nlkd.data.folder import FORMATS
 from nlkd.optim import OptimizerName
 from nlkd.strategies import STRATEGIES
@@ -203,7 +203,7 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue RUN_DIR from its last.pt")
     p.add_argument(
         "--log",
-        choices=("none", "tensorboard"),
+        choices=get_args(LogKind),
         help="tensorboard: also write RUN_DIR/tb/ (scalars per epoch, prediction grids every "
         f"log_images_every={d('log_images_every')} epochs); metrics.jsonl is always written (default: none)",
     )

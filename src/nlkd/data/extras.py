@@ -69,9 +69,7 @@ def label_maps(dataset: FolderDataset, folder: str | os.PathLike[str]) -> ExtraM
         own = dataset.get_full_mask(index)
         if mask.shape != own.shape:
             raise DataError(f"{path}: {mask.shape[0]}×{mask.shape[1]} (H×W) differs from {sample.mask_path}")
-        bad = dataset.info.invalid_values(mask)
-        if bad:
-            raise DataError(f"{path}: values {bad[:10]} outside {dataset.info.describe_range()}")
+        dataset.info.check_mask(mask, path)
         mask = mask.astype(np.uint8, copy=False)
         return resize_mask(mask, dataset.size) if dataset.size is not None else mask
 

@@ -35,6 +35,7 @@ __all__ = [
     "FolderScan",
     "Sample",
     "collate",
+    "format_info",
     "list_pairs",
     "make_loader",
     "scan_folder",
@@ -130,12 +131,21 @@ def list_pairs(root: str | os.PathLike[str], split: str, labels: str | None = No
 
 
 MaskReader = Callable[[Path], np.ndarray]
-_FORMATS: dict[str, tuple[Callable[..., list[Sample]], MaskReader]] = {
-    "folder": (list_pairs, read_mask),
-    "cityscapes": (formats.list_pairs_cityscapes, formats.read_mask_cityscapes),
-    "supervisely": (formats.list_pairs_supervisely, formats.read_mask_supervisely),
+#: layout -> (pair lister, mask reader, the layout's fixed classes or None: dataset.yaml or flags say them)
+_FORMATS: dict[str, tuple[Callable[..., list[Sample]], MaskReader, DatasetInfo | None]] = {
+    "folder": (list_pairs, read_mask, None),
+    "cityscapes": (formats.list_pairs_cityscapes, formats.read_mask_cityscapes, formats.CITYSCAPES_INFO),
+    "supervisely": (formats.list_pairs_supervisely, formats.read_mask_supervisely, formats.SUPERVISELY_INFO),
 }
 FORMATS: tuple[str, ...] = tuple(_FORMATS)  # the data set layouts, by name (``--format``)
+
+
+def format_info(format: str) -> DatasetInfo | None:
+    """The classes a layout fixes (``cityscapes``, ``supervisely``), or None where the data set's own
+    ``dataset.yaml`` or the flags say them (``folder``)."""
+    if format not in _FORMATS:
+        raise ValueError(f"format must be one of {sorted(_FORMATS)}, got {format!r}")
+    return _FORMATS[format][2]
 
 
 class FolderDataset(Dataset):
@@ -183,7 +193,7 @@ class FolderDataset(Dataset):
             raise ValueError(f"size must be None or (H, W) with positive ints, got {size!r}")
         if scale is not None and not 0 < scale[0] <= scale[1]:
             raise ValueError(f"scale must be None or (lo, hi) with 0 < lo <= hi, got {scale!r}")
-        list_fn, self._read_mask = _FORMATS[format]
+        list_fn, self._read_mask, _ = _FORMATS[format]
         self.root, self.split, self.labels, self.format = Path(root), split, labels, format
         self.info, self.train, self.scale, self.hflip = info, train, scale, hflip
         self.size = None if size is None else (int(size[0]), int(size[1]))
@@ -215,14 +225,7 @@ class FolderDataset(Dataset):
         """Read, check and resize pair ``index``: (3, H, W) uint8 image, (H, W) uint8 mask."""
         sample = self.samples[index]
         image, mask = read_image(sample.image_path), self._read_mask(sample.mask_path)
-        if image.shape[:2] != mask.shape:
-            raise DataError(
-                f"{sample.mask_path}: mask {mask.shape[0]}×{mask.shape[1]} (H×W) does not match image "
-                f"{image.shape[0]}×{image.shape[1]} ({sample.image_path.name})"
-            )
-        bad = self.info.invalid_values(mask)
-        if bad:
-            raise DataError(f"{sample.mask_path}: values {bad[:10]} outside {self.info.describe_range()}")
+        self.info.check_mask(mask, sample.mask_path, image.shape, sample.image_path.name)
         mask = mask.astype(np.uint8, copy=False)
         if self.size is not None:
             image, mask = resize_image(image, self.size), resize_mask(mask, self.size)

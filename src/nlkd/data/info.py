@@ -120,6 +120,21 @@ class DatasetInfo:
             ok |= values == self.ignore_index
         return [int(v) for v in values[~ok]]
 
+    def check_mask(
+        self, mask: np.ndarray, path: object, image: tuple[int, ...] | None = None, image_name: object = None
+    ) -> None:
+        """Refuse the (H, W) ``mask`` read from ``path`` (a one-line :class:`DataError` naming it) when its size
+        differs from ``image`` ((H, W) of the image ``image_name``, when given) or it holds values that are
+        neither a class nor ignored."""
+        if image is not None and tuple(image[:2]) != mask.shape:
+            raise DataError(
+                f"{path}: mask {mask.shape[0]}×{mask.shape[1]} (H×W) does not match image "
+                f"{image[0]}×{image[1]} ({image_name})"
+            )
+        bad = self.invalid_values(mask)
+        if bad:
+            raise DataError(f"{path}: values {bad[:10]} outside {self.describe_range()}")
+
     def describe_range(self) -> str:
         """Human-readable valid range, e.g. ``"0..10 (ignore_index 11)"``."""
         ignore = "no ignore_index" if self.ignore_index is None else f"ignore_index {self.ignore_index}"

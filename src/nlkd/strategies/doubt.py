@@ -16,10 +16,12 @@ variant to try first.
 from __future__ import annotations
 
 import math
+from typing import get_args
 
 import torch
 from torch import Tensor
 
+from nlkd.config import DoubtRuleName
 from nlkd.errors import ConfigError
 from nlkd.strategies.base import StepInputs
 from nlkd.teacher_cache import TEACHER_PROB  # also registers the provider of these maps
@@ -31,8 +33,8 @@ class DoubtRule:
     """Decides per pixel whether the annotation is in doubt (see the module docstring)."""
 
     def __init__(self, rule: str, quantile: float) -> None:
-        if rule not in ("all", "teacher", "score"):
-            raise ConfigError(f"strategy.doubt_rule must be all, teacher or score, got {rule!r}")
+        if rule not in get_args(DoubtRuleName):
+            raise ConfigError(f"strategy.doubt_rule must be one of {', '.join(get_args(DoubtRuleName))}, got {rule!r}")
         if not 0 < quantile <= 1:
             raise ConfigError(f"strategy.doubt_quantile must lie in (0, 1], got {quantile!r}")
         self.rule, self.quantile = rule, quantile

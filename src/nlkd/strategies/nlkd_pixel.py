@@ -12,7 +12,8 @@ from nlkd.config import StrategyConfig
 from nlkd.pixelwise import agreement_map
 from nlkd.strategies.base import LossWeights, StepInputs, Strategy
 from nlkd.strategies.doubt import TEACHER_PROB
-from nlkd.weighting import LambdaSchedule, NLKDWeighter, distill_weights
+from nlkd.strategies.simple import nlkd_components, nlkd_weighter
+from nlkd.weighting import distill_weights
 
 __all__ = ["NLKDPixel"]
 
@@ -41,25 +42,11 @@ class NLKDPixel(Strategy):
 
     def __init__(self, cfg: StrategyConfig, num_classes: int, ignore_index: int | None, epochs: int) -> None:
         super().__init__(cfg, num_classes, ignore_index, epochs)
-        warmup = cfg.warmup_epochs if cfg.warmup_epochs is not None else max(1, round(0.1 * epochs))
-        self.weighter = NLKDWeighter(
-            num_classes,
-            LambdaSchedule(min(warmup, epochs), epochs, cfg.final_lambda),
-            metric=cfg.metric,
-            tolerance=cfg.tolerance,
-            ignore_index=ignore_index,
-        )
+        self.weighter = nlkd_weighter(cfg, num_classes, ignore_index, epochs)
 
     def loss_weights(self, step: StepInputs) -> list[LossWeights]:
         student = step.logits[0].detach().argmax(1)
-        w_student, w_teacher, lam = self.weighter.components(
-            student,
-            step.target,
-            step.epoch,
-            teacher_weight=step.teacher_scores,
-            step=step.step,
-            steps_per_epoch=step.steps_per_epoch,
-        )
+        w_student, w_teacher, lam = nlkd_components(self.weighter, step, student)
         image = distill_weights(w_teacher if w_student is None else w_student, w_teacher, lam)
         theta = self.weighter.tolerance
         pixel = agreement_map(step.extras[TEACHER_PROB].argmax(1), step.target, theta, self.ignore_index).float()

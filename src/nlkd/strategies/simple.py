@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from nlkd.config import StrategyConfig
 from nlkd.score_transforms import ScoreTransform, normalise_batch_mean
 from nlkd.strategies.base import StepInputs, Strategy
 from nlkd.weighting import LambdaSchedule, NLKDWeighter, distill_weights
 
-__all__ = ["NLKD", "Baseline", "Reweight"]
+__all__ = ["NLKD", "Baseline", "Reweight", "nlkd_components", "nlkd_weighter"]
 
 
 class Baseline(Strategy):
@@ -69,24 +70,10 @@ class NLKD(_TeacherScored):
 
     def __init__(self, cfg, num_classes, ignore_index, epochs) -> None:  # type: ignore[no-untyped-def]
         super().__init__(cfg, num_classes, ignore_index, epochs)
-        warmup = cfg.warmup_epochs if cfg.warmup_epochs is not None else max(1, round(0.1 * epochs))
-        self.weighter = NLKDWeighter(
-            num_classes,
-            LambdaSchedule(min(warmup, epochs), epochs, cfg.final_lambda),
-            metric=cfg.metric,
-            tolerance=cfg.tolerance,
-            ignore_index=ignore_index,
-        )
+        self.weighter = nlkd_weighter(cfg, num_classes, ignore_index, epochs)
 
     def weights(self, step: StepInputs) -> list[Tensor]:
-        w_student, w_teacher, lam = self.weighter.components(
-            step.logits[0].detach().argmax(1),
-            step.target,
-            step.epoch,
-            teacher_weight=step.teacher_scores,
-            step=step.step,
-            steps_per_epoch=step.steps_per_epoch,
-        )
+        w_student, w_teacher, lam = nlkd_components(self.weighter, step, step.logits[0].detach().argmax(1))
         if self.cfg.transform != "raw":  # the student's score mapped like the teacher's (rank / posterior)
             w_teacher = self._transformed(w_teacher)
             w_student = None if w_student is None else self._transformed(w_student)
@@ -96,3 +83,29 @@ class NLKD(_TeacherScored):
             self.log_weights("w_student", w_student, step.coarse)
         w = distill_weights(w_teacher if w_student is None else w_student, w_teacher, lam)
         return [w if self.cfg.transform == "raw" else normalise_batch_mean(w)]
+
+
+def nlkd_weighter(cfg: StrategyConfig, num_classes: int, ignore_index: int | None, epochs: int) -> NLKDWeighter:
+    """NLKD's weighter for a run of ``epochs``: λ = 0 for ``warmup_epochs`` (default 10 % of the epochs, at
+    least 1), then linear to ``final_lambda``; the configured quality metric and BF tolerance."""
+    warmup = cfg.warmup_epochs if cfg.warmup_epochs is not None else max(1, round(0.1 * epochs))
+    return NLKDWeighter(
+        num_classes,
+        LambdaSchedule(min(warmup, epochs), epochs, cfg.final_lambda),
+        metric=cfg.metric,
+        tolerance=cfg.tolerance,
+        ignore_index=ignore_index,
+    )
+
+
+def nlkd_components(weighter: NLKDWeighter, step: StepInputs, student: Tensor) -> tuple[Tensor | None, Tensor, float]:
+    """``(w_student or None while λ = 0, w_teacher, λ)`` of a step: the student's (B, H, W) prediction
+    ``student`` scored against the annotation, the teacher's cached scores, λ at this step."""
+    return weighter.components(
+        student,
+        step.target,
+        step.epoch,
+        teacher_weight=step.teacher_scores,
+        step=step.step,
+        steps_per_epoch=step.steps_per_epoch,
+    )

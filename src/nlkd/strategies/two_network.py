@@ -16,11 +16,12 @@ Building blocks, all batched over the B images of a step:
 from __future__ import annotations
 
 import math
+from typing import get_args
 
 import torch
 from torch import Tensor
 
-from nlkd.config import StrategyConfig
+from nlkd.config import DisagreeRule, StrategyConfig
 from nlkd.errors import ConfigError
 from nlkd.metrics import per_image_iou
 from nlkd.strategies.base import StepInputs, Strategy
@@ -213,8 +214,9 @@ class CoTeachingPlus(_TwoNetworks):
 
     def __init__(self, cfg: StrategyConfig, num_classes: int, ignore_index: int | None, epochs: int) -> None:
         super().__init__(cfg, num_classes, ignore_index, epochs)
-        if cfg.disagree_rule not in ("any", "median"):
-            raise ConfigError(f"strategy.disagree_rule must be any or median, got {cfg.disagree_rule!r}")
+        if cfg.disagree_rule not in get_args(DisagreeRule):
+            rules = " or ".join(get_args(DisagreeRule))
+            raise ConfigError(f"strategy.disagree_rule must be {rules}, got {cfg.disagree_rule!r}")
 
     def weights(self, step: StepInputs) -> list[Tensor]:
         rate = self.keep_rate(step)

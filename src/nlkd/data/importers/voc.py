@@ -15,11 +15,11 @@ import os
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from nlkd.data.importers.common import IGNORE_INDEX, ImportItem, ImportPlan, pair_by_stem
 from nlkd.data.info import DatasetInfo, default_palette
 from nlkd.errors import DataError
+from nlkd.io import read_pixels
 
 __all__ = ["VOC_CLASSES", "plan_voc", "plan_voc_root", "read_voc_mask"]
 
@@ -27,20 +27,12 @@ VOC_CLASSES = (
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
     "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
 )  # fmt: skip
-_DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
 
 def read_voc_mask(path: str | os.PathLike[str]) -> np.ndarray:
     """The (H, W) class indices of a VOC mask (the index plane of a P PNG, or an L PNG); :class:`DataError`
     naming the file when it is unreadable or a colour image."""
-    try:
-        with Image.open(path) as im:
-            im.load()
-            mode, arr = im.mode, np.asarray(im)
-    except FileNotFoundError:
-        raise DataError(f"{path}: mask file not found") from None
-    except _DECODE_ERRORS as e:
-        raise DataError(f"{path}: unreadable or truncated mask ({e})") from None
+    mode, arr = read_pixels(path, "mask")
     if mode not in ("P", "L"):
         raise DataError(f"{path}: {mode} image; VOC masks are palette (P) PNGs (colour masks: nlkd import palette)")
     return arr

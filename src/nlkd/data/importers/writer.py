@@ -71,14 +71,7 @@ def _write_items(plan: ImportPlan, tmp: Path, split: str, show: bool) -> np.ndar
         seen[item.id] = item.image_path
         image = read_image(item.image_path)
         mask = np.asarray(item.read_mask())
-        if mask.shape != image.shape[:2]:
-            raise DataError(
-                f"{item.label_path}: mask {mask.shape[0]}×{mask.shape[1]} (H×W) does not match image "
-                f"{image.shape[0]}×{image.shape[1]} ({item.image_path})"
-            )
-        bad = plan.info.invalid_values(mask)
-        if bad:
-            raise DataError(f"{item.label_path}: values {bad[:10]} outside {plan.info.describe_range()}")
+        plan.info.check_mask(mask, item.label_path, image.shape, item.image_path)
         suffix = item.image_path.suffix.lower()
         if suffix in _COPIED:
             shutil.copyfile(item.image_path, images_dir / f"{item.id}{suffix}")
