@@ -174,3 +174,14 @@ def test_step_inputs_are_built_by_keyword() -> None:
         StepInputs(torch.arange(1), target, [], [], 0, 0, 1)  # type: ignore[misc]
     step = StepInputs(index=torch.arange(1), target=target, logits=[], losses=[], epoch=0, step=0, steps_per_epoch=1)
     assert step.teacher_scores is None and step.extras == {}
+
+
+def test_ddp_is_unwrapped_in_one_place() -> None:
+    """``.module`` (the network inside DistributedDataParallel / DataParallel) is read by ``models.unwrap`` only."""
+    readers = []
+    for path in sorted((SRC / "nlkd").rglob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        for node in ast.walk(ast.parse(text)) if ".module" in text else ():
+            if isinstance(node, ast.Attribute) and node.attr == "module":
+                readers.append(path.relative_to(SRC).as_posix())
+    assert readers == ["nlkd/models/registry.py"]
