@@ -376,7 +376,8 @@ def test_missing_data_folder(command: str, ckpt: Path, tmp_path: Path, capsys: p
         (
             "score",
             ["--checkpoint", "{ckpt}", "--data", "{data}", "--split", "nosuch", "--out", "{tmp}/s.csv"],
-            "{data}/images/nosuch: folder not found",
+            "split 'nosuch' not found in {data}: no folder {data}/images/nosuch and no folder {data}/labels/nosuch"
+            " (splits there: test, train, val)",
         ),
     ],
 )

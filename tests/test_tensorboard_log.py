@@ -61,7 +61,10 @@ def test_resume_drops_what_an_interrupted_run_logged_past_its_checkpoint(tmp_pat
 
 def test_tensorboard_missing_is_one_clear_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
-    with pytest.raises(NLKDError, match="log=tensorboard needs the tensorboard package: pip install tensorboard"):
+    with pytest.raises(
+        NLKDError,
+        match=r"log=tensorboard needs the tensorboard package: pip install .nlkd\[io\]. \(or pip install tensorboard\)",
+    ):
         TensorBoardLog(tmp_path, every=5, info=DatasetInfo(num_classes=3))
     assert not (tmp_path / "tb").exists()
 

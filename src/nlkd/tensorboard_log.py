@@ -67,7 +67,9 @@ class TensorBoardLog:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
-            raise NLKDError("log=tensorboard needs the tensorboard package: pip install tensorboard") from None
+            raise NLKDError(
+                "log=tensorboard needs the tensorboard package: pip install 'nlkd[io]' (or pip install tensorboard)"
+            ) from None
         self.every, self.info = every, info
         self.writer = SummaryWriter(str(Path(out) / "tb"), purge_step=start_epoch + 1 if start_epoch else None)
 

@@ -158,6 +158,12 @@ def check_split(
     """Like :func:`validate_split` but raise :class:`DataError` listing all problems; returns the number
     of pairs. Training calls this before it starts, so bad data fails in seconds, not mid-epoch."""
     report = validate_report(root, split, num_classes, ignore_index, labels)
+    missing = [p.removesuffix(": folder not found") for p in report.problems if p.endswith(": folder not found")]
+    if missing and len(missing) == len(report.problems):
+        images = Path(root) / "images"
+        there = sorted(d.name for d in images.iterdir() if d.is_dir()) if images.is_dir() else []
+        known = f" (splits there: {', '.join(there)})" if there else ""
+        raise DataError(f"split '{split}' not found in {root}: no folder {' and no folder '.join(missing)}{known}")
     if report.problems:
         where = Path(root) / "labels" / (labels or split)
         n = len(report.problems)
