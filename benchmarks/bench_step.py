@@ -30,17 +30,18 @@ from nlkd.strategies import StepInputs, create_strategy
 from nlkd.weighting import per_image_cross_entropy, weighted_loss
 
 
-def step_ratio(steps: int, batch: int, size: tuple[int, int], classes: int) -> None:
+def _step_medians(
+    strategies: dict, steps: int, target: torch.Tensor, teacher: torch.Tensor, extras: dict | None = None
+) -> dict[str, float]:
+    """Median seconds of one U-Net-R18 training step per strategy (as the loop: its ``loss_weights``, the
+    step's CE unless pixel-level terms are set), strategies interleaved, after 2 warm-up rounds."""
+    from nlkd.weighting import per_image_loss
+
     torch.manual_seed(0)
+    batch, size, classes = target.shape[0], tuple(target.shape[1:]), strategies["baseline"].num_classes
     model = create_model("unet", classes, encoder="resnet18")
     opt = build_optimizer("adamw", model.parameters(), 1e-3, 1e-4)
     images = torch.randn(batch, 3, *size)
-    target = torch.randint(0, classes, (batch, *size))
-    teacher = torch.rand(batch)
-    strategies = {
-        "baseline": create_strategy(StrategyConfig(name="baseline"), classes, None, 10),
-        "nlkd": create_strategy(StrategyConfig(name="nlkd", warmup_epochs=0), classes, None, 10),
-    }
     times: dict[str, list[float]] = {k: [] for k in strategies}
     for i in range(steps + 2):
         for name, strategy in strategies.items():
@@ -56,15 +57,29 @@ def step_ratio(steps: int, batch: int, size: tuple[int, int], classes: int) -> N
                 step=0,
                 steps_per_epoch=10,
                 teacher_scores=teacher,
+                extras=extras or {},
             )
-            w = strategy.weights(inputs)[0]
-            loss = weighted_loss(ce, w)
+            lw = strategy.loss_weights(inputs)[0]
+            per = ce if lw.image_only else per_image_loss(logits, target, None, lw.pixel, lw.soft_target, lw.target_set)
+            loss = weighted_loss(per, lw.image)
             opt.zero_grad()
             loss.backward()
             opt.step()
             if i >= 2:  # warm-up
                 times[name].append(time.perf_counter() - t0)
-    base, ours = statistics.median(times["baseline"]), statistics.median(times["nlkd"])
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def step_ratio(steps: int, batch: int, size: tuple[int, int], classes: int) -> None:
+    """NLKD (student scored every step, teacher scores cached) vs baseline, interleaved in one run."""
+    torch.manual_seed(0)
+    target = torch.randint(0, classes, (batch, *size))
+    strategies = {
+        "baseline": create_strategy(StrategyConfig(name="baseline"), classes, None, 10),
+        "nlkd": create_strategy(StrategyConfig(name="nlkd", warmup_epochs=0), classes, None, 10),
+    }
+    t = _step_medians(strategies, steps, target, torch.rand(batch))
+    base, ours = t["baseline"], t["nlkd"]
     print(
         f"| step, U-Net-R18, batch {batch} at {size[0]}×{size[1]}, {classes} classes | baseline "
         f"{1e3 * base:.0f} ms | nlkd (cached teacher) {1e3 * ours:.0f} ms | ratio {ours / base:.3f} (target ≤ 1.05) |"
@@ -73,50 +88,19 @@ def step_ratio(steps: int, batch: int, size: tuple[int, int], classes: int) -> N
 
 def pixel_step_ratio(steps: int, batch: int, size: tuple[int, int], classes: int) -> None:
     """Pixel-level strategies (teacher maps cached, as ``extras``) vs baseline, interleaved in one run."""
-    from nlkd.weighting import per_image_loss
-
     torch.manual_seed(0)
-    model = create_model("unet", classes, encoder="resnet18")
-    opt = build_optimizer("adamw", model.parameters(), 1e-3, 1e-4)
-    images = torch.randn(batch, 3, *size)
     target = torch.nn.functional.interpolate(torch.randint(0, classes, (batch, 1, size[0] // 8, size[1] // 8)).float(),
                                              size=size, mode="nearest")[:, 0].long()  # fmt: skip
     extras = {"teacher_prob": torch.rand(batch, classes, *size).softmax(1)}  # as the cache delivers them
     names = ["baseline", "relax", "band_kd", "nlkd_pixel", "adele"]
     strategies = {n: create_strategy(StrategyConfig(name=n, warmup_epochs=0), classes, None, 10) for n in names}
     strategies["adele"].triggered[:] = True  # worst case: every class corrected
-    times: dict[str, list[float]] = {k: [] for k in strategies}
-    for i in range(steps + 2):
-        for name, strategy in strategies.items():
-            t0 = time.perf_counter()
-            logits = model(images)
-            ce = per_image_cross_entropy(logits, target)
-            inputs = StepInputs(
-                index=torch.arange(batch),
-                target=target,
-                logits=[logits],
-                losses=[ce],
-                epoch=5,
-                step=0,
-                steps_per_epoch=10,
-                teacher_scores=torch.rand(batch),
-                extras=extras,
-            )
-            lw = strategy.loss_weights(inputs)[0]  # as the loop: the step's CE unless pixel-level terms are set
-            per = ce if lw.image_only else per_image_loss(logits, target, None, lw.pixel, lw.soft_target, lw.target_set)
-            loss = weighted_loss(per, lw.image)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            if i >= 2:  # warm-up
-                times[name].append(time.perf_counter() - t0)
-    base = statistics.median(times["baseline"])
+    t = _step_medians(strategies, steps, target, torch.rand(batch), extras)
     for name in names[1:]:
-        ours = statistics.median(times[name])
         print(
             f"| step, U-Net-R18, batch {batch} at {size[0]}×{size[1]}, {classes} classes | baseline "
-            f"{1e3 * base:.0f} ms | {name} (cached teacher maps) {1e3 * ours:.0f} ms | ratio {ours / base:.3f} "
-            "(target ≤ 1.15) |"
+            f"{1e3 * t['baseline']:.0f} ms | {name} (cached teacher maps) {1e3 * t[name]:.0f} ms | ratio "
+            f"{t[name] / t['baseline']:.3f} (target ≤ 1.15) |"
         )
 
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
-from torch import nn
+from torch import Tensor, nn
 
+import nlkd.weighting
 from nlkd.config import TrainConfig
 from nlkd.data.synth import make_synthetic
 from nlkd.models import registry
@@ -53,6 +56,24 @@ def tiny_config(data: Path, out: Path, **changes: object) -> TrainConfig:
     return cfg
 
 
+def one_step_config(data: Path, out: Path, model: str, lr: float, **changes: object) -> TrainConfig:
+    """One plain SGD step (momentum's first step is a plain gradient step) over all 16 training images of
+    ``tiny_data`` (coarse labels, no augmentation), for tests that check the update by hand."""
+    base: dict[str, object] = {
+        "model.name": model,
+        "batch_size": 16,
+        "data.labels": "train_coarse",
+        "data.hflip": False,
+        "data.scale": None,
+        "optim.name": "sgd",
+        "optim.lr": lr,
+        "optim.weight_decay": 0.0,
+        "optim.schedule": "constant",
+        "optim.warmup_steps": 0,
+    }
+    return tiny_config(data, out, **{**base, **changes})
+
+
 #: A small encoder for tests about the loop rather than the network: 25 MB checkpoints, fast steps.
 SMALL_ENCODER = "tu-mobilenetv3_small_050"
 
@@ -85,3 +106,20 @@ def probe_model(monkeypatch: pytest.MonkeyPatch) -> str:
     """Registers :func:`probe_network` as a model for one test; returns its name (for ``model.name``)."""
     monkeypatch.setitem(registry._REGISTRY, PROBE, probe_network)
     return PROBE
+
+
+@pytest.fixture
+def recorded(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Tensor, Tensor]]:
+    """(per-image losses, image weights) of every ``weighted_loss`` call the loop makes, wherever the loop's
+    modules look ``weighted_loss`` up (any loaded ``nlkd`` module holding the function)."""
+    calls: list[tuple[Tensor, Tensor]] = []
+    original = nlkd.weighting.weighted_loss
+
+    def recording(ce: Tensor, w: Tensor, *args: Any, **kwargs: Any) -> Tensor:
+        calls.append((ce.detach().clone(), w.detach().clone()))
+        return original(ce, w, *args, **kwargs)
+
+    for name, module in list(sys.modules.items()):
+        if name.split(".")[0] == "nlkd" and getattr(module, "weighted_loss", None) is original:
+            monkeypatch.setattr(module, "weighted_loss", recording)
+    return calls

@@ -23,9 +23,7 @@ import csv
 import json
 import math
 import random
-import sys
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -35,7 +33,7 @@ from torch import Tensor
 
 import nlkd.train
 import nlkd.weighting
-from conftest import probe_network, tiny_config
+from conftest import one_step_config, probe_network
 from nlkd.checkpoint import load_checkpoint
 from nlkd.config import StrategyConfig
 from nlkd.data.folder import FolderDataset
@@ -139,40 +137,6 @@ def test_nlkd_nan_teacher_score_gives_weight_zero() -> None:
 
 
 # ----------------------------------------------------------------------------- one real training step
-
-
-@pytest.fixture
-def recorded(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Tensor, Tensor]]:
-    """(per-image losses, weights) of every ``weighted_loss`` call the loop makes, wherever the loop's
-    modules look ``weighted_loss`` up (any loaded ``nlkd`` module holding the function)."""
-    calls: list[tuple[Tensor, Tensor]] = []
-    original = nlkd.weighting.weighted_loss
-
-    def recording(ce: Tensor, w: Tensor, *args: Any, **kwargs: Any) -> Tensor:
-        calls.append((ce.detach().clone(), w.detach().clone()))
-        return original(ce, w, *args, **kwargs)
-
-    for name, module in list(sys.modules.items()):
-        if name.split(".")[0] == "nlkd" and getattr(module, "weighted_loss", None) is original:
-            monkeypatch.setattr(module, "weighted_loss", recording)
-    return calls
-
-
-def _config(data: Path, out: Path, model: str, **changes: object):  # type: ignore[no-untyped-def]
-    """One SGD step (momentum's first step is a plain gradient step) over all 16 training images."""
-    base: dict[str, object] = {
-        "model.name": model,
-        "batch_size": 16,
-        "data.labels": "train_coarse",
-        "data.hflip": False,
-        "data.scale": None,
-        "optim.name": "sgd",
-        "optim.lr": LR,
-        "optim.weight_decay": 0.0,
-        "optim.schedule": "constant",
-        "optim.warmup_steps": 0,
-    }
-    return tiny_config(data, out, **{**base, **changes})
 
 
 class HandStep:
@@ -282,7 +246,7 @@ def test_reweight_step_weights_each_image_by_its_own_csv_score(
 ) -> None:
     scores = _distinct_scores(hand.ids, seed=0)
     csv_path = _write_scores(tmp_path / "scores.csv", scores)
-    cfg = _config(tiny_data, tmp_path / "run", probe_model, **{"strategy.name": "reweight"})
+    cfg = one_step_config(tiny_data, tmp_path / "run", probe_model, LR, **{"strategy.name": "reweight"})
     cfg.strategy.teacher_scores = str(csv_path)
     nlkd.train.train(cfg, log=_quiet)
     w = [scores[i] for i in hand.ids]
@@ -299,7 +263,7 @@ def test_nlkd_step_weights_each_image_by_eq6(
     scores = _distinct_scores(hand.ids, seed=1)
     csv_path = _write_scores(tmp_path / "scores.csv", scores)
     changes = {"strategy.name": "nlkd", "strategy.final_lambda": 0.3, "strategy.warmup_epochs": 1 if lam == 0 else 0}
-    cfg = _config(tiny_data, tmp_path / "run", probe_model, **changes)
+    cfg = one_step_config(tiny_data, tmp_path / "run", probe_model, LR, **changes)
     cfg.strategy.teacher_scores = str(csv_path)
     nlkd.train.train(cfg, log=_quiet)
     teacher = [scores[i] for i in hand.ids]
@@ -324,6 +288,6 @@ def test_fixed_step_ignores_the_images_weighted_zero(
         "strategy.coarse_weight": 0.0,
         "strategy.coarse_list": str(tmp_path / "coarse.txt"),
     }
-    nlkd.train.train(_config(tiny_data, tmp_path / "run", probe_model, **changes), log=_quiet)
+    nlkd.train.train(one_step_config(tiny_data, tmp_path / "run", probe_model, LR, **changes), log=_quiet)
     w = [0.0 if i in chosen else 1.0 for i in hand.ids]
     _check_step(tmp_path / "run", hand, recorded, w, {"unweighted": [1.0] * len(w), "misaligned": _shifted(w)})

@@ -21,10 +21,8 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -34,7 +32,7 @@ from torch import Tensor
 
 import nlkd.train
 import nlkd.weighting
-from conftest import probe_network, tiny_config
+from conftest import one_step_config, probe_network
 from nlkd.checkpoint import load_checkpoint
 from nlkd.data.folder import FolderDataset
 from nlkd.data.info import load_dataset_info
@@ -44,22 +42,6 @@ LR = 0.5
 
 def _quiet(*args: object, **kwargs: object) -> None:
     pass
-
-
-@pytest.fixture
-def recorded(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Tensor, Tensor]]:
-    """(per-image losses, image weights) of every ``weighted_loss`` call the loop makes."""
-    calls: list[tuple[Tensor, Tensor]] = []
-    original = nlkd.weighting.weighted_loss
-
-    def recording(ce: Tensor, w: Tensor, *args: Any, **kwargs: Any) -> Tensor:
-        calls.append((ce.detach().clone(), w.detach().clone()))
-        return original(ce, w, *args, **kwargs)
-
-    for name, module in list(sys.modules.items()):
-        if name.split(".")[0] == "nlkd" and getattr(module, "weighted_loss", None) is original:
-            monkeypatch.setattr(module, "weighted_loss", recording)
-    return calls
 
 
 def _oracle_pixel_loss(log_p: Tensor, coarse: Tensor, fine: Tensor) -> Tensor:
@@ -129,21 +111,8 @@ def test_pixel_strategy_step_follows_its_per_pixel_rule(
     plain = HandStep(tiny_data, _plain_ce)  # what a loop dropping the pixel weights / target sets trains on
     tol = 1e-4
     assert _distance(plain.update(), hand.update()) > 100 * tol
-    changes = {
-        "model.name": probe_model,
-        "batch_size": 16,
-        "data.labels": "train_coarse",
-        "data.hflip": False,
-        "data.scale": None,
-        "optim.name": "sgd",
-        "optim.lr": LR,
-        "optim.weight_decay": 0.0,
-        "optim.schedule": "constant",
-        "optim.warmup_steps": 0,
-        "strategy.name": name,
-    }
     out = tmp_path / "run"
-    nlkd.train.train(tiny_config(tiny_data, out, **changes), log=_quiet)
+    nlkd.train.train(one_step_config(tiny_data, out, probe_model, LR, **{"strategy.name": name}), log=_quiet)
 
     assert len(recorded) == 1, f"expected one weighted_loss call (one step, one network), got {len(recorded)}"
     losses, w = recorded[0]
