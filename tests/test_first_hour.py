@@ -402,3 +402,27 @@ def test_dataset_yaml_key_typo_gets_a_did_you_mean(tmp_path: Path) -> None:
     (tmp_path / "dataset.yaml").write_text("num_classes: 3\nignore_indx: 255\n")
     with pytest.raises(ConfigError, match=r"unknown key 'ignore_indx' \(did you mean 'ignore_index'\?\)"):
         load_dataset_info(tmp_path)
+
+
+# ----------------------------------------------------------------------------- argparse's own errors: one line
+
+
+@pytest.mark.parametrize(
+    ("argv", "prog", "message"),
+    [
+        (["train", "--size", "32"], "nlkd train", "argument --size: size must look like HxW"),
+        (["validate", "--data", "d"], "nlkd validate", "the following arguments are required: --split"),
+        (["export", "--format", "tflite"], "nlkd export", "argument --format: invalid choice: 'tflite'"),
+        (["eval", "--checkpoint", "c.pt", "--data", "d", "--bogus"], "nlkd eval", "unrecognized arguments: --bogus"),
+        (["import", "coco"], "nlkd import coco", "the following arguments are required: --annotations"),
+        (["trian"], "nlkd", "argument COMMAND: invalid choice: 'trian'"),
+    ],
+)
+def test_argparse_errors_are_one_line_and_exit_2(
+    argv: list[str], prog: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    err = capsys.readouterr().err.splitlines()
+    assert e.value.code == 2 and len(err) == 1, err
+    assert err[0].startswith(f"{prog}: error: {message}") and err[0].endswith(f"(see {prog} --help)")
