@@ -14,7 +14,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from conftest import SMALL_ENCODER
+from conftest import SMALL_ENCODER, train_argv
 from nlkd.checkpoint import make_checkpoint, save_checkpoint
 from nlkd.cli import build_parser, main
 from nlkd.config import StrategyConfig, TrainConfig
@@ -426,3 +426,25 @@ def test_argparse_errors_are_one_line_and_exit_2(
     err = capsys.readouterr().err.splitlines()
     assert e.value.code == 2 and len(err) == 1, err
     assert err[0].startswith(f"{prog}: error: {message}") and err[0].endswith(f"(see {prog} --help)")
+
+
+# ----------------------------------------------------------------------------- train: teacher checks first
+
+
+@pytest.mark.parametrize(
+    ("teacher", "message"),
+    [
+        (None, "strategy 'nlkd' needs a teacher: pass --teacher CKPT (or --teacher-scores CSV)"),
+        ("folder", "{teacher}: a folder, not a teacher checkpoint; pass a file such as its best.pt"),
+        ("missing.pt", "{teacher}: teacher checkpoint not found"),
+    ],
+)
+def test_train_checks_the_teacher_before_writing_the_run_folder(
+    teacher: str | None, message: str, tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "folder").mkdir()
+    out = tmp_path / "run"
+    extra = [] if teacher is None else ["--teacher", str(tmp_path / teacher)]
+    rc, _, err = run(capsys, *train_argv(tiny_data, out, "--strategy", "nlkd", *extra))
+    assert rc == 2 and err == [f"nlkd train: error: {message.format(teacher=tmp_path / str(teacher))}"]
+    assert not out.exists()

@@ -191,13 +191,20 @@ def test_eval_and_score_name_the_checkpoint_when_classes_differ(
     assert not (tmp_path / "s.csv").exists()
 
 
-def test_eval_names_the_checkpoint_when_the_ignore_index_differs(
-    teachers: dict[int, Path], tiny_data: Path, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize("command", ["eval", "score", "train"])
+def test_a_checkpoint_of_another_ignore_index_is_named_and_nothing_is_written(
+    command: str, teachers: dict[int, Path], tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    argv = ["eval", "--checkpoint", str(teachers[6]), "--data", str(tiny_data), "--ignore-index", "255"]
-    rc, _, err = cli(capsys, *argv, "--device", "cpu")
+    out, teacher = tmp_path / "out", str(teachers[6])  # trained without an ignore index
+    argv = {
+        "eval": ["eval", "--checkpoint", teacher, "--data", str(tiny_data), "--device", "cpu"],
+        "score": ["score", "--checkpoint", teacher, "--data", str(tiny_data), "--device", "cpu", "--out", str(out)],
+        "train": train_argv(tiny_data, out, "--strategy", "nlkd", "--teacher", teacher, labels="train"),
+    }[command]
+    rc, _, err = cli(capsys, *argv, "--ignore-index", "255")
     assert rc == 2
-    assert err == [f"nlkd eval: error: {teachers[6]}: checkpoint has ignore index None, the data set has 255"]
+    assert err == [f"nlkd {command}: error: {teacher}: checkpoint has ignore index None, the data set has 255"]
+    assert not out.exists()
 
 
 def test_eval_of_a_matching_checkpoint_still_works(

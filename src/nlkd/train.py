@@ -227,8 +227,8 @@ def build_run(cfg: TrainConfig, saved: dict[str, Any] | None, log: Log) -> Run:
         torch.set_num_threads(cfg.threads)
     info = dataset_info(cfg)
     train_ds, val_ds = build_datasets(cfg, info)
-    _check_teacher(cfg, info)
     strategy = create_strategy(cfg.strategy, info.num_classes, info.ignore_index, cfg.epochs)
+    _check_teacher(cfg, info, strategy.needs_teacher)
     models = _build_models(cfg, info, strategy.num_networks, device)
     if cfg.batch_size // dd.world_size < 1 or cfg.batch_size % dd.world_size:
         raise NLKDError(f"batch_size {cfg.batch_size} must be a multiple of the {dd.world_size} processes")
@@ -337,10 +337,19 @@ def _resume_or_start(run: Run, saved: dict[str, Any] | None) -> None:
         atomic_write_text(run.out / "config.yaml", yaml.safe_dump(config_to_dict(run.cfg), sort_keys=False))
 
 
-def _check_teacher(cfg: TrainConfig, info: DatasetInfo) -> None:
-    """A teacher checkpoint must know the data set's classes and ignore index (before anything is written)."""
+def _check_teacher(cfg: TrainConfig, info: DatasetInfo, needed: bool) -> None:
+    """Before anything is written: a strategy that ``needed`` a teacher has one (or teacher scores), and a
+    teacher checkpoint is a file that knows the data set's classes and ignore index."""
     s = cfg.strategy
-    if s.teacher and not s.teacher_scores and Path(s.teacher).is_file():
+    if s.teacher_scores:
+        return
+    if needed and not s.teacher:
+        raise DataError(f"strategy {s.name!r} needs a teacher: pass --teacher CKPT (or --teacher-scores CSV)")
+    if needed and Path(s.teacher).is_dir():
+        raise DataError(f"{s.teacher}: a folder, not a teacher checkpoint; pass a file such as its best.pt")
+    if needed and not Path(s.teacher).is_file():
+        raise DataError(f"{s.teacher}: teacher checkpoint not found")
+    if s.teacher and Path(s.teacher).is_file():
         check_matches_data(checkpoint_info(load_checkpoint(s.teacher)), info, s.teacher)
 
 
