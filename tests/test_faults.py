@@ -351,16 +351,23 @@ def test_bad_train_option_is_one_line(
     assert not (tmp_path / "run").exists()  # refused before the run folder was made
 
 
-@pytest.mark.parametrize("command", ["train", "eval", "score"])
+@pytest.mark.parametrize("command", ["train", "eval", "score", "validate", "audit", "audit --folds", "reproduce"])
 def test_missing_data_folder(command: str, ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    missing = tmp_path / "nope"
+    """Every command taking --data says the same first (before the checkpoint, the split or the settings)."""
+    missing, out = tmp_path / "nope", str(tmp_path / "out")
     args = {
         "train": train_args(missing, tmp_path / "run")[1:],
         "eval": ["--checkpoint", str(ckpt), "--data", str(missing)],
         "score": ["--checkpoint", str(ckpt), "--data", str(missing), "--out", str(tmp_path / "s.csv")],
+        "validate": ["--data", str(missing), "--split", "train"],
+        "audit": ["--checkpoint", str(ckpt), "--data", str(missing), "--out", out],
+        "audit --folds": ["--folds", "2", "--data", str(missing), "--out", out],
+        "reproduce": ["table2", "--data", str(missing), "--out", out, "--dry-run"],
     }[command]
-    rc, err = cli(capsys, command, *args)
-    assert rc == 2 and err == [f"nlkd {command}: error: {missing}: data folder not found"]
+    name = command.split()[0]
+    rc, err = cli(capsys, name, *args)
+    assert rc == 2 and err == [f"nlkd {name}: error: {missing}: data folder not found"]
+    assert not Path(out).exists() and not (tmp_path / "s.csv").exists()
 
 
 @pytest.mark.parametrize(

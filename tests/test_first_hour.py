@@ -448,3 +448,23 @@ def test_train_checks_the_teacher_before_writing_the_run_folder(
     rc, _, err = run(capsys, *train_argv(tiny_data, out, "--strategy", "nlkd", *extra))
     assert rc == 2 and err == [f"nlkd train: error: {message.format(teacher=tmp_path / str(teacher))}"]
     assert not out.exists()
+
+
+# ----------------------------------------------------------------------------- --device cuda without a GPU
+
+
+@pytest.mark.parametrize("command", ["train", "eval", "score", "audit"])
+def test_cuda_without_a_gpu_suggests_the_device_flag(
+    command: str, tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    ckpt, data = str(tmp_path / "never-read.pt"), str(tiny_data)  # the device is resolved first
+    argv = {
+        "train": train_argv(tiny_data, tmp_path / "run"),
+        "eval": ["eval", "--checkpoint", ckpt, "--data", data],
+        "score": ["score", "--checkpoint", ckpt, "--data", data, "--out", str(tmp_path / "s.csv")],
+        "audit": ["audit", "--checkpoint", ckpt, "--data", data, "--out", str(tmp_path / "a")],
+    }[command]
+    rc, _, err = run(capsys, *argv, "--device", "cuda")
+    assert rc == 2
+    assert err == [f"nlkd {command}: error: device 'cuda' requested but CUDA is not available; use --device cpu"]

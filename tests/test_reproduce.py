@@ -433,7 +433,7 @@ def test_tables_that_write_label_folders_refuse_a_cityscapes_root(cityscapes: Pa
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"--data": "missing"}, "missing: data root not found (--data ROOT)"),
+        ({"--data": "missing"}, "missing: data folder not found"),
         ({"--scale": "gpu"}, "--scale: unknown scale 'gpu'; choose one of: cpu, paper"),
         ({"--data": "empty"}, "empty/labels/train: clean training labels not found"),
     ],
@@ -447,4 +447,16 @@ def test_cli_bad_input_is_one_line_and_exit_2(
     assert cli.main(["reproduce", "table2", *(x for kv in flags.items() for x in kv), "--dry-run"]) == 2
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1 and err.startswith("nlkd reproduce: error: ") and message in err, err
+    assert not (tmp_path / "o").exists()
+
+
+def test_cuda_without_a_gpu_is_one_line_naming_reproduces_way_to_the_cpu(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    argv = ["reproduce", "table2", "--data", str(data), "--out", str(tmp_path / "o"), "--set", "device=cuda"]
+    assert cli.main(argv) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "nlkd reproduce: error: device 'cuda' requested but CUDA is not available; use --set device=cpu"
+    ]
     assert not (tmp_path / "o").exists()

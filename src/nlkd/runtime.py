@@ -7,15 +7,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
 from nlkd.config import TrainConfig
 from nlkd.data.folder import format_info
-from nlkd.data.info import DatasetInfo, load_dataset_info
-from nlkd.errors import DataError, NLKDError
+from nlkd.data.info import DatasetInfo, check_data_root, load_dataset_info
+from nlkd.errors import NLKDError
 
 __all__ = ["Distributed", "dataset_info", "resolve_device", "setup_distributed"]
 
@@ -48,12 +47,13 @@ def setup_distributed(device_name: str) -> Distributed:
     return Distributed(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto`` -> the local GPU if there is one, else the CPU."""
+def resolve_device(name: str, local_rank: int = 0, *, cpu_flag: str = "--device cpu") -> torch.device:
+    """``auto`` -> the local GPU if there is one, else the CPU. Asked for CUDA without it, the error
+    suggests ``cpu_flag`` (the command's way to choose the CPU)."""
     if name == "auto":
         name = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise NLKDError(f"device {name!r} requested but CUDA is not available; use --set device=cpu")
+        raise NLKDError(f"device {name!r} requested but CUDA is not available; use {cpu_flag}")
     try:
         return torch.device(name)
     except RuntimeError:
@@ -65,8 +65,7 @@ def dataset_info(cfg: TrainConfig) -> DatasetInfo:
     the ones its format fixes, :func:`nlkd.data.folder.format_info`)."""
     if not cfg.data.root:
         raise NLKDError("no data set given: pass --data ROOT")
-    if not Path(cfg.data.root).is_dir():
-        raise DataError(f"{cfg.data.root}: data folder not found")
+    check_data_root(cfg.data.root)
     fixed = format_info(cfg.data.format)
     if fixed is not None:
         return fixed

@@ -191,7 +191,9 @@ def _teachers(args: argparse.Namespace, out: Path):
 def run(args: argparse.Namespace) -> int:
     from nlkd.audit import known_bad_ids
     from nlkd.data.folder import FolderDataset
+    from nlkd.data.info import check_data_root
 
+    check_data_root(args.data)
     out = Path(args.out)
     teachers, info, size, what = _teachers(args, out)
     dataset = FolderDataset(

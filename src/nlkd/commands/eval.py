@@ -23,16 +23,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def open_split(args: argparse.Namespace):
     """Model of ``args.checkpoint`` and the data set ``args.data/args.split`` at the checkpoint's size."""
-    from pathlib import Path
-
     from nlkd.checkpoint import checkpoint_info, load_checkpoint, model_from_checkpoint
     from nlkd.data.folder import FolderDataset
+    from nlkd.data.info import check_data_root
     from nlkd.data.validate import check_split
-    from nlkd.errors import DataError
     from nlkd.runtime import resolve_device
 
-    if not Path(args.data).is_dir():
-        raise DataError(f"{args.data}: data folder not found")
+    check_data_root(args.data)
     device = resolve_device(args.device)
     ckpt = load_checkpoint(args.checkpoint)
     info = checked_data_info(args, checkpoint_info(ckpt), args.checkpoint)

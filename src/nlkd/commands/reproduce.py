@@ -115,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
     from nlkd.reproduce.grid import run_table
     from nlkd.reproduce.report import write_report
     from nlkd.reproduce.scales import make_setup, plan_table
+    from nlkd.runtime import resolve_device
 
     if args.cells and args.table == "all":
         raise ConfigError("--cells picks cells of one table; name the table instead of 'all'")
@@ -128,6 +129,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--jobs and --adopt apply to noise-bench only")
     sizes = {"data.size": args.size} if args.size is not None else {}
     setup = make_setup(args.scale, args.data, args.out, epochs=args.epochs, overrides={**sizes, **parse_set(args.set)})
+    if not (args.dry_run or args.report_only):  # once here, not as a failure of every run
+        resolve_device(setup.base.device, cpu_flag="--set device=cpu")
     seeds = list(args.seeds) if args.seeds else list(setup.scale.seeds)
     command = command_line(args, seeds)
     failures: list[str] = []

@@ -42,10 +42,12 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from nlkd.commands.eval import open_split
+    from nlkd.data.info import check_data_root
     from nlkd.errors import ConfigError
     from nlkd.io import atomic_write_text
     from nlkd.teacher import score_dataset, weak_teacher_warning
 
+    check_data_root(args.data)
     if args.folds:
         from nlkd.commands.audit import fold_config
         from nlkd.folds import out_of_fold_scores

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from nlkd.data.info import DatasetInfo, load_dataset_info
+from nlkd.data.info import DatasetInfo, check_data_root, load_dataset_info
 from nlkd.data.notes import data_warnings, print_warnings
 from nlkd.data.validate import validate_report
 
@@ -82,6 +82,7 @@ def _settings(args: argparse.Namespace, info: DatasetInfo) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Validate the split; 0 when every pair is fine, 2 otherwise."""
+    check_data_root(args.data)
     info = load_dataset_info(args.data, args.num_classes, args.ignore_index)
     labels = f", labels {args.labels}" if args.labels else ""
     print(f"checking split {args.split}{labels} with {_settings(args, info)}")

@@ -23,7 +23,7 @@ import yaml
 
 from nlkd.errors import ConfigError, DataError, did_you_mean
 
-__all__ = ["DatasetInfo", "Sample", "default_palette", "load_dataset_info"]
+__all__ = ["DatasetInfo", "Sample", "check_data_root", "default_palette", "load_dataset_info"]
 
 RGB = tuple[int, int, int]
 _YAML_KEYS = ("num_classes", "ignore_index", "class_names", "palette", "source")
@@ -157,6 +157,13 @@ def _read_yaml(path: Path) -> dict[str, Any]:
             hint = did_you_mean(key, _YAML_KEYS)
             raise ConfigError(f"{path}: unknown key {key!r}{hint}; allowed keys: {', '.join(_YAML_KEYS)}")
     return data
+
+
+def check_data_root(root: str | os.PathLike[str]) -> None:
+    """What every command taking ``--data`` (and ``data.root`` of a training) says first when it is not a
+    folder, before reading a checkpoint or any setting of the data set."""
+    if not Path(root).is_dir():
+        raise DataError(f"{root}: data folder not found")
 
 
 def load_dataset_info(

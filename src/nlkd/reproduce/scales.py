@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from nlkd.config import TrainConfig, apply_overrides, load_config
-from nlkd.data.info import DatasetInfo, load_dataset_info
+from nlkd.data.info import DatasetInfo, check_data_root, load_dataset_info
 from nlkd.errors import ConfigError, DataError
 from nlkd.reproduce.cells import Cell, TablePlan
 from nlkd.reproduce.tables import build_table
@@ -66,9 +66,8 @@ def make_setup(
     """Base config = ``configs/<scale>.yaml`` + ``epochs`` + ``overrides``, with the data root set."""
     if scale not in SCALES:
         raise ConfigError(f"--scale: unknown scale {scale!r}; choose one of: {', '.join(SCALES)}")
+    check_data_root(root)
     sc, root = SCALES[scale], Path(root).resolve()
-    if not root.is_dir():
-        raise DataError(f"{root}: data root not found (--data ROOT)")
     changes: dict[str, Any] = {"data.root": str(root), **({"epochs": epochs} if epochs is not None else {})}
     if (root / "leftImg8bit").is_dir() and (root / "gtFine").is_dir():
         changes["data.format"] = "cityscapes"
