@@ -468,3 +468,50 @@ def test_cuda_without_a_gpu_suggests_the_device_flag(
     rc, _, err = run(capsys, *argv, "--device", "cuda")
     assert rc == 2
     assert err == [f"nlkd {command}: error: device 'cuda' requested but CUDA is not available; use --device cpu"]
+
+
+# ----------------------------------------------------------------------------- outputs are never replaced by accident
+
+
+def test_a_second_predict_into_the_same_folder_is_refused(
+    untrained_ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    images, out = tmp_path / "images", tmp_path / "out"
+    save_rgb(images / "a.png", (16, 16))
+    save_rgb(images / "b.png", (16, 16), seed=1)
+    assert predict(capsys, untrained_ckpt, images, out)[0] == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    save_rgb(images / "a.png", (16, 16), seed=2)  # a changed image: its old prediction stays until deleted
+    rc, _, err = predict(capsys, untrained_ckpt, images, out)
+    assert rc == 2 and err == [
+        f"nlkd predict: error: {out}: already holds a.png and 3 more of the outputs; "
+        "choose another --out, or delete them first"
+    ]
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+@pytest.mark.parametrize("command", ["score", "export"])
+def test_score_and_export_refuse_an_existing_out_file(
+    command: str, untrained_ckpt: Path, tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "earlier.out"
+    out.write_text("an earlier result\n")
+    argv = {
+        "score": ["score", "--checkpoint", str(untrained_ckpt), "--data", str(tiny_data), "--device", "cpu"],
+        "export": ["export", str(untrained_ckpt)],
+    }[command]
+    rc, _, err = run(capsys, *argv, "--out", str(out))
+    assert rc == 2
+    assert err == [f"nlkd {command}: error: {out}: already exists; choose another --out, or delete it first"]
+    assert out.read_text() == "an earlier result\n"
+
+
+def test_audit_resume_without_an_earlier_audit_is_refused(
+    untrained_ckpt: Path, tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "audit"
+    argv = ["audit", "--checkpoint", str(untrained_ckpt), "--data", str(tiny_data), "--out", str(out)]
+    rc, _, err = run(capsys, *argv, "--device", "cpu", "--resume")
+    assert rc == 2
+    assert err == [f"nlkd audit: error: {out}: no audit to resume (no progress.csv there); start it without --resume"]
+    assert not out.exists()

@@ -189,12 +189,15 @@ def _teachers(args: argparse.Namespace, out: Path):
 
 
 def run(args: argparse.Namespace) -> int:
-    from nlkd.audit import known_bad_ids
+    from nlkd.audit import PROGRESS_NAME, known_bad_ids
     from nlkd.data.folder import FolderDataset
     from nlkd.data.info import check_data_root
+    from nlkd.errors import NLKDError
 
     check_data_root(args.data)
     out = Path(args.out)
+    if args.resume and not (out / PROGRESS_NAME).is_file():
+        raise NLKDError(f"{out}: no audit to resume (no {PROGRESS_NAME} there); start it without --resume")
     teachers, info, size, what = _teachers(args, out)
     dataset = FolderDataset(
         args.data,

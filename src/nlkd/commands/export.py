@@ -11,6 +11,7 @@ a random input and the largest logit difference to PyTorch is printed.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 __all__ = ["register", "run"]
 
@@ -24,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("checkpoint", metavar="CKPT", help="trained model, e.g. runs/nlkd/best.pt")
     p.add_argument("--format", default="onnx", choices=("onnx",), help="output format (default: onnx)")
-    p.add_argument("--out", required=True, metavar="FILE", help="output file, e.g. model.onnx")
+    p.add_argument("--out", required=True, metavar="FILE", help="output file to write, a new one, e.g. model.onnx")
     p.add_argument("--size", default=None, metavar="HxW", help="input size (default: the checkpoint's training size)")
     p.add_argument("--dynamic", action="store_true", help="batch, height and width as dynamic axes")
     p.set_defaults(func=run)
@@ -39,6 +40,8 @@ def run(args: argparse.Namespace) -> int:
     from nlkd.export_onnx import OPSET, export_onnx, onnx_max_abs_diff
 
     size = parse_size(args.size) if args.size is not None else None  # before the checkpoint: cheap errors first
+    if Path(args.out).exists():  # like train's run folder: never replaced by accident
+        raise ConfigError(f"{args.out}: already exists; choose another --out, or delete it first")
     model, cfg, info = model_from_checkpoint(args.checkpoint)
     size = size or cfg.data.size
     if size is None:

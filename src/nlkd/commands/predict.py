@@ -2,8 +2,8 @@
 
 For every image ``DIR/<name>.<ext>`` (.jpg, .jpeg, .png, .tif, .tiff, .bmp, .webp: what training reads) it
 writes ``OUT/<name>.png`` (class index per pixel, at the image's own size) and ``OUT/<name>_overlay.png``.
-Other files are skipped and named; two images that would write the same output (``a.jpg`` and ``a.png``)
-are refused before anything is written.
+Other files are skipped and named; two images that would write the same output (``a.jpg`` and ``a.png``),
+or an output that exists already (an earlier prediction), are refused before anything is written.
 """
 
 from __future__ import annotations
@@ -31,7 +31,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--checkpoint", required=True, metavar="CKPT", help="trained model, e.g. runs/nlkd/best.pt")
     p.add_argument("--images", required=True, metavar="DIR", help="folder of images (not searched recursively)")
-    p.add_argument("--out", required=True, metavar="DIR", help="folder for the masks and overlays (not DIR)")
+    p.add_argument(
+        "--out",
+        required=True,
+        metavar="DIR",
+        help="folder for the masks and overlays (not DIR; earlier ones there are not replaced)",
+    )
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.set_defaults(func=run)
 
@@ -41,7 +46,8 @@ def plan_outputs(src: Path, out: Path) -> tuple[list[Path], list[Path]]:
 
     Raises:
         DataError: ``src`` is not a folder, holds no image, ``out`` is ``src`` (the masks would replace
-            the PNG inputs), or two images would write the same output file (the message names both).
+            the PNG inputs), two images would write the same output file (the message names both), or
+            ``out`` holds a file of the same name already (an earlier prediction is never replaced).
     """
     from nlkd.errors import DataError
 
@@ -64,6 +70,12 @@ def plan_outputs(src: Path, out: Path) -> tuple[list[Path], list[Path]]:
         raise DataError(
             f"{src}: {' and '.join(p.name for p in paths)} would both be written to {name}; "
             "rename one, or predict them into separate --out folders"
+        )
+    existing = [name for name in writers if (out / name).exists()]
+    if existing:
+        more = f" and {len(existing) - 1} more" if len(existing) > 1 else ""
+        raise DataError(
+            f"{out}: already holds {existing[0]}{more} of the outputs; choose another --out, or delete them first"
         )
     return files, skipped
 

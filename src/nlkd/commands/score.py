@@ -28,7 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--tolerance", type=float, default=2.0, help="BF tolerance in pixels")
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
-    p.add_argument("--out", required=True, metavar="CSV", help="the scores file to write (one row per image)")
+    p.add_argument(
+        "--out", required=True, metavar="CSV", help="the scores file to write, a new one (one row per image)"
+    )
     from nlkd.commands.audit import add_fold_args
 
     add_fold_args(p, "<CSV without suffix>_folds")
@@ -48,6 +50,8 @@ def run(args: argparse.Namespace) -> int:
     from nlkd.teacher import score_dataset, weak_teacher_warning
 
     check_data_root(args.data)
+    if Path(args.out).exists():  # like train's run folder: never replaced by accident
+        raise ConfigError(f"{args.out}: already exists; choose another --out, or delete it first")
     if args.folds:
         from nlkd.commands.audit import fold_config
         from nlkd.folds import out_of_fold_scores
