@@ -414,7 +414,7 @@ def test_resume_skips_images_already_scored(teacher: Path, bad_root: Path, tmp_p
 
 
 def test_cli_resume_of_a_finished_audit_only_redraws(
-    audit_out: Path, teacher: Path, bad_root: Path, tmp_path: Path, monkeypatch
+    audit_out: Path, teacher: Path, bad_root: Path, tmp_path: Path, monkeypatch, capsys
 ):
     out = tmp_path / "out"
     shutil.copytree(audit_out, out)
@@ -425,6 +425,8 @@ def test_cli_resume_of_a_finished_audit_only_redraws(
     assert main(_audit_args(teacher, bad_root, out, "--resume")) == 0
     assert len(seen) == 4  # the 2 worst + 2 best gallery images, nothing streamed
     assert (out / "scores.csv").read_text() == before
+    worst = ", ".join(f"{r['id']} ({100 * float(r['quality']):.1f} %)" for r in _read_csv(out / "scores.csv")[:3])
+    assert f"lowest quality: {worst}" in capsys.readouterr().out.splitlines()  # percent on screen, fractions in CSV
 
 
 def test_resume_after_a_kill_mid_row_gives_the_uninterrupted_table(

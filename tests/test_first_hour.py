@@ -515,3 +515,19 @@ def test_audit_resume_without_an_earlier_audit_is_refused(
     assert rc == 2
     assert err == [f"nlkd audit: error: {out}: no audit to resume (no progress.csv there); start it without --resume"]
     assert not out.exists()
+
+
+# ----------------------------------------------------------------------------- units: the audit's report in percent
+
+
+def test_audit_report_shows_per_image_numbers_in_percent() -> None:
+    from nlkd.audit.gallery import GalleryItem
+    from nlkd.audit.report import _gallery_html, _summary_html
+    from nlkd.audit.table import AuditTable
+
+    table = AuditTable.empty(["a", "b"], ["a.png", "b.png"], ["a.png", "b.png"], ["x", "y"])
+    table.bf[:], table.iou[:], table.pixel_disagreement[:] = [0.2, 0.9], [0.532, 1.0], [0.25, 0.0]
+    table.class_disagreement[:] = 0.0
+    page = _gallery_html(table, [GalleryItem("worst", 1, 0, "gallery/worst_01.png")])
+    assert "<b>a</b> quality 36.6 %, BF 20.0 %, IoU 53.2 %, 25.0 % of pixels differ" in page
+    assert "<th>mean quality</th><td>65.80 %</td>" in _summary_html(table, {})  # (0.366 + 0.95) / 2

@@ -97,7 +97,8 @@ def render_gallery(
                 ax.set_xticks([])
                 ax.set_yticks([])
             fig.suptitle(
-                f"{table.ids[i]} — quality {q[i]:.3f} (BF {table.bf[i]:.3f}, IoU {table.iou[i]:.3f}), rank {rank}/{n}",
+                f"{table.ids[i]} — quality {100 * q[i]:.1f} % (BF {100 * table.bf[i]:.1f} %, "
+                f"IoU {100 * table.iou[i]:.1f} %), rank {rank}/{n}",
                 fontsize=10,
             )
             name = f"{kind}_{len([it for it in items if it.kind == kind]) + 1:02d}.png"

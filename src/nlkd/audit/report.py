@@ -105,7 +105,7 @@ def _summary_html(table: AuditTable, meta: Mapping[str, Any]) -> str:
     return (
         f"<h1>Annotation audit</h1><table>{rows}<tr><th>images</th><td>{len(q)} "
         f"({int((~finite).sum())} without valid pixels)</td></tr><tr><th>mean quality</th><td>"
-        f"{np.nanmean(q) if finite.any() else float('nan'):.4f}</td></tr></table>"
+        f"{100 * np.nanmean(q) if finite.any() else float('nan'):.2f} %</td></tr></table>"
         '<p>Per-image numbers, worst first: <a href="scores.csv">scores.csv</a>; weights for '
         '<code>nlkd train --teacher-scores</code>: <a href="teacher_scores.csv">teacher_scores.csv</a></p>'
     )
@@ -150,7 +150,8 @@ def _gallery_html(table: AuditTable, items: Sequence[GalleryItem]) -> str:
             worst = ", ".join(table.worst_classes(i)) or "none"
             parts.append(
                 f'<figure><img src="{_e(it.png)}" alt="{_e(table.ids[i])}"><figcaption>rank {it.rank}: '
-                f"<b>{_e(table.ids[i])}</b> quality {q[i]:.3f}, BF {table.bf[i]:.3f}, IoU {table.iou[i]:.3f}, "
+                f"<b>{_e(table.ids[i])}</b> quality {100 * q[i]:.1f} %, BF {100 * table.bf[i]:.1f} %, "
+                f"IoU {100 * table.iou[i]:.1f} %, "
                 f"{100 * table.pixel_disagreement[i]:.1f} % of pixels differ; worst boundaries: "
                 f"{_e(worst)}</figcaption></figure>"
             )

@@ -232,7 +232,7 @@ def run(args: argparse.Namespace) -> int:
         meta=meta,
     )
     order = [i for i in table.order() if table.quality[i] == table.quality[i]]
-    worst = ", ".join(f"{table.ids[i]} ({table.quality[i]:.3f})" for i in order[:3])
+    worst = ", ".join(f"{table.ids[i]} ({100 * table.quality[i]:.1f} %)" for i in order[:3])
     print(f"audited {len(table.ids)} images -> {out / 'report.html'}, {out / 'scores.csv'}")
     print(f"lowest quality: {worst or 'none (no image has valid pixels)'}")
     if found is not None:
