@@ -81,7 +81,7 @@ def _poisoned(good: Path, path: Path, marker: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("command", ["eval", "predict", "train"])
+@pytest.mark.parametrize("command", ["eval", "predict", "train", "audit", "score"])
 def test_a_pickled_object_is_refused_and_never_run(
     command: str, run_dir: Path, tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -102,12 +102,14 @@ def test_a_pickled_object_is_refused_and_never_run(
             *("train", "--data", str(tiny_data), "--out", str(tmp_path / "student"), "--strategy", "nlkd"),
             *("--teacher", str(bad), "--size", "32x48", "--device", "cpu", "--epochs", "1"),
         ],
+        "audit": ["audit", "--checkpoint", str(bad), "--data", str(tiny_data), "--out", str(tmp_path / "audit")],
+        "score": ["score", "--checkpoint", str(bad), "--data", str(tiny_data), "--out", str(tmp_path / "scores.csv")],
     }[command]
     rc, err = cli(capsys, *args)
     assert rc == 2 and len(err) == 1, err
     assert err[0].startswith(f"nlkd {command}: error: {bad}: refused, it holds pickled Python objects")
     assert not marker.exists()
-    assert not (tmp_path / "pred").exists() and not (tmp_path / "student").exists()
+    assert not any((tmp_path / name).exists() for name in ("pred", "student", "audit", "scores.csv"))
 
 
 def _old_format(path: Path, save_as: Path | None = None, marker: Path | None = None) -> None:
