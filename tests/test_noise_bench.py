@@ -1,10 +1,12 @@
 """`nlkd reproduce noise-bench`: the plan, the best rows, the report, and the whole harness end to end
-on a tiny synthetic set (2 epochs, 2 rows, 2 seeds; killed and resumed; --report-only; --adopt)."""
+on a tiny synthetic set (2 epochs, 2 rows, 2 seeds; killed and resumed; --report-only; --adopt); the
+archive of finished runs (--archive) on run folders made by hand, without training."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,9 +20,10 @@ from conftest import SMALL_ENCODER
 from nlkd.cli import main
 from nlkd.config import TrainConfig
 from nlkd.data.synth import make_synthetic
+from nlkd.errors import DataError
 from nlkd.reproduce.bench_plan import BENCH, bench_plan, load_bench_setting, rows_of_kind
 from nlkd.reproduce.bench_runner import PID_FILE, adopt_key
-from nlkd.reproduce.bench_scores import RunData, best_rows
+from nlkd.reproduce.bench_scores import RunData, best_rows, collect_runs
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
@@ -153,3 +156,161 @@ def test_noise_bench_end_to_end_kill_resume_report_adopt(bench_data: Path, tmp_p
     adopted = out / BENCH / "baseline-markov50" / "seed0"
     assert (adopted / "metrics.jsonl").stat().st_ino == (elsewhere / "metrics.jsonl").stat().st_ino
     assert not (adopted / "output.log").exists()  # linked, never trained here
+
+
+# ----------------------------------------------------------------------------- the archive (--archive)
+
+METRIC_KEYS = ("val_miou", "val_bf_1", "val_bf_2", "val_miou_band", "val_miou_interior")
+POSTHOC_KEYS = ("miou", "bf_1", "bf_2", "miou_band", "miou_interior")
+
+
+def _fake_run(folder: Path, level: float, epochs: int = 2, *, posthoc: bool = False, last_pt: bool = True) -> None:
+    """A run folder as ``nlkd train`` leaves it, without training: ``epochs`` records of made-up metrics
+    (``level`` + a per-key offset), config, logs and a stand-in ``last.pt``; with ``posthoc`` the
+    records lack band mIoU (so every run is scored post-hoc) and ``posthoc_eval.json`` caches it,
+    stamped with ``last.pt``'s size and mtime as :func:`posthoc_eval` does."""
+    folder.mkdir(parents=True)
+    records = [{k: level + 0.01 * (i + e) for i, k in enumerate(METRIC_KEYS)} for e in range(1, epochs + 1)]
+    records = [{"epoch": e, **r} for e, r in enumerate(records, start=1)]
+    for r in records if posthoc else []:
+        del r["val_miou_band"]
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    (folder / "config.yaml").write_text(f"epochs: {epochs}\neval_tolerance: 2.0\nseed: {folder.name[4:]}\n")
+    (folder / "train.log").write_text("epoch 1 ...\n")
+    (folder / "output.log").write_text("$ nlkd train ...\n")
+    if last_pt:
+        (folder / "last.pt").write_bytes(b"not a checkpoint, never loaded" * 100)
+    if posthoc and last_pt:
+        ckpt = folder / "last.pt"
+        result = {k: level + 0.005 * i for i, k in enumerate(POSTHOC_KEYS)}
+        stamp = [ckpt.stat().st_size, ckpt.stat().st_mtime_ns]
+        (folder / "posthoc_eval.json").write_text(json.dumps({"last_pt": stamp, "result": result}) + "\n")
+
+
+def _fake_bench(out: Path, *, posthoc: bool = False) -> dict[tuple[str, int], Path]:
+    """Finished runs of clean, baseline-de50 and nlkd-de50 at seeds 0 and 1 under ``out/noise-bench``."""
+    runs = {}
+    for i, slug in enumerate(("baseline-de50", "nlkd-de50", "clean")):
+        for seed in (0, 1):
+            runs[(slug, seed)] = out / BENCH / slug / f"seed{seed}"
+            _fake_run(runs[(slug, seed)], 0.40 + 0.03 * i + 0.02 * seed, posthoc=posthoc)
+    return runs
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in folder.iterdir()}
+
+
+def test_archive_keeps_the_small_files_of_finished_runs_only(
+    bench_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out, archive = tmp_path / "out", tmp_path / "results" / "noise-bench"
+    runs = _fake_bench(out)
+    _fake_run(out / BENCH / "relax-de50" / "seed0", 0.5, epochs=1)  # stopped after epoch 1 of 2
+    _fake_run(out / BENCH / "relax-de50" / "seed1", 0.5, last_pt=False)  # last epoch logged, no last.pt yet
+    argv = _argv(bench_data, out, "--seeds", "0", "1", "--report-only", "--archive", str(archive))
+    assert main(argv) == 0
+    assert "== archive" in capsys.readouterr().out
+    assert sorted(p.relative_to(archive) for p in archive.glob("*/*")) == sorted(
+        Path(slug, f"seed{seed}") for slug, seed in runs
+    )  # the unfinished relax runs are not archived
+    for (slug, seed), run in runs.items():
+        kept = _files(archive / slug / f"seed{seed}")
+        assert set(kept) == {"metrics.jsonl", "config.yaml"}  # no checkpoint, no logs (no posthoc_eval.json here)
+        assert kept == {name: (run / name).read_bytes() for name in kept}
+    stamps = {p: p.stat().st_mtime_ns for p in archive.rglob("*")}
+    assert main(argv) == 0  # identical copies are left alone
+    assert "0 runs added, 0 replaced, 6 unchanged" in capsys.readouterr().out
+    assert {p: p.stat().st_mtime_ns for p in archive.rglob("*")} == stamps
+
+
+@pytest.mark.parametrize("posthoc", [False, True], ids=["last-k", "posthoc"])
+def test_report_from_the_archive_alone_equals_the_report_from_the_runs(
+    bench_data: Path, tmp_path: Path, posthoc: bool
+) -> None:
+    out, archive = tmp_path / "out", tmp_path / "results" / "noise-bench"
+    _fake_bench(out, posthoc=posthoc)
+    argv = _argv(bench_data, out, "--seeds", "0", "1", "--report-only", "--archive", str(archive))
+    assert main(argv) == 0
+    md = out / f"{BENCH}.md"
+    text = md.read_text()
+    assert "| clean labels | 2/2 |" in text and "| NLKD (paper) | 2/2 |" in text
+    assert ("post-hoc evaluation of last.pt" in text) == posthoc
+    if posthoc:
+        assert all(set(_files(p)) == {"metrics.jsonl", "config.yaml", "posthoc_eval.json"} for p in archive.glob("*/*"))
+    shutil.rmtree(out / BENCH)  # the machine was reset: only the archive is left
+    md.unlink()
+    assert main(argv) == 0  # no last.pt anywhere: the archived post-hoc results are used as they are
+    assert md.read_text() == text
+    assert not (out / BENCH).exists() or not any((out / BENCH).rglob("*"))  # nothing is written back into OUT
+
+
+def test_archived_runs_fill_missing_seeds_and_use_their_cached_posthoc(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import nlkd.checkpoint
+
+    out, archive = tmp_path / "out", tmp_path / "archive"
+    _fake_run(out / "baseline-de50" / "seed0", 0.40, posthoc=True)
+    _fake_run(archive / "baseline-de50" / "seed0", 0.70, posthoc=True)  # OUT's finished run wins
+    _fake_run(archive / "baseline-de50" / "seed1", 0.50, posthoc=True)
+    _fake_run(archive / "baseline-de50" / "seed2", 0.60, epochs=1)  # archived before its last epoch: not counted
+    (archive / "baseline-de50" / "seed1" / "last.pt").unlink()  # an archive holds no checkpoint
+    runs = collect_runs(out, ["baseline-de50"], 2, archive)["baseline-de50"]
+    assert [(r.seed, r.archived) for r in runs] == [(0, False), (1, True)]
+    assert runs[0].records[-1]["val_miou"] == pytest.approx(0.42)
+    assert collect_runs(out, ["baseline-de50"], 2)["baseline-de50"] == runs[:1]  # without an archive: as before
+    assert runs[1].posthoc() == pytest.approx({k: 0.50 + 0.005 * i for i, k in enumerate(POSTHOC_KEYS)})
+
+    class Evaluated(Exception):
+        pass
+
+    def evaluate_checkpoint(*args: object, **kwargs: object) -> None:
+        raise Evaluated
+
+    monkeypatch.setattr(nlkd.checkpoint, "model_from_checkpoint", evaluate_checkpoint)
+    assert runs[0].posthoc()["miou"] == pytest.approx(0.40)  # a run folder's cache matches its last.pt
+    os.utime(runs[0].folder / "last.pt", ns=(1, 1))  # a new last.pt: its cache is stale, evaluated again
+    with pytest.raises(Evaluated):
+        runs[0].posthoc()
+    (runs[1].folder / "posthoc_eval.json").unlink()
+    with pytest.raises(DataError, match=r"archived run without posthoc_eval\.json"):
+        runs[1].posthoc()
+
+
+def test_archive_replaces_a_differing_copy_only_from_a_finished_run(
+    bench_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out, archive = tmp_path / "out", tmp_path / "archive"
+    runs = _fake_bench(out)
+    stale = archive / "clean" / "seed0"
+    _fake_run(stale, 0.99, last_pt=False)  # an older run of the same cell: other metrics, a stale post-hoc result
+    (stale / "posthoc_eval.json").write_text('{"last_pt": [1, 1], "result": {"miou": 0.99}}\n')
+    _fake_run(out / BENCH / "relax-de50" / "seed0", 0.5, epochs=1)  # unfinished in OUT ...
+    _fake_run(archive / "relax-de50" / "seed0", 0.6, last_pt=False)  # ... but finished in the archive
+    kept = _files(archive / "relax-de50" / "seed0")
+    assert main(_argv(bench_data, out, "--seeds", "0", "1", "--report-only", "--archive", str(archive))) == 0
+    printed = capsys.readouterr().out
+    assert [ln for ln in printed.splitlines() if "differed" in ln] == [
+        f"== archive: clean seed0 differed from {stale}; replaced by the finished run {runs[('clean', 0)]}"
+    ]
+    assert "5 runs added, 1 replaced, 0 unchanged" in printed
+    small = ("metrics.jsonl", "config.yaml")  # OUT's run has no posthoc_eval.json: the stale one is gone
+    assert _files(stale) == {name: (runs[("clean", 0)] / name).read_bytes() for name in small}
+    assert _files(archive / "relax-de50" / "seed0") == kept  # an unfinished run never replaces a copy
+    assert "| label relaxation | 1/2 |" in (out / f"{BENCH}.md").read_text()  # the archived seed counts
+
+
+def test_archive_refuses_overlapping_folders_and_other_tables(
+    bench_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    for archive in (out / BENCH, out / BENCH / "clean", tmp_path):
+        assert main(_argv(bench_data, out, "--report-only", "--archive", str(archive))) == 2
+        assert "must lie outside" in capsys.readouterr().err
+    (tmp_path / "file").write_text("")
+    assert main(_argv(bench_data, out, "--report-only", "--archive", str(tmp_path / "file"))) == 2
+    assert "not a folder" in capsys.readouterr().err
+    table2 = ["reproduce", "table2", "--data", str(bench_data), "--out", str(out), "--archive", str(tmp_path / "a")]
+    assert main(table2) == 2
+    assert "apply to noise-bench only" in capsys.readouterr().err

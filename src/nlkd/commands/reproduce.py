@@ -18,7 +18,10 @@ table under DIR (same config, same teacher, same seed) links that run instead of
 
 noise-bench (issue 14) trains its runs as `nlkd train` processes, --jobs at a time, and writes
 DIR/noise-bench.md (one table per noise kind, paired 95 % intervals, PARTIAL until complete) and
-DIR/noise-bench.png; --adopt DIR links runs trained elsewhere at the same config.
+DIR/noise-bench.png; --adopt DIR links runs trained elsewhere at the same config. --archive ARCHIVE
+(e.g. results/noise-bench, committed to git) keeps the small files of every finished run
+(metrics.jsonl, config.yaml, posthoc_eval.json; no checkpoints) in ARCHIVE/<cell>/seed<k>/ after each
+report: runs kept in ARCHIVE count for the tables; training still looks at DIR.
 """
 
 from __future__ import annotations
@@ -63,6 +66,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--adopt", metavar="DIR",
                    help="noise-bench: link finished runs under DIR trained at the same config (e.g. a setting "
                    "search) instead of training them again")  # fmt: skip
+    p.add_argument("--archive", metavar="ARCHIVE",
+                   help="noise-bench: after each report copy every finished run's small files (metrics.jsonl, "
+                   "config.yaml, posthoc_eval.json) into ARCHIVE/<cell>/seed<k>/ (e.g. results/noise-bench, "
+                   "in git); runs kept in ARCHIVE count for the tables; training still looks at --out")  # fmt: skip
     p.set_defaults(func=run)
 
 
@@ -125,8 +132,8 @@ def run(args: argparse.Namespace) -> int:
         from nlkd.reproduce.bench import bench_setup, run_noise_bench
 
         return run_noise_bench(args, command_line(args, bench_setup(args)[2]))
-    if args.jobs is not None or args.adopt is not None:
-        raise ConfigError("--jobs and --adopt apply to noise-bench only")
+    if args.jobs is not None or args.adopt is not None or args.archive is not None:
+        raise ConfigError("--jobs, --adopt and --archive apply to noise-bench only")
     sizes = {"data.size": args.size} if args.size is not None else {}
     setup = make_setup(args.scale, args.data, args.out, epochs=args.epochs, overrides={**sizes, **parse_set(args.set)})
     if not (args.dry_run or args.report_only):  # once here, not as a failure of every run

@@ -7,7 +7,10 @@ of ``noise_bench.yaml`` (:mod:`~nlkd.reproduce.bench_plan`), overridable by ``--
 ``--set``. Runs are plain ``nlkd train`` processes (:mod:`~nlkd.reproduce.bench_runner`) in
 ``DIR/noise-bench/<cell>/seed<k>/``; after each one ``DIR/noise-bench.md`` and ``.png`` are rewritten
 (:mod:`~nlkd.reproduce.bench_report`), marked PARTIAL until every run finished. The other noise kinds
-also run the best rows of the first kind's table, once that table is complete.
+also run the best rows of the first kind's table, once that table is complete. ``--archive ARCHIVE``
+copies the small files of every finished run into ``ARCHIVE/<cell>/seed<k>/`` after each report and lets
+the report count those runs where ``DIR`` has none (:mod:`~nlkd.reproduce.bench_archive`); training
+still plans from ``DIR`` alone.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import functools
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from nlkd.reproduce.bench_archive import archive_runs, check_archive
 from nlkd.reproduce.bench_plan import BENCH, BenchSetting, bench_plan, load_bench_setting, rows_of_kind
 from nlkd.reproduce.bench_report import write_bench_report
 from nlkd.reproduce.bench_runner import Job, adopt_runs, plan_jobs, run_jobs, running_elsewhere
@@ -41,12 +45,17 @@ def bench_setup(args: argparse.Namespace) -> tuple[BenchSetting, Setup, list[int
 
 
 def _extra_rows(
-    setting: BenchSetting, setup: Setup, seeds: Sequence[int], unavailable: Mapping[str, str]
+    setting: BenchSetting,
+    setup: Setup,
+    seeds: Sequence[int],
+    unavailable: Mapping[str, str],
+    archive: Path | None = None,
 ) -> dict[str, tuple[str, ...]]:
-    """Noise kind -> the best rows of the first kind's table, for the other kinds; empty until decided."""
+    """Noise kind -> the best rows of the first kind's table (its runs and the archived ones), for the
+    other kinds; empty until decided."""
     first = setting.noise[0]
     slugs = [r.slug_for(first) for r in rows_of_kind(setting, first)]
-    runs = collect_runs(setup.out / BENCH, slugs, setup.base.epochs)
+    runs = collect_runs(setup.out / BENCH, slugs, setup.base.epochs, archive)
     best = best_rows(setting, first, runs, seeds, unavailable)
     return {k.key: tuple(best) for k in setting.noise[1:]} if best else {}
 
@@ -84,23 +93,31 @@ def _report(
     plan: TablePlan,
     unavailable: Mapping[str, str],
     command: str,
+    archive: Path | None = None,
 ) -> Path:
+    """Write the report; then, with an ``archive``, archive every finished run (the report scored them)."""
     planned = [c.slug for c in plan.cells]
     settings = _settings(setup, setting, seeds)
-    out = setup.out
-    return write_bench_report(setting, out, setup.base.epochs, seeds, extra, planned, unavailable, command, settings,
-                              plan.notes)  # fmt: skip
+    out, epochs = setup.out, setup.base.epochs
+    md = write_bench_report(setting, out, epochs, seeds, extra, planned, unavailable, command, settings, plan.notes,
+                            archive)  # fmt: skip
+    if archive is not None:
+        print(f"== archive {archive}: {archive_runs(out / BENCH, archive, epochs)}")
+    return md
 
 
 def run_noise_bench(args: argparse.Namespace, command: str) -> int:
     """Train what is missing and write the report (or only one of the two); 1 if a run failed."""
     setting, setup, seeds = bench_setup(args)
+    archive = Path(args.archive) if args.archive else None
+    if archive is not None:
+        check_archive(archive, setup.out / BENCH)
     _, unavailable = bench_plan(setting, setup.base, setup.info.ignore_index)
-    extra = _extra_rows(setting, setup, seeds, unavailable)
+    extra = _extra_rows(setting, setup, seeds, unavailable, archive)
     failures: list[str] = []
     while True:
         plan, unavailable = bench_plan(setting, setup.base, setup.info.ignore_index, extra)
-        report = functools.partial(_report, setting, setup, seeds, extra, plan, unavailable, command)
+        report = functools.partial(_report, setting, setup, seeds, extra, plan, unavailable, command, archive)
         jobs = plan_jobs(setup, plan, select_cells(plan, args.cells), seeds)
         if args.dry_run:
             _dry_run(jobs, unavailable)
@@ -113,7 +130,7 @@ def run_noise_bench(args: argparse.Namespace, command: str) -> int:
         n = args.jobs or setting.jobs
         failures += run_jobs(setup, jobs, n, reuse=not args.no_reuse, on_finish=report, adopt=adopt)
         print(f"== {report()}, {setup.out / f'{BENCH}.png'}")
-        new = _extra_rows(setting, setup, seeds, unavailable)
+        new = _extra_rows(setting, setup, seeds, unavailable, archive)
         if new == extra:
             break
         extra = new

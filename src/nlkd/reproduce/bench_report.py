@@ -36,13 +36,19 @@ class KindTable:
 
 
 def kind_table(
-    setting: BenchSetting, kind: NoiseKind, out: Path, epochs: int, extra: Sequence[str], planned: Sequence[str]
+    setting: BenchSetting,
+    kind: NoiseKind,
+    out: Path,
+    epochs: int,
+    extra: Sequence[str],
+    planned: Sequence[str],
+    archive: Path | None = None,
 ) -> KindTable:
     """Score the finished runs of ``kind``'s table (rows: its own and ``extra``; ``planned``: cell
-    slugs that exist in the plan)."""
+    slugs that exist in the plan; ``archive``: where archived runs fill the seeds ``out`` lacks)."""
     rows = rows_of_kind(setting, kind, extra)
     slugs = {r.slug: r.slug_for(kind) for r in rows}
-    runs = collect_runs(out, [s for s in slugs.values() if s in planned], epochs)
+    runs = collect_runs(out, [s for s in slugs.values() if s in planned], epochs, archive)
     scores, sources = score_runs(runs, setting.last_k, list(setting.detection.values()))
     return KindTable(kind, rows, slugs, runs, scores, sources)
 
@@ -191,9 +197,12 @@ def write_bench_report(
     command: str,
     settings: str,
     notes: Sequence[str] = (),
+    archive: Path | None = None,
 ) -> Path:
-    """Write ``out/noise-bench.md`` and ``.png`` from the finished runs under ``out/noise-bench/``."""
-    tables = [kind_table(setting, k, out / BENCH, epochs, extra_rows.get(k.key, ()), planned) for k in setting.noise]
+    """Write ``out/noise-bench.md`` and ``.png`` from the finished runs under ``out/noise-bench/`` (and,
+    for the seeds missing there, the archived runs under ``archive``)."""
+    tables = [kind_table(setting, k, out / BENCH, epochs, extra_rows.get(k.key, ()), planned, archive)
+              for k in setting.noise]  # fmt: skip
     md = out / f"{BENCH}.md"
     atomic_write_text(md, render_bench(setting, tables, seeds, unavailable, command, settings, notes))
     _plot(tables, out / f"{BENCH}.png")

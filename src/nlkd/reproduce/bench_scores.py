@@ -5,6 +5,11 @@ metric) and the best rows of the first noise kind.
 Within one table every run of a metric is scored the same way: the last-K mean when every run logged
 the metric in its last K epochs, otherwise the post-hoc evaluation of ``last.pt`` for every run
 (cached in ``RUN/posthoc_eval.json``, keyed by the checkpoint's size and modification time).
+
+Runs also come from an archive (``--archive DIR``, :mod:`~nlkd.reproduce.bench_archive`): the small files
+of finished runs in the same ``<slug>/seed<k>/`` layout, without checkpoints. A (slug, seed) with no
+finished run folder counts as finished from its archived copy once its ``metrics.jsonl`` reached the last
+epoch; its post-hoc evaluation is the cached one, taken as it is (there is no ``last.pt`` to check).
 """
 
 from __future__ import annotations
@@ -16,12 +21,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nlkd.errors import DataError
 from nlkd.io import atomic_write_text
 from nlkd.reproduce.bench_plan import BenchSetting, NoiseKind, rows_of_kind
-from nlkd.reproduce.results import finished_record
+from nlkd.reproduce.results import finished_record, last_epoch_record
 from nlkd.reproduce.stats import last_k_mean, paired_difference
 
-__all__ = ["METRICS", "RunData", "best_rows", "collect_runs", "posthoc_eval", "score_runs"]
+__all__ = [
+    "METRICS",
+    "POSTHOC",
+    "RunData",
+    "archived_posthoc",
+    "best_rows",
+    "collect_runs",
+    "posthoc_eval",
+    "score_runs",
+]
 
 #: (column label, per-epoch key in metrics.jsonl, key of a post-hoc evaluation)
 METRICS: tuple[tuple[str, str, str], ...] = (
@@ -36,11 +51,18 @@ POSTHOC = "posthoc_eval.json"
 
 @dataclass
 class RunData:
-    """A finished run: its seed, folder and ``metrics.jsonl`` records (one per epoch)."""
+    """A finished run: its seed, folder and ``metrics.jsonl`` records (one per epoch); ``archived``: the
+    folder is an archived copy (no ``last.pt``)."""
 
     seed: int
     folder: Path
     records: list[dict[str, Any]]
+    archived: bool = False
+
+    def posthoc(self) -> dict[str, Any]:
+        """The run's post-hoc evaluation: :func:`archived_posthoc` for an archived copy, else
+        :func:`posthoc_eval` of its ``last.pt``."""
+        return archived_posthoc(self.folder) if self.archived else posthoc_eval(self.folder)
 
 
 def _records(folder: Path) -> list[dict[str, Any]]:
@@ -60,15 +82,24 @@ def _eval_tolerance(folder: Path) -> float | None:
         return None
 
 
-def collect_runs(out: Path, slugs: Sequence[str], epochs: int) -> dict[str, list[RunData]]:
-    """Cell slug -> its finished runs under ``out/<slug>/seed<k>/`` (every seed found), by seed."""
+def _seed_folders(folder: Path) -> list[tuple[int, Path]]:
+    """``(seed, folder/seed<k>/)`` for every such entry, by name."""
+    return [(int(p.name[4:]), p) for p in sorted(folder.glob("seed*")) if p.name[4:].isdigit()]
+
+
+def collect_runs(out: Path, slugs: Sequence[str], epochs: int, archive: Path | None = None) -> dict[str, list[RunData]]:
+    """Cell slug -> its finished runs under ``out/<slug>/seed<k>/`` (every seed found), by seed; a seed
+    without a finished run there is taken from ``archive/<slug>/seed<k>/`` when that copy reached
+    ``epochs``."""
     runs: dict[str, list[RunData]] = {}
     for slug in slugs:
-        found = []
-        for folder in sorted((out / slug).glob("seed*")):
-            seed = folder.name[4:]
-            if seed.isdigit() and finished_record(folder, epochs) is not None:
-                found.append(RunData(int(seed), folder, _records(folder)))
+        done = [(s, f) for s, f in _seed_folders(out / slug) if finished_record(f, epochs) is not None]
+        found = [RunData(s, f, _records(f)) for s, f in done]
+        have = {r.seed for r in found}
+        for seed, folder in _seed_folders(archive / slug) if archive is not None else []:
+            if seed not in have and last_epoch_record(folder, epochs) is not None:
+                found.append(RunData(seed, folder, _records(folder), archived=True))
+                have.add(seed)
         runs[slug] = sorted(found, key=lambda r: r.seed)
     return runs
 
@@ -97,6 +128,15 @@ def posthoc_eval(folder: Path) -> dict[str, Any]:
     return result
 
 
+def archived_posthoc(folder: Path) -> dict[str, Any]:
+    """The post-hoc evaluation cached in an archived run's ``posthoc_eval.json``, as it is."""
+    cache = folder / POSTHOC
+    if not cache.is_file():
+        raise DataError(f"{folder}: archived run without {POSTHOC} (no last.pt to evaluate); score its run folder "
+                        "with the report, then archive it again")  # fmt: skip
+    return json.loads(cache.read_text())["result"]
+
+
 def score_runs(
     runs: Mapping[str, Sequence[RunData]], last_k: int, extra_keys: Sequence[str] = ()
 ) -> tuple[dict[str, dict[str, dict[int, float]]], dict[str, str]]:
@@ -113,7 +153,7 @@ def score_runs(
             if logged:
                 scores[slug][label] = {r.seed: last_k_mean(r.records, key, last_k) for r in rs}  # type: ignore[misc]
             else:
-                scores[slug][label] = {r.seed: float(posthoc_eval(r.folder)[post]) for r in rs}
+                scores[slug][label] = {r.seed: float(r.posthoc()[post]) for r in rs}
     for key in extra_keys:
         for slug, rs in runs.items():
             values = {r.seed: last_k_mean(r.records, key, last_k) for r in rs}

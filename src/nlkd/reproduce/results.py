@@ -1,5 +1,5 @@
 """Reading finished runs: a run counts once its ``metrics.jsonl`` reached the last epoch and its
-``last.pt`` exists."""
+``last.pt`` exists (an archived run, which keeps no checkpoint, once its ``metrics.jsonl`` did)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 from nlkd.reproduce.cells import TablePlan
 from nlkd.reproduce.scales import Setup, run_dir
 
-__all__ = ["collect_results", "finished_record"]
+__all__ = ["collect_results", "finished_record", "last_epoch_record"]
 
 
 def collect_results(setup: Setup, plan: TablePlan, seeds: Sequence[int]) -> dict[str, list[dict[str, Any]]]:
@@ -27,9 +27,17 @@ def collect_results(setup: Setup, plan: TablePlan, seeds: Sequence[int]) -> dict
     return out
 
 
-def finished_record(folder: Path, epochs: int) -> dict[str, Any] | None:
-    """The last ``metrics.jsonl`` record of the run in ``folder`` if it reached ``epochs``, else None."""
+def last_epoch_record(folder: Path, epochs: int) -> dict[str, Any] | None:
+    """The last ``metrics.jsonl`` record in ``folder`` if it reached ``epochs``, else None (no checkpoint
+    needed: what an archived run must show)."""
     path = folder / "metrics.jsonl"
     lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
     record = json.loads(lines[-1]) if lines else {}  # written atomically: the last line is whole
-    return record if record.get("epoch") == epochs and (folder / "last.pt").is_file() else None
+    return record if record.get("epoch") == epochs else None
+
+
+def finished_record(folder: Path, epochs: int) -> dict[str, Any] | None:
+    """The last ``metrics.jsonl`` record of the run in ``folder`` if it reached ``epochs`` and its
+    ``last.pt`` exists, else None."""
+    record = last_epoch_record(folder, epochs)
+    return record if record is not None and (folder / "last.pt").is_file() else None
