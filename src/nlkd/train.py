@@ -59,7 +59,7 @@ from nlkd.models import auxiliary_loss
 from nlkd.noise import load_manifest
 from nlkd.optim import build_optimizer, build_scheduler
 from nlkd.progress import progress
-from nlkd.runtime import Distributed, dataset_info, resolve_device, setup_distributed
+from nlkd.runtime import Distributed, dataset_info, precision_warnings, resolve_device, setup_distributed
 from nlkd.separation import WeightSeparation
 from nlkd.strategies import StepInputs, Strategy, create_strategy
 from nlkd.strategies.base import network_loss
@@ -244,7 +244,8 @@ def build_run(cfg: TrainConfig, saved: dict[str, Any] | None, log: Log) -> Run:
     for line in loaded:
         say(line)
     d = cfg.data
-    for line in data_warnings(info, d.root, [(d.train_split, d.labels), (d.val_split, d.val_labels)], d.format):
+    pairs = [(d.train_split, d.labels), (d.val_split, d.val_labels)]
+    for line in [*data_warnings(info, d.root, pairs, d.format), *precision_warnings(cfg.bf16, device)]:
         say(f"warning: {line}")
     _attach_extras(run)
     run.scores = _teacher_scores(run)
