@@ -285,6 +285,19 @@ def test_help_lists_exactly_the_registered_models_and_strategies(capsys: pytest.
     assert f"how each image's loss is weighted: {' | '.join(STRATEGIES)} (default: baseline)" in text
 
 
+def test_teacher_help_names_the_strategies_that_need_one(capsys: pytest.CaptureFixture[str]) -> None:
+    from nlkd.strategies import STRATEGIES, create_strategy
+    from nlkd.teacher_cache import TEACHER_PROB
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    built = {name: create_strategy(StrategyConfig(name=name), 3, None, 10) for name in STRATEGIES}
+    need = [name for name, s in built.items() if s.needs_teacher or TEACHER_PROB in s.needs_extras]
+    assert {"nlkd", "band_kd", "nlkd_pixel"} <= set(need)
+    assert f"--teacher CKPT teacher checkpoint (an earlier run's best.pt); needed by {', '.join(need)} " in text
+
+
 @pytest.mark.parametrize("name", ["cpu", "paper"])
 def test_a_ready_config_by_name(name: str) -> None:
     from nlkd.commands.train import config_arg
@@ -434,19 +447,47 @@ def test_argparse_errors_are_one_line_and_exit_2(
 @pytest.mark.parametrize(
     ("teacher", "message"),
     [
-        (None, "strategy 'nlkd' needs a teacher: pass --teacher CKPT (or --teacher-scores CSV)"),
+        (None, "strategy '{strategy}' needs a teacher: pass --teacher CKPT{also}"),
         ("folder", "{teacher}: a folder, not a teacher checkpoint; pass a file such as its best.pt"),
         ("missing.pt", "{teacher}: teacher checkpoint not found"),
     ],
 )
+@pytest.mark.parametrize(
+    ("strategy", "also"),
+    [
+        (["nlkd"], " (or --teacher-scores CSV)"),
+        (["band_kd"], ""),  # needs the teacher's probability maps: teacher scores do not do
+        (["nlkd_pixel", "--teacher-scores", "scores.csv"], ""),
+        (["relax", "--set", "strategy.doubt_rule=teacher"], ""),
+    ],
+)
 def test_train_checks_the_teacher_before_writing_the_run_folder(
-    teacher: str | None, message: str, tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    teacher: str | None,
+    message: str,
+    strategy: list[str],
+    also: str,
+    tiny_data: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     (tmp_path / "folder").mkdir()
     out = tmp_path / "run"
     extra = [] if teacher is None else ["--teacher", str(tmp_path / teacher)]
-    rc, _, err = run(capsys, *train_argv(tiny_data, out, "--strategy", "nlkd", *extra))
-    assert rc == 2 and err == [f"nlkd train: error: {message.format(teacher=tmp_path / str(teacher))}"]
+    rc, _, err = run(capsys, *train_argv(tiny_data, out, "--strategy", *strategy, *extra))
+    expected = message.format(strategy=strategy[0], also=also, teacher=tmp_path / str(teacher))
+    assert rc == 2 and err == [f"nlkd train: error: {expected}"]
+    assert not out.exists()
+
+
+def test_teacher_maps_need_a_fixed_size_said_before_writing_the_run_folder(
+    tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    teacher, out = tmp_path / "teacher.pt", tmp_path / "run"
+    teacher.write_bytes(b"never read: the size is checked first")
+    argv = train_argv(tiny_data, out, "--strategy", "band_kd", "--teacher", str(teacher), "--set", "data.size=null")
+    rc, _, err = run(capsys, *argv)
+    assert rc == 2
+    assert err == ["nlkd train: error: teacher probability maps need a fixed training size: pass --size HxW"]
     assert not out.exists()
 
 
