@@ -216,6 +216,28 @@ def test_predict_refuses_to_write_into_the_image_folder(
     assert (tmp_path / "a.png").read_bytes() == before
 
 
+@pytest.mark.parametrize("classes", [3, 6])
+def test_predict_checks_the_checkpoint_against_the_data_set_its_images_belong_to(
+    classes: int, untrained_ckpt: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    root = tmp_path / "root"
+    save_rgb(root / "images" / "test" / "a.png", (20, 30))
+    (root / "dataset.yaml").write_text(
+        f"num_classes: {classes}\nignore_index: 255\n"
+    )  # the ignore index is not checked
+    monkeypatch.chdir(tmp_path)
+    rc, stdout, err = predict(capsys, untrained_ckpt, Path("root/images/test"), Path("out"))
+    if classes == 3:
+        assert rc == 0 and stdout.splitlines() == [
+            "predicted 1 image -> out (1 mask + 1 overlay)",
+            "mask values: 3 classes: 0 class_0, 1 class_1, 2 class_2",
+        ]
+    else:
+        assert rc == 2
+        assert err == [f"nlkd predict: error: {untrained_ckpt}: checkpoint has 3 classes, the data set at root has 6"]
+        assert not (tmp_path / "out").exists()
+
+
 # ----------------------------------------------------------------------------- validate
 
 
