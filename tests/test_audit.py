@@ -691,7 +691,9 @@ def test_audit_warns_about_a_teacher_that_agrees_with_nothing(teacher: Path, bad
     table, _ = run_audit(teachers, ds, tmp_path / "out", top=1, log=logged.append)
     assert np.nanmean(table.quality) < 0.05
     (warning,) = [ln for ln in logged if ln.startswith("warning: ")]
-    assert f"mean quality on these {len(ds)} training images is {np.nanmean(table.quality):.3f}" in warning
+    assert (
+        f"mean quality on these {len(ds)} images of split train is {100 * np.nanmean(table.quality):.1f} %" in warning
+    )
     good: list[str] = []
     run_audit(Teachers([model_from_checkpoint(teacher)[0]], [teacher]), ds, tmp_path / "ok", top=1, log=good.append)
     assert not [ln for ln in good if ln.startswith("warning: ")]

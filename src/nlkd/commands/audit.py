@@ -308,7 +308,7 @@ def run_audit(
         resume=resume,
         save_every=save_every,
     )
-    warning = weak_teacher_warning(torch.from_numpy(table.quality), "quality")
+    warning = weak_teacher_warning(torch.from_numpy(table.quality), "quality", f"images of split {dataset.split}")
     if warning:
         log(warning)
     found, others = None, {}
