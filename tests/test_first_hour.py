@@ -15,6 +15,7 @@ import yaml
 from PIL import Image
 
 from conftest import SMALL_ENCODER, train_argv
+from nlkd.audit import known_bad_ids
 from nlkd.checkpoint import make_checkpoint, save_checkpoint
 from nlkd.cli import build_parser, main
 from nlkd.config import StrategyConfig, TrainConfig
@@ -139,6 +140,66 @@ def test_corrupt_ignore_index_flag_wins_and_yaml_needs_no_class_count(
     rc, out = corrupt(capsys, band_data, tmp_path / "b", "--ignore-index", "255")
     assert rc == 0 and "unlabelled pixels: value 255, from --ignore-index;" in out
     assert band_moved(band_data, tmp_path / "b") == [False] * 4
+
+
+def test_corrupt_does_not_count_an_unchanged_mask_as_corrupted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Masks whose classes never touch (a 4-px unlabelled band between them all the way down), and one of
+    a single class: a 1-px dilation/erosion changes nothing, so the summary, the manifest and the audit's
+    known-bad ids do not count them as corrupted."""
+    root = tmp_path / "root"
+    for i, mask in enumerate(masks_with_band(3)):
+        mask[:, mask[0] == 255] = 255  # the band of the top half, now in the bottom half too
+        write_mask(root / "labels" / "train" / f"m{i}.png", mask)
+    write_mask(root / "labels" / "train" / "m3.png", np.ones((40, 48), np.uint8))
+    (root / "dataset.yaml").write_text("num_classes: 3\nignore_index: 255\n")
+    capsys.readouterr()
+    rc, out = corrupt(capsys, root, tmp_path / "r1", "--radius", "1", "1")
+    manifest = json.loads((tmp_path / "r1" / "manifest.json").read_text())
+    assert rc == 0 and out.startswith("corrupted 0 of 4 masks")
+    assert manifest["corrupted"] == manifest["unchanged"] == ["m0", "m1", "m2", "m3"]  # chosen, and unchanged
+    assert known_bad_ids(tmp_path / "r1", None) == (set(), str(tmp_path / "r1" / "manifest.json"))
+    for src in sorted((root / "labels" / "train").glob("*.png")):
+        assert (tmp_path / "r1" / src.name).read_bytes() == src.read_bytes()
+    rc, out = corrupt(capsys, root, tmp_path / "r6", "--radius", "6", "6")  # reaches across the band
+    manifest = json.loads((tmp_path / "r6" / "manifest.json").read_text())
+    assert rc == 0 and out.startswith("corrupted 3 of 4 masks")
+    assert manifest["corrupted"] == ["m0", "m1", "m2", "m3"] and manifest["unchanged"] == ["m3"]
+    assert known_bad_ids(tmp_path / "r6", None) == ({"m0", "m1", "m2"}, str(tmp_path / "r6" / "manifest.json"))
+
+
+def test_corrupt_warns_about_unchanged_masks_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = tmp_path / "root"
+    for i in range(7):
+        write_mask(root / "labels" / "train" / f"m{i}.png", np.full((8, 8), i % 3, np.uint8))  # one class each
+    argv = ["corrupt", "--src", str(root / "labels" / "train"), "--dst", str(tmp_path / "d"), "--ratio", "1"]
+    rc, _, err = run(capsys, *argv)
+    assert rc == 0
+    assert [line for line in err if "warning" in line] == [
+        "nlkd corrupt: warning: 7 of the masks chosen for corruption came out unchanged (manifest.json lists them "
+        "as 'unchanged'; the audit does not count them as bad): m0, m1, m2, m3, m4, ... (7 in all) (nothing to "
+        "move within the radius: one class only, or every boundary behind an unlabelled band wider than the radius; "
+        "--radius LO HI sets it)"
+    ]
+
+
+def test_synth_says_how_many_coarse_masks_differ(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """At 24x32 the coarse copy's radius (1.5-3.5 px at 96 px, scaled) is below 1 px: nothing moves."""
+    rc, out, _ = run(capsys, "synth", str(tmp_path / "s"), "--n-train", "4", "--n-val", "1", "--n-test", "1",
+                     "--height", "24", "--width", "32")  # fmt: skip
+    manifest = json.loads((tmp_path / "s" / "labels" / "train_coarse" / "manifest.json").read_text())
+    differ = [
+        p.stem
+        for p in sorted((tmp_path / "s" / "labels" / "train").glob("*.png"))
+        if p.read_bytes() != (tmp_path / "s" / "labels" / "train_coarse" / p.name).read_bytes()
+    ]
+    assert rc == 0 and len(manifest["corrupted"]) == 2
+    assert differ == sorted(set(manifest["corrupted"]) - set(manifest["unchanged"]))
+    unchanged = len(manifest["unchanged"])
+    note = f"; {unchanged} more chosen came out unchanged at this size" if unchanged else ""
+    assert out.rstrip().endswith(f"labels/train_coarse has {len(differ)} of 4 masks corrupted{note})")
+    assert unchanged == 2  # what this test is about (if synth changes, pick a size where it holds)
 
 
 # ----------------------------------------------------------------------------- predict
