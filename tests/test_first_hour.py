@@ -87,6 +87,27 @@ def test_rewriting_a_file_keeps_its_permissions(umask: None, tmp_path: Path) -> 
     assert path.read_bytes() == b"new" and path.stat().st_mode & 0o777 == 0o640
 
 
+def test_a_run_and_an_audit_can_be_shared_under_a_group_umask(
+    probe_model: str, tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Under umask 002 (a group-shared machine) every file and folder that ``train`` (with cached teacher
+    maps) and ``audit`` write is group-writable and readable by all, as ``open()`` and ``mkdir()`` make them."""
+    teacher, student, audit = tmp_path / "teacher", tmp_path / "student", tmp_path / "audit"
+    old = os.umask(0o002)
+    try:
+        assert main(train_argv(tiny_data, teacher, "--model", probe_model, "--epochs", "1")) == 0
+        maps = ["--strategy", "band_kd", "--teacher", str(teacher / "best.pt")]
+        assert main(train_argv(tiny_data, student, "--model", probe_model, "--epochs", "1", *maps)) == 0
+        argv = ["audit", "--checkpoint", str(teacher / "best.pt"), "--data", str(tiny_data), "--out", str(audit)]
+        assert main([*argv, "--labels", "train_coarse", "--device", "cpu", "--top", "2"]) == 0
+    finally:
+        os.umask(old)
+    written = [p for folder in (teacher, student, audit) for p in (folder, *folder.rglob("*"))]
+    assert student / "teacher_prob.npy" in written and audit / "report.html" in written
+    modes = {str(p.relative_to(tmp_path)): oct(p.stat().st_mode & 0o777) for p in written}
+    assert {k: v for k, v in modes.items() if v != (oct(0o775) if (tmp_path / k).is_dir() else oct(0o664))} == {}
+
+
 # ----------------------------------------------------------------------------- corrupt
 
 
