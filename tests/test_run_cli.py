@@ -95,6 +95,15 @@ def test_train_log_holds_the_epochs_and_a_summary(finished: tuple[Path, str, str
     )
 
 
+def test_every_metrics_jsonl_key_is_documented_in_the_readme(finished: tuple[Path, str, str]) -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("`metrics.jsonl` has one JSON object per finished epoch") :]
+    section = section[: section.index("\n\n")]  # its paragraph
+    keys = {key for line in (finished[0] / "metrics.jsonl").read_text().splitlines() for key in json.loads(line)}
+    assert "val_band_share" in keys and "weight_auroc" in keys  # a baseline on coarse labels with a manifest
+    assert sorted(key for key in keys if f"`{key}`" not in section) == []
+
+
 def test_resume_of_a_finished_run_does_nothing(
     finished: tuple[Path, str, str], tiny_data: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
