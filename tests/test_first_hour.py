@@ -298,26 +298,35 @@ def test_predict_refuses_to_write_into_the_image_folder(
     assert (tmp_path / "a.png").read_bytes() == before
 
 
-@pytest.mark.parametrize("classes", [3, 6])
-def test_predict_checks_the_checkpoint_against_the_data_set_its_images_belong_to(
-    classes: int, untrained_ckpt: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+@pytest.mark.parametrize("yaml_text", ["num_classes: 3\nignore_index: 255\n", "ignore_index: 2\n", None])
+def test_predict_of_a_data_set_split_with_the_checkpoint_s_classes(
+    yaml_text: str | None, untrained_ckpt: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """Nothing to refuse: the same classes (the ignore index is not checked), a dataset.yaml without a class
+    count (as ``nlkd corrupt`` reads one), or none."""
+    root = tmp_path / "root"
+    save_rgb(root / "images" / "test" / "a.png", (20, 30))
+    if yaml_text is not None:
+        (root / "dataset.yaml").write_text(yaml_text)
+    monkeypatch.chdir(tmp_path)
+    rc, stdout, _ = predict(capsys, untrained_ckpt, Path("root/images/test"), Path("out"))
+    assert rc == 0 and stdout.splitlines() == [
+        "predicted 1 image -> out (1 mask + 1 overlay)",
+        "mask values: 3 classes: 0 class_0, 1 class_1, 2 class_2",
+    ]
+
+
+def test_predict_refuses_a_checkpoint_of_other_classes_than_the_data_set_of_its_images(
+    untrained_ckpt: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
     root = tmp_path / "root"
     save_rgb(root / "images" / "test" / "a.png", (20, 30))
-    (root / "dataset.yaml").write_text(
-        f"num_classes: {classes}\nignore_index: 255\n"
-    )  # the ignore index is not checked
+    (root / "dataset.yaml").write_text("num_classes: 6\nignore_index: 255\n")
     monkeypatch.chdir(tmp_path)
-    rc, stdout, err = predict(capsys, untrained_ckpt, Path("root/images/test"), Path("out"))
-    if classes == 3:
-        assert rc == 0 and stdout.splitlines() == [
-            "predicted 1 image -> out (1 mask + 1 overlay)",
-            "mask values: 3 classes: 0 class_0, 1 class_1, 2 class_2",
-        ]
-    else:
-        assert rc == 2
-        assert err == [f"nlkd predict: error: {untrained_ckpt}: checkpoint has 3 classes, the data set at root has 6"]
-        assert not (tmp_path / "out").exists()
+    rc, _, err = predict(capsys, untrained_ckpt, Path("root/images/test"), Path("out"))
+    assert rc == 2
+    assert err == [f"nlkd predict: error: {untrained_ckpt}: checkpoint has 3 classes, the data set at root has 6"]
+    assert not (tmp_path / "out").exists()
 
 
 # ----------------------------------------------------------------------------- validate

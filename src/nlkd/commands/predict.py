@@ -15,9 +15,13 @@ import os
 import sys
 from collections import defaultdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from nlkd.commands._common import DEVICE_HELP
 from nlkd.io import IMAGE_EXTENSIONS
+
+if TYPE_CHECKING:
+    from nlkd.data.info import DatasetInfo
 
 __all__ = ["PREDICT_EXTENSIONS", "data_set_of", "plan_outputs", "register", "run"]
 
@@ -91,6 +95,23 @@ def data_set_of(images: Path) -> Path | None:
     return root
 
 
+def _check_against_data_set(ckpt_info: DatasetInfo, images: Path, checkpoint: str) -> None:
+    """Refuse a checkpoint whose number of classes differs from that of the data set ``images`` belong to
+    (:func:`data_set_of`), when its ``dataset.yaml`` gives one (``nlkd corrupt`` reads one without)."""
+    from nlkd.checkpoint import check_matches_data
+    from nlkd.data.info import load_dataset_info
+    from nlkd.errors import DataError
+
+    root = data_set_of(images)
+    if root is None:
+        return
+    try:
+        data_info = load_dataset_info(root)
+    except DataError:  # no num_classes in it: nothing to check against
+        return
+    check_matches_data(ckpt_info, data_info, checkpoint, ignore_index=False, data_name=f"the data set at {root}")
+
+
 def _describe_classes(names: list[str], shown: int = 10) -> str:
     """``"3 classes: 0 sky, 1 road, 2 car"`` (the first ``shown`` names, then how many more)."""
     listed = ", ".join(f"{i} {name}" for i, name in enumerate(names[:shown]))
@@ -108,8 +129,7 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
-    from nlkd.checkpoint import check_matches_data, checkpoint_info, load_checkpoint, model_from_checkpoint
-    from nlkd.data.info import load_dataset_info
+    from nlkd.checkpoint import checkpoint_info, load_checkpoint, model_from_checkpoint
     from nlkd.data.transforms import resize_image, to_tensor
     from nlkd.io import read_image, write_mask, write_rgb
     from nlkd.plots import overlay
@@ -126,12 +146,7 @@ def run(args: argparse.Namespace) -> int:
         )
     device = resolve_device(args.device)
     ckpt = load_checkpoint(args.checkpoint)
-    root = data_set_of(src)
-    if root is not None:  # images of a data set: the checkpoint must know its classes
-        name = f"the data set at {root}"
-        check_matches_data(
-            checkpoint_info(ckpt), load_dataset_info(root), args.checkpoint, ignore_index=False, data_name=name
-        )
+    _check_against_data_set(checkpoint_info(ckpt), src, args.checkpoint)
     model, cfg, info = model_from_checkpoint(ckpt, device)
     with torch.no_grad():
         for path in progress(files, "predicting", unit="image"):
