@@ -14,12 +14,12 @@ import pytest
 import yaml
 from PIL import Image
 
-from conftest import SMALL_ENCODER, train_argv
+from conftest import SMALL_ENCODER, probe_network, train_argv
 from nlkd.audit import known_bad_ids
 from nlkd.checkpoint import make_checkpoint, save_checkpoint
 from nlkd.cli import build_parser, main
 from nlkd.config import StrategyConfig, TrainConfig
-from nlkd.data.info import DatasetInfo
+from nlkd.data.info import DatasetInfo, load_dataset_info
 from nlkd.errors import ConfigError
 from nlkd.io import atomic_write_bytes, write_mask
 from nlkd.models import create_model
@@ -203,6 +203,48 @@ def test_corrupt_warns_about_unchanged_masks_in_one_line(tmp_path: Path, capsys:
         "move within the radius: one class only, or every boundary behind an unlabelled band wider than the radius; "
         "--radius LO HI sets it)"
     ]
+
+
+@pytest.mark.parametrize(("corrupted", "unchanged", "which"), [(8, 8, "none"), (16, 16, "none"), (16, 0, "all")])
+def test_audit_without_a_known_bad_and_a_good_image_has_no_detection_scores(
+    corrupted: int,
+    unchanged: int,
+    which: str,
+    probe_model: str,
+    tiny_data: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A manifest whose corrupted masks all came out unchanged (8 of 16, or all 16 listed) leaves no known-bad
+    image, one listing every image no good one: the audit says so in one line instead of an AUROC of nan and
+    sklearn's warnings."""
+    root = tmp_path / "data"
+    (root / "labels").mkdir(parents=True)
+    for name in ("images", "dataset.yaml"):
+        os.symlink(tiny_data / name, root / name)
+    os.symlink(tiny_data / "labels" / "train", root / "labels" / "train")
+    same = root / "labels" / "same"
+    same.mkdir()
+    ids = sorted(p.stem for p in (tiny_data / "labels" / "train").glob("*.png"))
+    for i in ids:
+        os.symlink(tiny_data / "labels" / "train" / f"{i}.png", same / f"{i}.png")
+    manifest = {"corrupted": ids[:corrupted], "unchanged": ids[:unchanged]}
+    (same / "manifest.json").write_text(json.dumps(manifest))
+    cfg = TrainConfig(device="cpu")
+    cfg.model.name, cfg.data.size = probe_model, [32, 48]
+    ckpt = tmp_path / "probe.pt"
+    save_checkpoint(make_checkpoint(cfg, load_dataset_info(tiny_data), [probe_network(6)], epoch=0), ckpt)
+    out = tmp_path / "audit"
+    argv = ["audit", "--checkpoint", str(ckpt), "--data", str(root), "--labels", "same", "--out", str(out)]
+    with monkeypatch.context() as m:
+        m.setattr("warnings.showwarning", lambda *a, **k: pytest.fail(f"a warning: {a[0]}"))
+        rc, stdout, _ = run(capsys, *argv, "--device", "cpu", "--top", "1")
+    assert rc == 0
+    assert stdout.splitlines()[2:] == [
+        f"known bad ({same / 'manifest.json'}): {which} of the 16 images, so no detection scores"
+    ]
+    assert "detection" not in json.loads((out / "audit.json").read_text())
 
 
 def test_synth_says_how_many_coarse_masks_differ(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
