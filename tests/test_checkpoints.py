@@ -64,6 +64,21 @@ def test_checkpoints_load_with_weights_only(run_dir: Path) -> None:
     assert (run_dir / "best.pt").stat().st_size < 0.7 * (run_dir / "last.pt").stat().st_size
 
 
+def test_readme_states_the_default_unet_and_its_best_pt_size(tmp_path: Path) -> None:
+    """README's "57 MB for the default U-Net's 14.33 M": the default model of TrainConfig, saved as best.pt."""
+    from nlkd.checkpoint import build_model, make_checkpoint, save_checkpoint
+    from nlkd.config import TrainConfig
+    from nlkd.data.info import DatasetInfo
+
+    cfg, info = TrainConfig(), DatasetInfo(num_classes=3)
+    model = build_model(cfg, info)
+    save_checkpoint(make_checkpoint(cfg, info, [model], 1), tmp_path / "best.pt")
+    params, size = sum(p.numel() for p in model.parameters()), (tmp_path / "best.pt").stat().st_size
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    sentence = f"{size / 1e6:.0f} MB for the default U-Net's {params / 1e6:.2f} M"
+    assert sentence in " ".join(readme.split()), sentence
+
+
 class _Payload:
     """Unpickling this creates the file ``path`` (what a malicious checkpoint's code could do)."""
 

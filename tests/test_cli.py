@@ -320,11 +320,12 @@ def test_score_warns_about_a_weak_teacher(teacher: Path, tiny_data: Path, tmp_pa
 
     monkeypatch.setattr(nlkd.teacher, "score_dataset", weak)
     args = ["score", "--checkpoint", str(teacher / "best.pt"), "--data", str(tiny_data), "--device", "cpu"]
-    rc, _, err = run(capsys, *args, "--out", str(tmp_path / "s.csv"))
+    rc, out, err = run(capsys, *args, "--out", str(tmp_path / "s.csv"))
     assert rc == 0 and err == [
-        "warning: the teacher's mean quality on these 16 training images is 0.020 (below 0.05): its weights "
+        "warning: the teacher's mean quality on these 16 images of split train is 2.0 % (below 5 %): its weights "
         "are near zero everywhere; is it a teacher for this data set and labels?"
     ]
+    assert out == f"scored 16 images -> {tmp_path / 's.csv'} (mean quality 2.0 %, bfmiou)\n"  # percent, for people
 
 
 def test_eval_full_resolution(teacher: Path, tiny_data: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -14,11 +14,12 @@ import pytest
 import yaml
 from PIL import Image
 
-from conftest import SMALL_ENCODER, train_argv
+from conftest import SMALL_ENCODER, probe_network, train_argv
+from nlkd.audit import known_bad_ids
 from nlkd.checkpoint import make_checkpoint, save_checkpoint
 from nlkd.cli import build_parser, main
 from nlkd.config import StrategyConfig, TrainConfig
-from nlkd.data.info import DatasetInfo
+from nlkd.data.info import DatasetInfo, load_dataset_info
 from nlkd.errors import ConfigError
 from nlkd.io import atomic_write_bytes, write_mask
 from nlkd.models import create_model
@@ -86,6 +87,27 @@ def test_rewriting_a_file_keeps_its_permissions(umask: None, tmp_path: Path) -> 
     assert path.read_bytes() == b"new" and path.stat().st_mode & 0o777 == 0o640
 
 
+def test_a_run_and_an_audit_can_be_shared_under_a_group_umask(
+    probe_model: str, tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Under umask 002 (a group-shared machine) every file and folder that ``train`` (with cached teacher
+    maps) and ``audit`` write is group-writable and readable by all, as ``open()`` and ``mkdir()`` make them."""
+    teacher, student, audit = tmp_path / "teacher", tmp_path / "student", tmp_path / "audit"
+    old = os.umask(0o002)
+    try:
+        assert main(train_argv(tiny_data, teacher, "--model", probe_model, "--epochs", "1")) == 0
+        maps = ["--strategy", "band_kd", "--teacher", str(teacher / "best.pt")]
+        assert main(train_argv(tiny_data, student, "--model", probe_model, "--epochs", "1", *maps)) == 0
+        argv = ["audit", "--checkpoint", str(teacher / "best.pt"), "--data", str(tiny_data), "--out", str(audit)]
+        assert main([*argv, "--labels", "train_coarse", "--device", "cpu", "--top", "2"]) == 0
+    finally:
+        os.umask(old)
+    written = [p for folder in (teacher, student, audit) for p in (folder, *folder.rglob("*"))]
+    assert student / "teacher_prob.npy" in written and audit / "report.html" in written
+    modes = {str(p.relative_to(tmp_path)): oct(p.stat().st_mode & 0o777) for p in written}
+    assert {k: v for k, v in modes.items() if v != (oct(0o775) if (tmp_path / k).is_dir() else oct(0o664))} == {}
+
+
 # ----------------------------------------------------------------------------- corrupt
 
 
@@ -139,6 +161,108 @@ def test_corrupt_ignore_index_flag_wins_and_yaml_needs_no_class_count(
     rc, out = corrupt(capsys, band_data, tmp_path / "b", "--ignore-index", "255")
     assert rc == 0 and "unlabelled pixels: value 255, from --ignore-index;" in out
     assert band_moved(band_data, tmp_path / "b") == [False] * 4
+
+
+def test_corrupt_does_not_count_an_unchanged_mask_as_corrupted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Masks whose classes never touch (a 4-px unlabelled band between them all the way down), and one of
+    a single class: a 1-px dilation/erosion changes nothing, so the summary, the manifest and the audit's
+    known-bad ids do not count them as corrupted."""
+    root = tmp_path / "root"
+    for i, mask in enumerate(masks_with_band(3)):
+        mask[:, mask[0] == 255] = 255  # the band of the top half, now in the bottom half too
+        write_mask(root / "labels" / "train" / f"m{i}.png", mask)
+    write_mask(root / "labels" / "train" / "m3.png", np.ones((40, 48), np.uint8))
+    (root / "dataset.yaml").write_text("num_classes: 3\nignore_index: 255\n")
+    capsys.readouterr()
+    rc, out = corrupt(capsys, root, tmp_path / "r1", "--radius", "1", "1")
+    manifest = json.loads((tmp_path / "r1" / "manifest.json").read_text())
+    assert rc == 0 and out.startswith("corrupted 0 of 4 masks")
+    assert manifest["corrupted"] == manifest["unchanged"] == ["m0", "m1", "m2", "m3"]  # chosen, and unchanged
+    assert known_bad_ids(tmp_path / "r1", None) == (set(), str(tmp_path / "r1" / "manifest.json"))
+    for src in sorted((root / "labels" / "train").glob("*.png")):
+        assert (tmp_path / "r1" / src.name).read_bytes() == src.read_bytes()
+    rc, out = corrupt(capsys, root, tmp_path / "r6", "--radius", "6", "6")  # reaches across the band
+    manifest = json.loads((tmp_path / "r6" / "manifest.json").read_text())
+    assert rc == 0 and out.startswith("corrupted 3 of 4 masks")
+    assert manifest["corrupted"] == ["m0", "m1", "m2", "m3"] and manifest["unchanged"] == ["m3"]
+    assert known_bad_ids(tmp_path / "r6", None) == ({"m0", "m1", "m2"}, str(tmp_path / "r6" / "manifest.json"))
+
+
+def test_corrupt_warns_about_unchanged_masks_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = tmp_path / "root"
+    for i in range(7):
+        write_mask(root / "labels" / "train" / f"m{i}.png", np.full((8, 8), i % 3, np.uint8))  # one class each
+    argv = ["corrupt", "--src", str(root / "labels" / "train"), "--dst", str(tmp_path / "d"), "--ratio", "1"]
+    rc, _, err = run(capsys, *argv)
+    assert rc == 0
+    assert [line for line in err if "warning" in line] == [
+        "nlkd corrupt: warning: 7 of the masks chosen for corruption came out unchanged (manifest.json lists them "
+        "as 'unchanged'; the audit does not count them as bad): m0, m1, m2, m3, m4, ... (7 in all) (nothing to "
+        "move within the radius: one class only, or every boundary behind an unlabelled band wider than the radius; "
+        "--radius LO HI sets it)"
+    ]
+
+
+@pytest.mark.parametrize(("corrupted", "unchanged", "which"), [(8, 8, "none"), (16, 16, "none"), (16, 0, "all")])
+def test_audit_without_a_known_bad_and_a_good_image_has_no_detection_scores(
+    corrupted: int,
+    unchanged: int,
+    which: str,
+    probe_model: str,
+    tiny_data: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A manifest whose corrupted masks all came out unchanged (8 of 16, or all 16 listed) leaves no known-bad
+    image, one listing every image no good one: the audit says so in one line instead of an AUROC of nan and
+    sklearn's warnings."""
+    root = tmp_path / "data"
+    (root / "labels").mkdir(parents=True)
+    for name in ("images", "dataset.yaml"):
+        os.symlink(tiny_data / name, root / name)
+    os.symlink(tiny_data / "labels" / "train", root / "labels" / "train")
+    same = root / "labels" / "same"
+    same.mkdir()
+    ids = sorted(p.stem for p in (tiny_data / "labels" / "train").glob("*.png"))
+    for i in ids:
+        os.symlink(tiny_data / "labels" / "train" / f"{i}.png", same / f"{i}.png")
+    manifest = {"corrupted": ids[:corrupted], "unchanged": ids[:unchanged]}
+    (same / "manifest.json").write_text(json.dumps(manifest))
+    cfg = TrainConfig(device="cpu")
+    cfg.model.name, cfg.data.size = probe_model, [32, 48]
+    ckpt = tmp_path / "probe.pt"
+    save_checkpoint(make_checkpoint(cfg, load_dataset_info(tiny_data), [probe_network(6)], epoch=0), ckpt)
+    out = tmp_path / "audit"
+    argv = ["audit", "--checkpoint", str(ckpt), "--data", str(root), "--labels", "same", "--out", str(out)]
+    with monkeypatch.context() as m:
+        m.setattr("warnings.showwarning", lambda *a, **k: pytest.fail(f"a warning: {a[0]}"))
+        rc, stdout, _ = run(capsys, *argv, "--device", "cpu", "--top", "1")
+    assert rc == 0
+    assert stdout.splitlines()[2:] == [
+        f"known bad ({same / 'manifest.json'}): {which} of the 16 images, so no detection scores"
+    ]
+    assert "detection" not in json.loads((out / "audit.json").read_text())
+
+
+def test_synth_says_how_many_coarse_masks_differ(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """At 24x32 the coarse copy's radius (1.5-3.5 px at 96 px, scaled) is below 1 px: nothing moves."""
+    rc, out, _ = run(capsys, "synth", str(tmp_path / "s"), "--n-train", "4", "--n-val", "1", "--n-test", "1",
+                     "--height", "24", "--width", "32")  # fmt: skip
+    manifest = json.loads((tmp_path / "s" / "labels" / "train_coarse" / "manifest.json").read_text())
+    differ = [
+        p.stem
+        for p in sorted((tmp_path / "s" / "labels" / "train").glob("*.png"))
+        if p.read_bytes() != (tmp_path / "s" / "labels" / "train_coarse" / p.name).read_bytes()
+    ]
+    assert rc == 0 and len(manifest["corrupted"]) == 2
+    assert differ == sorted(set(manifest["corrupted"]) - set(manifest["unchanged"]))
+    unchanged = len(manifest["unchanged"])
+    note = f"; {unchanged} more chosen came out unchanged at this size" if unchanged else ""
+    assert out.rstrip().endswith(f"labels/train_coarse has {len(differ)} of 4 masks corrupted{note})")
+    assert unchanged == 2  # what this test is about (if synth changes, pick a size where it holds)
 
 
 # ----------------------------------------------------------------------------- predict
@@ -216,6 +340,37 @@ def test_predict_refuses_to_write_into_the_image_folder(
     assert (tmp_path / "a.png").read_bytes() == before
 
 
+@pytest.mark.parametrize("yaml_text", ["num_classes: 3\nignore_index: 255\n", "ignore_index: 2\n", None])
+def test_predict_of_a_data_set_split_with_the_checkpoint_s_classes(
+    yaml_text: str | None, untrained_ckpt: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """Nothing to refuse: the same classes (the ignore index is not checked), a dataset.yaml without a class
+    count (as ``nlkd corrupt`` reads one), or none."""
+    root = tmp_path / "root"
+    save_rgb(root / "images" / "test" / "a.png", (20, 30))
+    if yaml_text is not None:
+        (root / "dataset.yaml").write_text(yaml_text)
+    monkeypatch.chdir(tmp_path)
+    rc, stdout, _ = predict(capsys, untrained_ckpt, Path("root/images/test"), Path("out"))
+    assert rc == 0 and stdout.splitlines() == [
+        "predicted 1 image -> out (1 mask + 1 overlay)",
+        "mask values: 3 classes: 0 class_0, 1 class_1, 2 class_2",
+    ]
+
+
+def test_predict_refuses_a_checkpoint_of_other_classes_than_the_data_set_of_its_images(
+    untrained_ckpt: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    root = tmp_path / "root"
+    save_rgb(root / "images" / "test" / "a.png", (20, 30))
+    (root / "dataset.yaml").write_text("num_classes: 6\nignore_index: 255\n")
+    monkeypatch.chdir(tmp_path)
+    rc, _, err = predict(capsys, untrained_ckpt, Path("root/images/test"), Path("out"))
+    assert rc == 2
+    assert err == [f"nlkd predict: error: {untrained_ckpt}: checkpoint has 3 classes, the data set at root has 6"]
+    assert not (tmp_path / "out").exists()
+
+
 # ----------------------------------------------------------------------------- validate
 
 
@@ -283,6 +438,19 @@ def test_help_lists_exactly_the_registered_models_and_strategies(capsys: pytest.
     text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
     assert f"--model MODEL {' | '.join(list_models())} (default: unet)" in text
     assert f"how each image's loss is weighted: {' | '.join(STRATEGIES)} (default: baseline)" in text
+
+
+def test_teacher_help_names_the_strategies_that_need_one(capsys: pytest.CaptureFixture[str]) -> None:
+    from nlkd.strategies import STRATEGIES, create_strategy
+    from nlkd.teacher_cache import TEACHER_PROB
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    built = {name: create_strategy(StrategyConfig(name=name), 3, None, 10) for name in STRATEGIES}
+    need = [name for name, s in built.items() if s.needs_teacher or TEACHER_PROB in s.needs_extras]
+    assert {"nlkd", "band_kd", "nlkd_pixel"} <= set(need)
+    assert f"--teacher CKPT teacher checkpoint (an earlier run's best.pt); needed by {', '.join(need)} " in text
 
 
 @pytest.mark.parametrize("name", ["cpu", "paper"])
@@ -434,19 +602,47 @@ def test_argparse_errors_are_one_line_and_exit_2(
 @pytest.mark.parametrize(
     ("teacher", "message"),
     [
-        (None, "strategy 'nlkd' needs a teacher: pass --teacher CKPT (or --teacher-scores CSV)"),
+        (None, "strategy '{strategy}' needs a teacher: pass --teacher CKPT{also}"),
         ("folder", "{teacher}: a folder, not a teacher checkpoint; pass a file such as its best.pt"),
         ("missing.pt", "{teacher}: teacher checkpoint not found"),
     ],
 )
+@pytest.mark.parametrize(
+    ("strategy", "also"),
+    [
+        (["nlkd"], " (or --teacher-scores CSV)"),
+        (["band_kd"], ""),  # needs the teacher's probability maps: teacher scores do not do
+        (["nlkd_pixel", "--teacher-scores", "scores.csv"], ""),
+        (["relax", "--set", "strategy.doubt_rule=teacher"], ""),
+    ],
+)
 def test_train_checks_the_teacher_before_writing_the_run_folder(
-    teacher: str | None, message: str, tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    teacher: str | None,
+    message: str,
+    strategy: list[str],
+    also: str,
+    tiny_data: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     (tmp_path / "folder").mkdir()
     out = tmp_path / "run"
     extra = [] if teacher is None else ["--teacher", str(tmp_path / teacher)]
-    rc, _, err = run(capsys, *train_argv(tiny_data, out, "--strategy", "nlkd", *extra))
-    assert rc == 2 and err == [f"nlkd train: error: {message.format(teacher=tmp_path / str(teacher))}"]
+    rc, _, err = run(capsys, *train_argv(tiny_data, out, "--strategy", *strategy, *extra))
+    expected = message.format(strategy=strategy[0], also=also, teacher=tmp_path / str(teacher))
+    assert rc == 2 and err == [f"nlkd train: error: {expected}"]
+    assert not out.exists()
+
+
+def test_teacher_maps_need_a_fixed_size_said_before_writing_the_run_folder(
+    tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    teacher, out = tmp_path / "teacher.pt", tmp_path / "run"
+    teacher.write_bytes(b"never read: the size is checked first")
+    argv = train_argv(tiny_data, out, "--strategy", "band_kd", "--teacher", str(teacher), "--set", "data.size=null")
+    rc, _, err = run(capsys, *argv)
+    assert rc == 2
+    assert err == ["nlkd train: error: teacher probability maps need a fixed training size: pass --size HxW"]
     assert not out.exists()
 
 

@@ -174,18 +174,24 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def check_matches_data(
-    ckpt_info: DatasetInfo, data_info: DatasetInfo, path: str | os.PathLike[str], *, ignore_index: bool = True
+    ckpt_info: DatasetInfo,
+    data_info: DatasetInfo,
+    path: str | os.PathLike[str],
+    *,
+    ignore_index: bool = True,
+    data_name: str = "the data set",
 ) -> None:
     """Refuse a checkpoint (``path``) whose classes or (when ``ignore_index``) ignore index differ from the
-    data set's. A judge of annotations (``nlkd audit``) checks classes only: which pixels a teacher was
-    trained to skip does not change what it predicts, and a teacher of fine masks judges coarse ones."""
+    data set's (called ``data_name`` in the message). A judge of annotations (``nlkd audit``) and
+    ``nlkd predict`` check classes only: which pixels a model was trained to skip does not change what it
+    predicts, and a teacher of fine masks judges coarse ones."""
     if ckpt_info.num_classes != data_info.num_classes:
         raise DataError(
-            f"{path}: checkpoint has {ckpt_info.num_classes} classes, the data set has {data_info.num_classes}"
+            f"{path}: checkpoint has {ckpt_info.num_classes} classes, {data_name} has {data_info.num_classes}"
         )
     if ignore_index and ckpt_info.ignore_index != data_info.ignore_index:
         raise DataError(
-            f"{path}: checkpoint has ignore index {ckpt_info.ignore_index}, the data set has {data_info.ignore_index}"
+            f"{path}: checkpoint has ignore index {ckpt_info.ignore_index}, {data_name} has {data_info.ignore_index}"
         )
 
 

@@ -36,6 +36,7 @@ __all__ = [
     "atomic_write_text",
     "checkpoint_bytes",
     "file_digest",
+    "new_file_mode",
     "read_image",
     "read_mask",
     "read_pixels",
@@ -54,7 +55,7 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    mode = _new_file_mode(path)
+    mode = new_file_mode(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.chmod(tmp, mode)
@@ -70,7 +71,7 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
         raise
 
 
-def _new_file_mode(path: Path) -> int:
+def new_file_mode(path: Path) -> int:
     """Permission bits for a (re)written ``path``: the existing file's, else ``0o666 & ~umask``."""
     try:
         return stat.S_IMODE(path.stat().st_mode)

@@ -258,8 +258,10 @@ def corrupt_dataset(
     Progress goes to stderr (:mod:`nlkd.progress`) unless ``show_progress`` is False.
 
     Returns:
-        The manifest: mode, ratio, seed, ignore_index (the one used), params, corrupted (sorted
-        ids), n_images, source (absolute path of ``src``), source_relative (``src`` relative to ``dst``).
+        The manifest: mode, ratio, seed, ignore_index (the one used), params, corrupted (sorted ids of
+        the masks chosen for corruption), unchanged (those of them the corruption left as they were, e.g.
+        one class only or every boundary behind an unlabelled band wider than the radius; copied byte for
+        byte), n_images, source (absolute path of ``src``), source_relative (``src`` relative to ``dst``).
 
     Raises:
         DataError: missing/empty source, dst equal to or inside src, non-empty foreign dst,
@@ -281,21 +283,13 @@ def corrupt_dataset(
     for stale in dst.glob("*.png"):
         if stale.stem not in ids:
             stale.unlink()
+    unchanged = []
     for image_id in progress(ids, f"corrupt ({mode})", unit="mask", show=show_progress):
         path = src / f"{image_id}.png"
         if image_id not in chosen:
             atomic_write_bytes(dst / path.name, path.read_bytes())
-            continue
-        mask, rng = read_mask(path), _image_rng(int(seed), image_id)
-        corrupt = {"dilate_erode": dilate_erode, "polygon": polygon_coarse, "markov": markov_noise}[mode]
-        try:
-            noisy = corrupt(mask, rng, ignore_index=used_ignore, **params)
-        except ValueError as e:
-            raise ConfigError(f"{mode} parameters {params} (on {path}): {e}") from None
-        try:
-            write_mask(dst / path.name, noisy)
-        except ValueError as e:
-            raise DataError(f"{path}: cannot write corrupted mask ({e})") from None
+        elif not _write_corrupted(path, dst, mode, _image_rng(int(seed), image_id), used_ignore, params):
+            unchanged.append(image_id)
     manifest = {
         "mode": mode,
         "ratio": float(ratio),
@@ -303,12 +297,34 @@ def corrupt_dataset(
         "ignore_index": used_ignore,
         "params": {k: list(v) if isinstance(v, tuple) else v for k, v in sorted(params.items())},
         "corrupted": corrupted,
+        "unchanged": unchanged,
         "n_images": len(ids),
         "source": str(src.resolve()),
         **_relative_source(src, dst),
     }
     atomic_write_text(dst / MANIFEST_NAME, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return manifest
+
+
+def _write_corrupted(
+    path: Path, dst: Path, mode: Mode, rng: np.random.Generator, ignore_index: int | None, params: dict[str, Any]
+) -> bool:
+    """Write the mask at ``path`` corrupted by ``mode`` to ``dst``; False (and a byte copy written) when the
+    corruption left it unchanged, e.g. every boundary behind an unlabelled band wider than the radius."""
+    mask = read_mask(path)
+    corrupt = {"dilate_erode": dilate_erode, "polygon": polygon_coarse, "markov": markov_noise}[mode]
+    try:
+        noisy = corrupt(mask, rng, ignore_index=ignore_index, **params)
+    except ValueError as e:
+        raise ConfigError(f"{mode} parameters {params} (on {path}): {e}") from None
+    if np.array_equal(noisy, mask):
+        atomic_write_bytes(dst / path.name, path.read_bytes())
+        return False
+    try:
+        write_mask(dst / path.name, noisy)
+    except ValueError as e:
+        raise DataError(f"{path}: cannot write corrupted mask ({e})") from None
+    return True
 
 
 def _relative_source(src: Path, dst: Path) -> dict[str, str]:

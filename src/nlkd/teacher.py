@@ -173,15 +173,17 @@ def _cached_key(path: Path) -> str | None:
 WEAK_TEACHER = 0.05
 
 
-def weak_teacher_warning(scores: Tensor, what: str) -> str | None:
-    """A warning when the mean of the (N,) ``scores`` (NaN = no valid pixel, skipped) is below
-    :data:`WEAK_TEACHER`: such a teacher weights every image near zero, however good its annotation."""
+def weak_teacher_warning(scores: Tensor, what: str, images: str = "training images") -> str | None:
+    """A warning when the mean of the (N,) ``scores`` (NaN = no valid pixel, skipped) of the N ``images``
+    is below :data:`WEAK_TEACHER`: such a teacher weights every image near zero, however good its
+    annotation. Printed for people, so in percent (the scores are fractions)."""
     mean = float(torch.nanmean(scores.float())) if len(scores) else math.nan
     if not mean < WEAK_TEACHER:
         return None
     return (
-        f"warning: the teacher's mean {what} on these {len(scores)} training images is {mean:.3f} (below "
-        f"{WEAK_TEACHER}): its weights are near zero everywhere; is it a teacher for this data set and labels?"
+        f"warning: the teacher's mean {what} on these {len(scores)} {images} is {100 * mean:.1f} % (below "
+        f"{100 * WEAK_TEACHER:.0f} %): its weights are near zero everywhere; is it a teacher for this data set "
+        "and labels?"
     )
 
 

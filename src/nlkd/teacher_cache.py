@@ -32,7 +32,7 @@ from nlkd.config import TrainConfig
 from nlkd.data.extras import ExtraMap, register_extra
 from nlkd.data.folder import FolderDataset, make_loader
 from nlkd.errors import ConfigError, DataError
-from nlkd.io import atomic_write_text, file_digest
+from nlkd.io import atomic_write_text, file_digest, new_file_mode
 from nlkd.progress import progress
 
 __all__ = [
@@ -76,9 +76,11 @@ def write_prob_cache(
     c = dataset.info.num_classes
     shape = (len(dataset), c, *dataset.size)
     path.parent.mkdir(parents=True, exist_ok=True)
+    mode = new_file_mode(path)  # as open() would give, not mkstemp's 0600
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
+        os.chmod(tmp, mode)
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
         model.eval()
         loader = make_loader(dataset, batch_size=batch_size, shuffle=False, seed=0)

@@ -52,7 +52,7 @@ from nlkd.data.info import DatasetInfo
 from nlkd.data.notes import data_warnings
 from nlkd.data.validate import check_split
 from nlkd.encoder_weights import is_weights_file, load_encoder_weights
-from nlkd.errors import DataError, NLKDError
+from nlkd.errors import ConfigError, DataError, NLKDError
 from nlkd.evaluate import BOUNDARY_KEYS, evaluate
 from nlkd.io import atomic_write_bytes, atomic_write_text, checkpoint_bytes
 from nlkd.models import auxiliary_loss
@@ -64,6 +64,7 @@ from nlkd.separation import WeightSeparation
 from nlkd.strategies import StepInputs, Strategy, create_strategy
 from nlkd.strategies.base import network_loss
 from nlkd.teacher import teacher_scores
+from nlkd.teacher_cache import TEACHER_PROB
 from nlkd.tensorboard_log import TensorBoardLog
 from nlkd.weighting import per_image_cross_entropy
 
@@ -228,7 +229,7 @@ def build_run(cfg: TrainConfig, saved: dict[str, Any] | None, log: Log) -> Run:
     info = dataset_info(cfg)
     train_ds, val_ds = build_datasets(cfg, info)
     strategy = create_strategy(cfg.strategy, info.num_classes, info.ignore_index, cfg.epochs)
-    _check_teacher(cfg, info, strategy.needs_teacher)
+    _check_teacher(cfg, info, scores=strategy.needs_teacher, maps=TEACHER_PROB in strategy.needs_extras)
     models = _build_models(cfg, info, strategy.num_networks, device)
     if cfg.batch_size // dd.world_size < 1 or cfg.batch_size % dd.world_size:
         raise NLKDError(f"batch_size {cfg.batch_size} must be a multiple of the {dd.world_size} processes")
@@ -338,18 +339,21 @@ def _resume_or_start(run: Run, saved: dict[str, Any] | None) -> None:
         atomic_write_text(run.out / "config.yaml", yaml.safe_dump(config_to_dict(run.cfg), sort_keys=False))
 
 
-def _check_teacher(cfg: TrainConfig, info: DatasetInfo, needed: bool) -> None:
-    """Before anything is written: a strategy that ``needed`` a teacher has one (or teacher scores), and a
-    teacher checkpoint is a file that knows the data set's classes and ignore index."""
+def _check_teacher(cfg: TrainConfig, info: DatasetInfo, *, scores: bool, maps: bool) -> None:
+    """Before anything is written: a strategy that needs teacher ``scores`` has a teacher or teacher scores,
+    one that needs the teacher's probability ``maps`` has a teacher checkpoint, and a teacher checkpoint is a
+    file that knows the data set's classes and ignore index."""
     s = cfg.strategy
-    if s.teacher_scores:
-        return
+    needed = maps or (scores and not s.teacher_scores)
     if needed and not s.teacher:
-        raise DataError(f"strategy {s.name!r} needs a teacher: pass --teacher CKPT (or --teacher-scores CSV)")
+        also = "" if maps else " (or --teacher-scores CSV)"
+        raise DataError(f"strategy {s.name!r} needs a teacher: pass --teacher CKPT{also}")
     if needed and Path(s.teacher).is_dir():
         raise DataError(f"{s.teacher}: a folder, not a teacher checkpoint; pass a file such as its best.pt")
     if needed and not Path(s.teacher).is_file():
         raise DataError(f"{s.teacher}: teacher checkpoint not found")
+    if maps and cfg.data.size is None:
+        raise ConfigError("teacher probability maps need a fixed training size: pass --size HxW")
     if s.teacher and Path(s.teacher).is_file():
         check_matches_data(checkpoint_info(load_checkpoint(s.teacher)), info, s.teacher)
 

@@ -12,7 +12,8 @@ __all__ = ["known_bad_ids"]
 
 def known_bad_ids(label_dir: Path, known_bad: str | None) -> tuple[set[str], str] | None:
     """Ids of known-bad annotations and where they came from: ``known_bad`` (one id per line, ``#``
-    comments), else ``label_dir/manifest.json`` of ``nlkd corrupt``, else None."""
+    comments), else ``label_dir/manifest.json`` of ``nlkd corrupt`` (its corrupted masks but those the
+    corruption left unchanged), else None."""
     if known_bad is not None:
         path = Path(known_bad)
         try:
@@ -22,4 +23,6 @@ def known_bad_ids(label_dir: Path, known_bad: str | None) -> tuple[set[str], str
         ids = {ln.split("#", 1)[0].strip() for ln in text.splitlines()}
         return ids - {""}, str(path)
     manifest = load_manifest(label_dir)
-    return None if manifest is None else (set(manifest["corrupted"]), str(label_dir / "manifest.json"))
+    if manifest is None:
+        return None
+    return set(manifest["corrupted"]) - set(manifest.get("unchanged", [])), str(label_dir / "manifest.json")

@@ -188,6 +188,20 @@ def _teachers(args: argparse.Namespace, out: Path):
     return teachers, info, args.size or cfg.data.size, str(args.checkpoint)
 
 
+def _usable_known_bad(
+    known: tuple[set[str], str] | None, ids: list[str]
+) -> tuple[tuple[set[str], str] | None, str | None]:
+    """``known`` (known-bad ids, their source) when it can score a detection — at least one bad and one
+    good image among the audited ``ids`` —, else None and the line that says why there are no such scores."""
+    if known is None:
+        return None, None
+    bad = known[0] & set(ids)
+    if 0 < len(bad) < len(ids):
+        return known, None
+    which = "none" if not bad else "all"
+    return None, f"known bad ({known[1]}): {which} of the {len(ids)} images, so no detection scores"
+
+
 def run(args: argparse.Namespace) -> int:
     from nlkd.audit import PROGRESS_NAME, known_bad_ids
     from nlkd.data.folder import FolderDataset
@@ -210,7 +224,7 @@ def run(args: argparse.Namespace) -> int:
     )
     n_export = _export_count(args, len(dataset))
     label_dir = Path(args.data) / "labels" / (args.labels or args.split)
-    known = known_bad_ids(label_dir, args.known_bad)
+    known, known_note = _usable_known_bad(known_bad_ids(label_dir, args.known_bad), dataset.ids)
     meta = {
         "teacher": what,
         "data": str(args.data),
@@ -240,6 +254,8 @@ def run(args: argparse.Namespace) -> int:
             f"known bad ({found.source}): AUROC {found.auroc:.3f}, AP {found.average_precision:.3f} "
             f"({found.n_bad} of {found.n} images)"
         )
+    if known_note:
+        print(known_note)
     if args.export:
         from nlkd.audit.exports import export_relabel_queue
 
@@ -308,7 +324,7 @@ def run_audit(
         resume=resume,
         save_every=save_every,
     )
-    warning = weak_teacher_warning(torch.from_numpy(table.quality), "quality")
+    warning = weak_teacher_warning(torch.from_numpy(table.quality), "quality", f"images of split {dataset.split}")
     if warning:
         log(warning)
     found, others = None, {}

@@ -134,8 +134,24 @@ def run(args: argparse.Namespace) -> int:
         unlabelled = f"value {used}, from {source}" + ("" if args.mode == "polygon" else "; never moved")
     else:
         unlabelled = f"value {used}, the polygon band's default (--ignore-index sets it)"
+    changed = len(manifest["corrupted"]) - len(manifest["unchanged"])
     print(
-        f"corrupted {len(manifest['corrupted'])} of {manifest['n_images']} masks ({args.mode}, seed "
+        f"corrupted {changed} of {manifest['n_images']} masks ({args.mode}, seed "
         f"{args.seed}) -> {args.dst} (manifest.json lists them)\nunlabelled pixels: {unlabelled}"
     )
+    if manifest["unchanged"]:
+        print_warnings("corrupt", [_unchanged_warning(manifest["unchanged"], args.mode)])
     return 0
+
+
+def _unchanged_warning(unchanged: list[str], mode: str) -> str:
+    """What to say about the masks chosen for corruption that came out unchanged (ids: the first five)."""
+    shown = ", ".join(unchanged[:5]) + (f", ... ({len(unchanged)} in all)" if len(unchanged) > 5 else "")
+    hint = (
+        " (nothing to move within the radius: one class only, or every boundary behind an unlabelled band wider"
+        " than the radius; --radius LO HI sets it)"
+    )
+    return (
+        f"{len(unchanged)} of the masks chosen for corruption came out unchanged (manifest.json lists them as "
+        f"'unchanged'; the audit does not count them as bad): {shown}{hint if mode == 'dilate_erode' else ''}"
+    )

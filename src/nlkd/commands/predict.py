@@ -3,20 +3,27 @@
 For every image ``DIR/<name>.<ext>`` (.jpg, .jpeg, .png, .tif, .tiff, .bmp, .webp: what training reads) it
 writes ``OUT/<name>.png`` (class index per pixel, at the image's own size) and ``OUT/<name>_overlay.png``.
 Other files are skipped and named; two images that would write the same output (``a.jpg`` and ``a.png``),
-or an output that exists already (an earlier prediction), are refused before anything is written.
+or an output that exists already (an earlier prediction), are refused before anything is written. When DIR
+is ``ROOT/images/<split>`` of a data set with ``ROOT/dataset.yaml``, a checkpoint of another number of
+classes is refused too. The summary names the classes the mask values stand for.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections import defaultdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from nlkd.commands._common import DEVICE_HELP
 from nlkd.io import IMAGE_EXTENSIONS
 
-__all__ = ["PREDICT_EXTENSIONS", "plan_outputs", "register", "run"]
+if TYPE_CHECKING:
+    from nlkd.data.info import DatasetInfo
+
+__all__ = ["PREDICT_EXTENSIONS", "data_set_of", "plan_outputs", "register", "run"]
 
 #: Image files ``nlkd predict`` reads: the ones every command reads (:data:`nlkd.io.IMAGE_EXTENSIONS`).
 PREDICT_EXTENSIONS = IMAGE_EXTENSIONS
@@ -80,6 +87,38 @@ def plan_outputs(src: Path, out: Path) -> tuple[list[Path], list[Path]]:
     return files, skipped
 
 
+def data_set_of(images: Path) -> Path | None:
+    """``ROOT`` when the folder ``images`` is ``ROOT/images/<split>`` and ``ROOT/dataset.yaml`` exists, else None."""
+    root = Path(os.path.normpath(images / os.pardir / os.pardir))  # as the user wrote it: d3, not /home/.../d3
+    if images.absolute().parent.name != "images" or not (root / "dataset.yaml").is_file():
+        return None
+    return root
+
+
+def _check_against_data_set(ckpt_info: DatasetInfo, images: Path, checkpoint: str) -> None:
+    """Refuse a checkpoint whose number of classes differs from that of the data set ``images`` belong to
+    (:func:`data_set_of`), when its ``dataset.yaml`` gives one (``nlkd corrupt`` reads one without)."""
+    from nlkd.checkpoint import check_matches_data
+    from nlkd.data.info import load_dataset_info
+    from nlkd.errors import DataError
+
+    root = data_set_of(images)
+    if root is None:
+        return
+    try:
+        data_info = load_dataset_info(root)
+    except DataError:  # no num_classes in it: nothing to check against
+        return
+    check_matches_data(ckpt_info, data_info, checkpoint, ignore_index=False, data_name=f"the data set at {root}")
+
+
+def _describe_classes(names: list[str], shown: int = 10) -> str:
+    """``"3 classes: 0 sky, 1 road, 2 car"`` (the first ``shown`` names, then how many more)."""
+    listed = ", ".join(f"{i} {name}" for i, name in enumerate(names[:shown]))
+    more = f", ... ({len(names) - shown} more)" if len(names) > shown else ""
+    return f"{len(names)} classes: {listed}{more}"
+
+
 def _describe_skipped(skipped: list[Path]) -> str:
     shown = ", ".join(p.name + ("/" if p.is_dir() else "") for p in skipped[:5])
     more = f", ... ({len(skipped)} in all)" if len(skipped) > 5 else ""
@@ -90,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
-    from nlkd.checkpoint import model_from_checkpoint
+    from nlkd.checkpoint import checkpoint_info, load_checkpoint, model_from_checkpoint
     from nlkd.data.transforms import resize_image, to_tensor
     from nlkd.io import read_image, write_mask, write_rgb
     from nlkd.plots import overlay
@@ -106,7 +145,9 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     device = resolve_device(args.device)
-    model, cfg, info = model_from_checkpoint(args.checkpoint, device)
+    ckpt = load_checkpoint(args.checkpoint)
+    _check_against_data_set(checkpoint_info(ckpt), src, args.checkpoint)
+    model, cfg, info = model_from_checkpoint(ckpt, device)
     with torch.no_grad():
         for path in progress(files, "predicting", unit="image"):
             image = read_image(path)
@@ -118,5 +159,7 @@ def run(args: argparse.Namespace) -> int:
             write_mask(out / f"{path.stem}.png", pred)
             write_rgb(out / f"{path.stem}_overlay.png", overlay(image, pred, info.palette, None))
     note = f"; {len(skipped)} other entries skipped" if skipped else ""
-    print(f"predicted {len(files)} images -> {out} ({len(files)} masks + {len(files)} overlays{note})")
+    n, plural = len(files), "" if len(files) == 1 else "s"
+    print(f"predicted {n} image{plural} -> {out} ({n} mask{plural} + {n} overlay{plural}{note})")
+    print(f"mask values: {_describe_classes(info.class_names)}")
     return 0

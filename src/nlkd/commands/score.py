@@ -65,9 +65,10 @@ def run(args: argparse.Namespace) -> int:
         model, dataset, device = open_split(args)
         table = score_dataset(model, dataset, args.tolerance, device)
     atomic_write_text(args.out, table.to_csv(args.metric))
-    warning = weak_teacher_warning(torch.from_numpy(np.asarray(table.metric(args.metric), dtype=np.float64)), "quality")
+    quality = torch.from_numpy(np.asarray(table.metric(args.metric), dtype=np.float64))
+    warning = weak_teacher_warning(quality, "quality", f"images of split {args.split}")
     if warning:
         print(warning, file=sys.stderr)
-    mean = np.nanmean(table.metric(args.metric)) if np.isfinite(table.metric(args.metric)).any() else float("nan")
-    print(f"scored {len(table.ids)} images -> {args.out} (mean quality {mean:.3f}, {args.metric})")
+    mean = float(quality.nanmean()) if quality.isfinite().any() else float("nan")
+    print(f"scored {len(table.ids)} images -> {args.out} (mean quality {100 * mean:.1f} %, {args.metric})")
     return 0

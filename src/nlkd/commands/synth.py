@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from nlkd.data.synth import CLASS_NAMES, make_synthetic
 from nlkd.errors import ConfigError
+from nlkd.noise import load_manifest
 
 __all__ = ["register", "run"]
 
@@ -48,10 +50,12 @@ def run(args: argparse.Namespace) -> int:
         size=(args.height, args.width),
         coarse_ratio=args.coarse_ratio,
     )
-    n_coarse = round(args.coarse_ratio * args.n_train)
+    manifest = load_manifest(Path(root) / "labels" / "train_coarse") or {"corrupted": [], "unchanged": []}
+    unchanged = len(manifest["unchanged"])
+    note = f"; {unchanged} more chosen came out unchanged at this size" if unchanged else ""
     print(
         f"wrote synthetic data set to {root} ({args.n_train} train / {args.n_val} val / {args.n_test} test, "
-        f"{args.height}x{args.width}, {len(CLASS_NAMES)} classes; labels/train_coarse has {n_coarse} "
-        f"of {args.n_train} masks corrupted)"
+        f"{args.height}x{args.width}, {len(CLASS_NAMES)} classes; labels/train_coarse has "
+        f"{len(manifest['corrupted']) - unchanged} of {args.n_train} masks corrupted{note})"
     )
     return 0

@@ -12,6 +12,7 @@ from nlkd.config import LogKind, TrainConfig, load_config, parse_set
 from nlkd.data.folder import FORMATS
 from nlkd.optim import OptimizerName
 from nlkd.strategies import STRATEGIES
+from nlkd.teacher_cache import TEACHER_PROB
 from nlkd.weighting import METRICS
 
 #: Configs shipped in ``nlkd/configs/``, usable as ``--config NAME``.
@@ -150,6 +151,11 @@ def _data_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _teacher_strategies() -> list[str]:
+    """The registered strategies that need a teacher in their default settings (its scores or its maps)."""
+    return [name for name, cls in STRATEGIES.items() if cls.needs_teacher or TEACHER_PROB in cls.needs_extras]
+
+
 def _method_args(p: argparse.ArgumentParser) -> None:
     d = _default
     p.add_argument("--model", help=f"{{models}} (default: {d('model.name')})")
@@ -167,7 +173,8 @@ def _method_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--teacher",
         metavar="CKPT",
-        help="teacher checkpoint (an earlier run's last.pt); needed by reweight, nlkd, discard",
+        help=f"teacher checkpoint (an earlier run's best.pt); needed by {', '.join(_teacher_strategies())} "
+        "(relax too with --set strategy.doubt_rule=teacher or score)",
     )
     p.add_argument(
         "--teacher-scores",
