@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import torch
@@ -14,6 +14,8 @@ import nlkd.weighting
 from nlkd.config import TrainConfig
 from nlkd.data.synth import make_synthetic
 from nlkd.models import registry
+
+T = TypeVar("T")
 
 CAMVID = Path(__file__).resolve().parents[2] / "shared" / "data" / "camvid"
 
@@ -32,6 +34,16 @@ def _one_thread_again(_one_thread):
     """... and every test starts on one thread again, whatever the test before it set (``train`` restores the
     caller's count, other in-process commands may not): recorded losses are pinned at one thread."""
     torch.set_num_threads(1)
+
+
+def recorded_on_this_cpu(by_cpu: dict[str, T]) -> T:
+    """The entry of ``by_cpu`` recorded on a CPU of this one's kernel level
+    (``torch.backends.cpu.get_cpu_capability()``: float kernels round differently on AVX2 and AVX-512, by
+    up to 1 % over an epoch); the test is skipped, saying why, on a level with no recording."""
+    level = torch.backends.cpu.get_cpu_capability()
+    if level not in by_cpu:
+        pytest.skip(f"values recorded on {', '.join(sorted(by_cpu))} CPUs only; this one is {level}")
+    return by_cpu[level]
 
 
 @pytest.fixture(scope="session")
