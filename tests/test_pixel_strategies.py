@@ -1,4 +1,4 @@
-"""Pixel-level strategies (relax, band_kd, nlkd_pixel, adele) on tiny cases with known answers."""
+"""Pixel-level strategies (relax, band_kd, nlkd_pixel, adele, band_ignore) on tiny cases with known answers."""
 
 from __future__ import annotations
 
@@ -196,3 +196,48 @@ def test_adele_sums_the_epoch_counts_over_processes(tmp_path):
         dist.destroy_process_group()
     np.testing.assert_equal(strat.history, [[0.75, np.nan, 0.5]])
     assert strat.counts.sum() == 0
+
+
+# --- band_ignore ---------------------------------------------------------------------------------------
+
+
+def _vertical_edge(b: int = 2, h: int = 6, w: int = 10) -> torch.Tensor:
+    """Class 0 in columns 0-4, class 1 in columns 5-9: boundary pixels are columns 4 and 5."""
+    t = torch.zeros(b, h, w, dtype=torch.long)
+    t[:, :, 5:] = 1
+    return t
+
+
+def test_band_ignore_all_drops_exactly_the_pixels_nearer_than_the_radius():
+    t = _vertical_edge()
+    lw = _make("band_ignore", band_radius=2.0).loss_weights(_step(t, torch.zeros(2, C, 6, 10)))[0]
+    dropped_cols = {int(c) for c in (lw.pixel[0] == 0).nonzero()[:, 1]}
+    assert dropped_cols == {3, 4, 5, 6}  # distance 0 (columns 4, 5) and 1 (3, 6); 2 is not < 2
+    assert torch.equal(lw.pixel[0], lw.pixel[1]) and torch.equal(lw.image, torch.ones(2))
+    assert set(lw.pixel.unique().tolist()) == {0.0, 1.0}
+
+
+def test_band_ignore_score_rule_drops_the_band_of_low_scored_images_only():
+    t = _vertical_edge(b=3)
+    s = _make("band_ignore", band_radius=2.0, doubt_rule="score", doubt_quantile=0.5)
+    assert s.needs_teacher
+    s.setup(torch.tensor([0.2, 0.5, 0.9, 0.8]))  # median cut-off 0.65 (torch.quantile interpolates)
+    step = _step(t, torch.zeros(3, C, 6, 10), teacher_scores=torch.tensor([0.3, 0.9, float("nan")]))
+    pixel = s.loss_weights(step)[0].pixel
+    assert (pixel[0] == 0).sum() == 4 * 6  # low score: the band of 4 columns dropped
+    assert torch.equal(pixel[1], torch.ones(6, 10))  # above the cut-off: plain CE
+    assert (pixel[2] == 0).sum() == 4 * 6  # unscorable: in doubt
+
+
+def test_band_ignore_leaves_ignore_pixels_out_of_the_logged_share_and_equals_ce_off_the_band():
+    t = _vertical_edge(b=1)
+    t[0, 0, :] = IGN  # an unlabelled first row: its neighbours in row 1 become boundary too
+    s = _make("band_ignore", band_radius=1.0)
+    logits = torch.randn(1, C, 6, 10, generator=torch.Generator().manual_seed(0))
+    lw = s.loss_weights(_step(t, logits))[0]
+    annotated = t != IGN
+    dropped = (lw.pixel == 0) & annotated
+    assert s.log.pop()["dropped_share"] == pytest.approx(float(dropped.sum() / annotated.sum()))
+    kept = (lw.pixel == 1) & annotated
+    ce = F.cross_entropy(logits, t.clamp(max=C - 1), reduction="none")[kept].mean()
+    assert _loss(lw, logits, t)[0] == pytest.approx(float(ce), rel=1e-5)

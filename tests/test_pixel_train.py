@@ -58,6 +58,8 @@ def _records(out: Path) -> list[dict[str, Any]]:
         ("band_kd", {"strategy.doubt_rule": "score"}, "band_share"),
         ("nlkd_pixel", {"strategy.warmup_epochs": 0}, "pixel_kept"),
         ("adele", {}, "classes_corrected"),
+        ("band_ignore", {}, "dropped_share"),
+        ("band_ignore", {"strategy.doubt_rule": "score"}, "dropped_share"),
     ],
 )
 def test_strategy_trains(tiny_data: Path, teacher: Path, tmp_path: Path, name: str, changes: dict, logged: str):

@@ -105,11 +105,13 @@ class StrategyConfig:
     forget_epochs: int | None = None  # co-teaching: epochs to ramp up the forget rate (default 10 %)
     peer_model: str | None = None  # two-network strategies: the second network (default: same as model)
     disagree_rule: DisagreeRule = "any"  # coteaching_plus candidates: maps differ anywhere | above batch median
-    # pixel-level strategies (relax, band_kd, nlkd_pixel, adele); the papers' defaults where they fit
+    # pixel-level strategies (relax, band_kd, nlkd_pixel, adele, band_ignore); the papers' defaults where they fit
     relax_radius: int = 1  # relax: labels relax to the classes of the (2r+1)² window (Zhu et al.: r = 1)
-    doubt_rule: DoubtRuleName = "all"  # relax, band_kd: all pixels | teacher (cached argmax disagrees) | score (image)
+    # relax, band_kd, band_ignore act on: all pixels | teacher (cached argmax disagrees) | score (low-scored images)
+    doubt_rule: DoubtRuleName = "all"
     doubt_quantile: float = 0.5  # doubt_rule=score: images below this quantile of the teacher scores are in doubt
-    band_radius: float = 3.0  # band_kd: pixels nearer than this (px) to an annotated boundary learn the teacher
+    # band_kd: pixels nearer than this (px) to an annotated boundary learn the teacher; band_ignore: are left out
+    band_radius: float = 3.0
     band_sigma: float = 1.0  # band_kd: annotation reliability 1 − exp(−d/σ) by boundary distance d (BAKD: 1 px)
     kd_temperature: float = 1.0  # band_kd: temperature T of the teacher's soft target (BAKD: 1)
     adele_r: float = 0.9  # adele: correct a class once its fitted IoU slope < (1 − r) × its slope at epoch 1

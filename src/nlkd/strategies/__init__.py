@@ -5,6 +5,7 @@ from __future__ import annotations
 from nlkd.config import StrategyConfig
 from nlkd.errors import ConfigError, did_you_mean
 from nlkd.strategies.adele import Adele
+from nlkd.strategies.band_ignore import BandIgnore
 from nlkd.strategies.band_kd import BandKD
 from nlkd.strategies.base import LossWeights, StepInputs, Strategy
 from nlkd.strategies.discard import Discard
@@ -38,7 +39,7 @@ for _cls in (
     OraclePixel,
 ):
     register_strategy(_cls)
-for _cls in (Relax, BandKD, NLKDPixel, Adele):  # pixel level
+for _cls in (Relax, BandKD, NLKDPixel, Adele, BandIgnore):  # pixel level
     register_strategy(_cls)
 
 

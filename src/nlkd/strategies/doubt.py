@@ -1,4 +1,5 @@
-"""Where an annotation is in doubt: the pixels a pixel-level strategy (``relax``, ``band_kd``) acts on.
+"""Where an annotation is in doubt: the pixels a pixel-level strategy (``relax``, ``band_kd``,
+``band_ignore``) acts on.
 
 ``strategy.doubt_rule``:
 
