@@ -115,6 +115,16 @@ def row_unavailable(row: BenchRow, base: TrainConfig) -> str | None:
     return None
 
 
+def needs_teacher(row: BenchRow, base: TrainConfig) -> bool:
+    """Whether ``row``'s strategy, configured as the row sets it (e.g. ``doubt_rule: score``), needs the
+    baseline run as its teacher (teacher scores or the teacher's probability maps)."""
+    from nlkd.strategies import create_strategy
+
+    cfg = apply_overrides(base, row.changes)
+    strategy = create_strategy(cfg.strategy, 2, None, cfg.epochs)  # the class count does not decide it
+    return strategy.needs_teacher or TEACHER_PROB in strategy.needs_extras
+
+
 def rows_of_kind(setting: BenchSetting, kind: NoiseKind, extra: Sequence[str] = ()) -> list[BenchRow]:
     """The rows the table of ``kind`` shows: every row for the first kind, else the ``all`` rows and the
     rows named in ``extra`` (the best rows of the first kind)."""
@@ -135,8 +145,6 @@ def bench_plan(
         ignore_index: the data set's; polygon labels need one, so 255 is used when it is None.
         extra_rows: noise kind key -> row slugs it runs besides its ``all`` rows.
     """
-    from nlkd.strategies import STRATEGIES
-
     cells: list[Cell] = []
     unavailable = {r.slug: why for r in setting.rows if (why := row_unavailable(r, base)) is not None}
     for kind in setting.noise:
@@ -145,8 +153,7 @@ def bench_plan(
         for row in rows_of_kind(setting, kind, (extra_rows or {}).get(kind.key, ())):
             if row.slug in unavailable or any(c.slug == row.slug_for(kind) for c in cells):
                 continue
-            strategy = STRATEGIES[str(row.changes.get("strategy.name", "baseline"))]
-            teacher = baseline if strategy.needs_teacher or TEACHER_PROB in strategy.needs_extras else None
+            teacher = baseline if needs_teacher(row, base) else None
             labels = "train" if row.clean else kind.labels
             column = "" if row.clean else kind.key
             changes = {**({} if row.clean else extra), **row.changes}
