@@ -16,17 +16,15 @@ images, whose boundaries the clean images that remain still teach.
 
 from __future__ import annotations
 
-from torch import Tensor
-
 from nlkd.config import StrategyConfig
 from nlkd.pixelwise import boundary_distance
-from nlkd.strategies.base import LossWeights, StepInputs, Strategy
-from nlkd.strategies.doubt import DoubtRule
+from nlkd.strategies.base import LossWeights, StepInputs
+from nlkd.strategies.doubt import DoubtStrategy
 
 __all__ = ["BandIgnore"]
 
 
-class BandIgnore(Strategy):
+class BandIgnore(DoubtStrategy):
     """CE without the pixels nearer than ``band_radius`` R to an annotated boundary, where in doubt.
 
     With d(p) the distance of pixel p to the nearest annotated boundary pixel
@@ -46,12 +44,6 @@ class BandIgnore(Strategy):
     def __init__(self, cfg: StrategyConfig, num_classes: int, ignore_index: int | None, epochs: int) -> None:
         super().__init__(cfg, num_classes, ignore_index, epochs)
         self.radius = cfg.band_radius
-        self.doubt = DoubtRule(cfg.doubt_rule, cfg.doubt_quantile)
-        self.needs_teacher = self.doubt.needs_teacher  # type: ignore[misc]
-        self.needs_extras = self.doubt.needs_extras  # type: ignore[misc]
-
-    def setup(self, all_teacher_scores: Tensor) -> None:
-        self.doubt.setup(all_teacher_scores)
 
     def loss_weights(self, step: StepInputs) -> list[LossWeights]:
         target = step.target

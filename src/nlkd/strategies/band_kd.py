@@ -6,17 +6,15 @@ student learns the teacher's soft prediction, elsewhere the annotation.
 
 from __future__ import annotations
 
-from torch import Tensor
-
 from nlkd.config import StrategyConfig
 from nlkd.pixelwise import boundary_distance, one_hot_labels, reliability_weight, soften_probabilities
-from nlkd.strategies.base import LossWeights, StepInputs, Strategy
-from nlkd.strategies.doubt import TEACHER_PROB, DoubtRule
+from nlkd.strategies.base import LossWeights, StepInputs
+from nlkd.strategies.doubt import TEACHER_PROB, DoubtStrategy
 
 __all__ = ["BandKD"]
 
 
-class BandKD(Strategy):
+class BandKD(DoubtStrategy):
     """Per-pixel target mixing the annotation and the cached teacher by the annotation's reliability.
 
     With d(p) the distance to the annotated boundary, α(p) = 1 − exp(−d(p)/σ) (BAKD's boundary
@@ -42,11 +40,6 @@ class BandKD(Strategy):
     def __init__(self, cfg: StrategyConfig, num_classes: int, ignore_index: int | None, epochs: int) -> None:
         super().__init__(cfg, num_classes, ignore_index, epochs)
         self.radius, self.sigma, self.temperature = cfg.band_radius, cfg.band_sigma, cfg.kd_temperature
-        self.doubt = DoubtRule(cfg.doubt_rule, cfg.doubt_quantile)
-        self.needs_teacher = self.doubt.needs_teacher  # type: ignore[misc]
-
-    def setup(self, all_teacher_scores: Tensor) -> None:
-        self.doubt.setup(all_teacher_scores)
 
     def loss_weights(self, step: StepInputs) -> list[LossWeights]:
         target = step.target

@@ -22,12 +22,12 @@ from typing import get_args
 import torch
 from torch import Tensor
 
-from nlkd.config import DoubtRuleName
+from nlkd.config import DoubtRuleName, StrategyConfig
 from nlkd.errors import ConfigError
-from nlkd.strategies.base import StepInputs
+from nlkd.strategies.base import StepInputs, Strategy
 from nlkd.teacher_cache import TEACHER_PROB  # also registers the provider of these maps
 
-__all__ = ["TEACHER_PROB", "DoubtRule"]
+__all__ = ["TEACHER_PROB", "DoubtRule", "DoubtStrategy"]
 
 
 class DoubtRule:
@@ -69,3 +69,17 @@ class DoubtRule:
             raise ValueError(f"doubt_rule 'teacher' needs StepInputs.extras[{TEACHER_PROB!r}]; got none")
         doubt = prob.argmax(1) != step.target
         return doubt if ignore_index is None else doubt | (step.target == ignore_index)
+
+
+class DoubtStrategy(Strategy):
+    """A strategy that acts only where the annotation is in doubt (``strategy.doubt_rule``,
+    ``strategy.doubt_quantile``): it needs the teacher's scores or maps exactly when its rule does."""
+
+    def __init__(self, cfg: StrategyConfig, num_classes: int, ignore_index: int | None, epochs: int) -> None:
+        super().__init__(cfg, num_classes, ignore_index, epochs)
+        self.doubt = DoubtRule(cfg.doubt_rule, cfg.doubt_quantile)
+        self.needs_teacher = type(self).needs_teacher or self.doubt.needs_teacher  # type: ignore[misc]
+        self.needs_extras = tuple(dict.fromkeys((*type(self).needs_extras, *self.doubt.needs_extras)))  # type: ignore[misc]
+
+    def setup(self, all_teacher_scores: Tensor) -> None:
+        self.doubt.setup(all_teacher_scores)

@@ -7,17 +7,15 @@ Propagation and Label Relaxation"), as a strategy.
 
 from __future__ import annotations
 
-from torch import Tensor
-
 from nlkd.config import StrategyConfig
 from nlkd.pixelwise import one_hot_labels, relaxed_label_set
-from nlkd.strategies.base import LossWeights, StepInputs, Strategy
-from nlkd.strategies.doubt import DoubtRule
+from nlkd.strategies.base import LossWeights, StepInputs
+from nlkd.strategies.doubt import DoubtStrategy
 
 __all__ = ["Relax"]
 
 
-class Relax(Strategy):
+class Relax(DoubtStrategy):
     """Label relaxation: near an annotated boundary any class of the neighbourhood counts as right.
 
     Per pixel p with N(p) the classes annotated in the (2r+1)² window around p (``relax_radius`` r,
@@ -38,12 +36,6 @@ class Relax(Strategy):
     def __init__(self, cfg: StrategyConfig, num_classes: int, ignore_index: int | None, epochs: int) -> None:
         super().__init__(cfg, num_classes, ignore_index, epochs)
         self.radius = int(cfg.relax_radius)
-        self.doubt = DoubtRule(cfg.doubt_rule, cfg.doubt_quantile)
-        self.needs_teacher = self.doubt.needs_teacher  # type: ignore[misc]
-        self.needs_extras = self.doubt.needs_extras  # type: ignore[misc]
-
-    def setup(self, all_teacher_scores: Tensor) -> None:
-        self.doubt.setup(all_teacher_scores)
 
     def loss_weights(self, step: StepInputs) -> list[LossWeights]:
         target = step.target
