@@ -196,8 +196,17 @@ def build_rules(
         missing = sorted(set(s.needs_extras) - {TEACHER_PROB, FINE})
         if missing:
             rules.append(Rule(f"{name} (not measured: needs {', '.join(missing)})", None))
-        elif hasattr(s, "doubt"):  # relax, band_kd: the pixels in doubt, by each rule
+        elif hasattr(s, "doubt"):  # relax, band_kd, band_ignore: the pixels in doubt, by each rule
             rules += [strategy_rule(f"{name}, doubt_rule={d}", make(name, doubt_rule=d), last) for d in DOUBT_RULES]
+            if hasattr(s, "side"):  # band_ignore: also only the side the teacher says moved
+                rules += [
+                    strategy_rule(
+                        f"{name}, doubt_rule={d}, band_side=teacher",
+                        make(name, doubt_rule=d, band_side="teacher"),
+                        last,
+                    )
+                    for d in DOUBT_RULES
+                ]
         elif hasattr(s, "weighter"):  # nlkd_pixel: Eq. 6's λ, 0 in the warm-up, final_lambda at the end
             rules.append(strategy_rule(f"{name}, warm-up (λ = 0: teacher only)", s, 0))
             if student:

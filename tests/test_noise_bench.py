@@ -39,6 +39,7 @@ def test_plan_rows_teachers_and_unavailable() -> None:
     assert by["band_kd-de50"].teacher == "baseline-de50"  # teacher maps (extras), not teacher scores
     assert by["nlkd_pixel-de50"].teacher == "baseline-de50" and by["relax-de50"].teacher is None
     assert by["band_ignore-de50"].teacher == "baseline-de50" and by["band_ignore-all-de50"].teacher is None
+    assert by["band_ignore-side-de50"].teacher == "baseline-de50"  # teacher maps and scores
     assert by["baseline-poly50"].changes == {"data.ignore_index": 255}  # polygon labels need an ignore label
     assert "coteaching-poly50" not in slugs  # a first-kind-only row
     for slug in unavailable:  # rows of strategies this nlkd lacks are listed, not planned

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from nlkd.config import StrategyConfig
 from nlkd.early_learning import iou_curve
+from nlkd.errors import ConfigError
 from nlkd.strategies import STRATEGIES, StepInputs, create_strategy
 from nlkd.strategies.base import LossWeights
 from nlkd.weighting import per_image_cross_entropy, per_image_loss
@@ -241,3 +242,15 @@ def test_band_ignore_leaves_ignore_pixels_out_of_the_logged_share_and_equals_ce_
     kept = (lw.pixel == 1) & annotated
     ce = F.cross_entropy(logits, t.clamp(max=C - 1), reduction="none")[kept].mean()
     assert _loss(lw, logits, t)[0] == pytest.approx(float(ce), rel=1e-5)
+
+
+def test_band_ignore_teacher_side_drops_only_the_side_the_teacher_says_moved():
+    t = _vertical_edge(b=1)  # annotated boundary between columns 4 and 5
+    truth = torch.zeros_like(t)
+    truth[:, :, 7:] = 1  # class 1 was grown by 2 columns: 5, 6 are wrong
+    s = _make("band_ignore", band_radius=3.0, band_side="teacher")
+    assert "teacher_prob" in s.needs_extras and not s.needs_teacher
+    lw = s.loss_weights(_step(t, torch.zeros(1, C, 6, 10), extras={"teacher_prob": _one_hot_prob(truth)}))[0]
+    assert {int(c) for c in (lw.pixel[0] == 0).nonzero()[:, 1]} == {5, 6}
+    with pytest.raises(ConfigError, match="band_side"):
+        _make("band_ignore", band_side="left")

@@ -129,3 +129,55 @@ def test_agreement_map_tolerance_and_ignore():
     assert a3[0, 0].all()
     t[0, 0, 0] = IGN
     assert not agreement_map(pred, t, 2.5, ignore_index=IGN)[0, 0, 0]
+
+
+# --- near_class, moved_side_band (band_ignore, band_side=teacher) -------------------------------------
+
+
+@pytest.mark.parametrize("radius", [1.0, 2.0, 2.5, 3.0])
+def test_near_class_equals_scipy_edt(radius):
+    from nlkd.pixelwise import near_class
+
+    g = torch.Generator().manual_seed(3)
+    t = torch.randint(0, 3, (2, 12, 15), generator=g)
+    t[0, :3, :3] = 255  # unlabelled: no class
+    near = near_class(t, 3, radius, ignore_index=255)
+    for b in range(2):
+        for c in range(3):
+            mask = (t[b] == c).numpy()
+            ref = ndimage.distance_transform_edt(~mask) < radius if mask.any() else np.zeros_like(mask)
+            assert np.array_equal(near[b, c].numpy(), ref), (b, c)
+
+
+def _grown(cols: int) -> torch.Tensor:
+    """Class 0 left of column ``cols``, class 1 from it on (1 row block of 6 x 12)."""
+    t = torch.zeros(1, 6, 12, dtype=torch.long)
+    t[:, :, cols:] = 1
+    return t
+
+
+def test_moved_side_band_marks_the_side_the_annotation_grew_into():
+    from nlkd.pixelwise import moved_side_band
+
+    truth = _grown(6)
+    grew_1 = _grown(4)  # class 1 annotated 2 columns too far left: columns 4, 5 are wrong
+    marked = moved_side_band(grew_1, truth, 2, 3.0)
+    assert {int(c) for c in marked[0].nonzero()[:, 1]} == {4, 5} and int(marked.sum()) == 12
+    shrank_1 = _grown(8)  # class 0 annotated into 6, 7: now class 0's side is wrong
+    marked = moved_side_band(shrank_1, truth, 2, 3.0)
+    assert {int(c) for c in marked[0].nonzero()[:, 1]} == {6, 7}
+    assert not moved_side_band(truth, truth, 2, 3.0).any()  # a tie (nothing claimed): neither side
+
+
+def test_moved_side_band_votes_per_image_and_never_marks_unlabelled_pixels():
+    from nlkd.pixelwise import moved_side_band
+
+    target = torch.cat([_grown(4), _grown(8)])
+    pred = torch.cat([_grown(6), _grown(6)])
+    pred[0, 0, 4] = 0  # a pixel-level slip does not change the image's vote
+    target[1, 0, :] = 255
+    marked = moved_side_band(target, pred, 2, 3.0, ignore_index=255)
+    assert {int(c) for c in marked[0].nonzero()[:, 1]} == {4, 5}
+    assert {int(c) for c in marked[1].nonzero()[:, 1]} == {6, 7} and not marked[1, 0].any()
+    with pytest.raises(ValueError, match="same shape"):
+        moved_side_band(target, pred[:, :3], 2, 3.0)

@@ -21,6 +21,7 @@ from nlkd.score_transforms import TRANSFORMS
 from nlkd.weighting import METRICS, REDUCTIONS
 
 __all__ = [
+    "BandSide",
     "DataConfig",
     "DisagreeRule",
     "DoubtRuleName",
@@ -40,6 +41,7 @@ __all__ = [
 # names only the config knows: the field's type is the list (checked on load, read by the CLI and the strategies)
 DoubtRuleName = Literal["all", "teacher", "score"]  # strategy.doubt_rule (nlkd.strategies.doubt)
 DisagreeRule = Literal["any", "median"]  # strategy.disagree_rule (coteaching_plus)
+BandSide = Literal["both", "teacher"]  # strategy.band_side (band_ignore)
 LogKind = Literal["none", "tensorboard"]  # log
 
 
@@ -112,6 +114,8 @@ class StrategyConfig:
     doubt_quantile: float = 0.5  # doubt_rule=score: images below this quantile of the teacher scores are in doubt
     # band_kd: pixels nearer than this (px) to an annotated boundary learn the teacher; band_ignore: are left out
     band_radius: float = 3.0
+    # band_ignore: both sides of every boundary in the band | only the side the teacher says the annotation moved into
+    band_side: BandSide = "both"
     band_sigma: float = 1.0  # band_kd: annotation reliability 1 − exp(−d/σ) by boundary distance d (BAKD: 1 px)
     kd_temperature: float = 1.0  # band_kd: temperature T of the teacher's soft target (BAKD: 1)
     adele_r: float = 0.9  # adele: correct a class once its fitted IoU slope < (1 − r) × its slope at epoch 1

@@ -28,6 +28,8 @@ __all__ = [
     "agreement_map",
     "boundary_distance",
     "boundary_pixels",
+    "moved_side_band",
+    "near_class",
     "one_hot_labels",
     "relaxed_label_loss",
     "relaxed_label_set",
@@ -253,3 +255,67 @@ def agreement_map(pred: Tensor, target: Tensor, tolerance: float = 2.0, ignore_i
     for dy, dx in offsets:
         agree |= padded[:, r + dy : r + dy + h, r + dx : r + dx + w] == t
     return agree if ignore_index is None else agree & (target != ignore_index)
+
+
+def near_class(target: Tensor, num_classes: int, radius: float, ignore_index: int | None = None) -> Tensor:
+    """For every pixel and class c: is some pixel annotated c nearer than ``radius``?
+
+    near[b, c, p] = 1 when a pixel q with |q − p| < R (Euclidean, strictly below, as in BF) has y_q = c.
+
+    Args:
+        target: (B, H, W) labels; ``ignore_index`` pixels are no class.
+        radius: R in pixels, > 0.
+
+    Returns:
+        (B, C, H, W) bool.
+    """
+    if not (radius > 0) or math.isinf(radius):
+        raise ValueError(f"radius must be a finite number of pixels > 0, got {radius!r}")
+    onehot = one_hot_labels(target, num_classes, ignore_index)
+    _, _, h, w = onehot.shape
+    offsets = _disk_offsets(float(min(radius, math.hypot(h, w) + 1.0)))
+    r = max(abs(dy) for dy, _ in offsets)
+    padded = F.pad(onehot, (r, r, r, r), value=False)
+    near = torch.zeros_like(onehot)
+    for dy, dx in offsets:
+        near |= padded[:, :, r + dy : r + dy + h, r + dx : r + dx + w]
+    return near
+
+
+def moved_side_band(
+    target: Tensor, pred: Tensor, num_classes: int, radius: float, ignore_index: int | None = None
+) -> Tensor:
+    """The side of each annotated boundary that a reference prediction says the annotation moved into.
+
+    A coarse mask is often grown or shrunk consistently along the boundary between two classes (an
+    annotator who traces outside an object does so all around it). Per image and pair of touching
+    classes (a, b), count the pixels of the band on each side that the prediction gives to the other
+    class::
+
+        n(a, b) = #{p : y_p = a, some pixel annotated b nearer than R, pred_p = b}   (a grew into b)
+
+    and mark the side with the larger count: the pixels annotated a nearer than R to b when
+    n(a, b) > n(b, a) (on a tie neither side). One vote per image and pair of classes, over all the
+    pixels of their common band, decides which side is wrong; the pixel-by-pixel disagreement does not.
+
+    Args:
+        target: (B, H, W) annotation; ``ignore_index`` pixels are never marked.
+        pred: (B, H, W) reference labels (e.g. the teacher's argmax); other values count as no class.
+        radius: band width R in pixels, > 0 (:func:`near_class`).
+
+    Returns:
+        (B, H, W) bool, the pixels on the moved side of their boundaries.
+    """
+    _check_mask(pred, "pred")
+    if pred.shape != target.shape:
+        raise ValueError(f"pred and target must have the same shape, got {tuple(pred.shape)}, {tuple(target.shape)}")
+    annotated = one_hot_labels(target, num_classes, ignore_index).float()  # (B, C, H, W)
+    near = near_class(target, num_classes, radius, ignore_index)
+    pred = pred.long()
+    pred = pred.where((pred >= 0) & (pred < num_classes), num_classes)  # no class: the extra column
+    predicted = F.one_hot(pred, num_classes + 1)[..., :num_classes]
+    claimed = (near & predicted.permute(0, 3, 1, 2).bool()).float()  # near b and predicted b
+    n = torch.einsum("bahw,bchw->bac", annotated, claimed)  # n[b, a, c]: pixels of a that pred gives to c
+    grew = (n > n.transpose(1, 2)).float()
+    toward = torch.einsum("bahw,bac->bchw", annotated, grew) > 0  # the classes the pixel's own class grew into
+    return (toward & near).any(1)

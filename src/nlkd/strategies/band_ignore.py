@@ -16,10 +16,13 @@ images, whose boundaries the clean images that remain still teach.
 
 from __future__ import annotations
 
-from nlkd.config import StrategyConfig
-from nlkd.pixelwise import boundary_distance
+from typing import get_args
+
+from nlkd.config import BandSide, StrategyConfig
+from nlkd.errors import ConfigError
+from nlkd.pixelwise import boundary_distance, moved_side_band
 from nlkd.strategies.base import LossWeights, StepInputs
-from nlkd.strategies.doubt import DoubtStrategy
+from nlkd.strategies.doubt import TEACHER_PROB, DoubtStrategy
 
 __all__ = ["BandIgnore"]
 
@@ -36,7 +39,11 @@ class BandIgnore(DoubtStrategy):
         w(p) = 1   otherwise
         L_i  = mean over the counted pixels of w(p) · CE(p)
 
-    Image weights are 1. Logs ``dropped_share``: the share of annotated pixels left out.
+    ``band_side=teacher`` leaves out only one side of each boundary: per image and pair of touching
+    classes, the side the cached teacher's argmax says the annotation grew into
+    (:func:`nlkd.pixelwise.moved_side_band`, one vote over the pair's whole band), so the right side
+    keeps teaching where the boundary is. Image weights are 1. Logs ``dropped_share``: the share of
+    annotated pixels left out.
     """
 
     name = "band_ignore"
@@ -44,10 +51,19 @@ class BandIgnore(DoubtStrategy):
     def __init__(self, cfg: StrategyConfig, num_classes: int, ignore_index: int | None, epochs: int) -> None:
         super().__init__(cfg, num_classes, ignore_index, epochs)
         self.radius = cfg.band_radius
+        if cfg.band_side not in get_args(BandSide):
+            raise ConfigError(f"strategy.band_side must be {' or '.join(get_args(BandSide))}, got {cfg.band_side!r}")
+        self.side = cfg.band_side
+        if self.side == "teacher":
+            self.needs_extras = tuple(dict.fromkeys((*self.needs_extras, TEACHER_PROB)))  # type: ignore[misc]
 
     def loss_weights(self, step: StepInputs) -> list[LossWeights]:
         target = step.target
-        drop = boundary_distance(target, self.ignore_index, max_distance=self.radius) < self.radius
+        if self.side == "teacher":
+            teacher = step.extras[TEACHER_PROB].argmax(1)
+            drop = moved_side_band(target, teacher, self.num_classes, self.radius, self.ignore_index)
+        else:
+            drop = boundary_distance(target, self.ignore_index, max_distance=self.radius) < self.radius
         doubt = self.doubt.mask(step, self.ignore_index)
         if doubt is not None:
             drop &= doubt
