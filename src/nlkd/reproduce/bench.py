@@ -69,9 +69,9 @@ def _settings(setup: Setup, setting: BenchSetting, seeds: Sequence[int]) -> str:
         f"{c.optim.name} lr {c.optim.lr:g}, bf16 {c.bf16}, channels_last {c.channels_last}. Seeds "
         f"{' '.join(map(str, seeds))} (paired: every row of a column trains with the same seed). Coarse labels: "
         f"corrupt_dataset seed {setup.noise_seed}, written once into {setup.root}/labels. Teachers of reweight, "
-        f"NLKD, band_kd and nlkd_pixel: the baseline run on the same labels and seed. Validation on the clean "
-        f"`{c.data.val_split}` split. The other kinds also run the {setting.best_of_first} best rows of the "
-        f"{setting.noise[0].title} table once it is complete."
+        f"NLKD, band_kd, nlkd_pixel and band_ignore (score, side): the baseline run on the same labels and seed. "
+        f"Validation on the clean `{c.data.val_split}` split. The other kinds also run the "
+        f"{setting.best_of_first} best rows of the {setting.noise[0].title} table once it is complete."
     )
 
 
