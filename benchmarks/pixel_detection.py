@@ -56,7 +56,7 @@ from nlkd.data.extras import EXTRA_PROVIDERS
 from nlkd.data.folder import FolderDataset, make_loader
 from nlkd.data.info import DatasetInfo
 from nlkd.errors import DataError, NLKDError
-from nlkd.pixelwise import boundary_distance
+from nlkd.pixelwise import boundary_distance, moved_side_band
 from nlkd.progress import progress
 from nlkd.runtime import dataset_info, resolve_device
 from nlkd.separation import corrupted_loss_share
@@ -171,6 +171,21 @@ def disagree_rule(ignore_index: int | None, radius: int | None) -> Rule:
     return Rule(f"reference: teacher argmax ≠ annotation{where}", weights)
 
 
+def fine_side_rule(info: DatasetInfo, radius: float) -> Rule:
+    """``band_side=teacher``'s ceiling: the side of each boundary the *fine mask* says the annotation moved into
+    (:func:`nlkd.pixelwise.moved_side_band` voting with the fine mask instead of the teacher), in every image.
+    In an image whose annotation equals its fine mask no side wins a vote, so nothing is dropped there."""
+
+    def weights(step: StepInputs) -> LossWeights:
+        fine = step.extras[FINE]
+        if info.ignore_index is not None:  # unlabelled in the fine mask only: no class for the vote
+            fine = fine.masked_fill(fine == info.ignore_index, -1)
+        drop = moved_side_band(step.target, fine, info.num_classes, radius, info.ignore_index)
+        return LossWeights(Strategy.ones(step), pixel=(~drop).float())
+
+    return Rule(f"reference: band_ignore's side chosen by the fine mask, band_radius={radius:g}", weights)
+
+
 def pixel_level_strategies() -> list[str]:
     """Registered strategies with their own ``loss_weights`` (per-pixel weights, soft targets or sets)."""
     return [n for n, cls in STRATEGIES.items() if cls.loss_weights is not Strategy.loss_weights]
@@ -198,15 +213,18 @@ def build_rules(
             rules.append(Rule(f"{name} (not measured: needs {', '.join(missing)})", None))
         elif hasattr(s, "doubt"):  # relax, band_kd, band_ignore: the pixels in doubt, by each rule
             rules += [strategy_rule(f"{name}, doubt_rule={d}", make(name, doubt_rule=d), last) for d in DOUBT_RULES]
-            if hasattr(s, "side"):  # band_ignore: also only the side the teacher says moved
+            if hasattr(s, "side"):  # band_ignore: also only the side the teacher says moved, two band widths
                 rules += [
                     strategy_rule(
-                        f"{name}, doubt_rule={d}, band_side=teacher",
-                        make(name, doubt_rule=d, band_side="teacher"),
+                        f"{name}, doubt_rule={d}, band_side=teacher"
+                        + ("" if r == s.radius else f", band_radius={r:g}"),
+                        make(name, doubt_rule=d, band_side="teacher", band_radius=r),
                         last,
                     )
-                    for d in DOUBT_RULES
+                    for r in (s.radius, s.radius + 1)
+                    for d in (DOUBT_RULES if r == s.radius else ("all", "score"))
                 ]
+                rules += [fine_side_rule(info, r) for r in (s.radius, s.radius + 1)]
         elif hasattr(s, "weighter"):  # nlkd_pixel: Eq. 6's λ, 0 in the warm-up, final_lambda at the end
             rules.append(strategy_rule(f"{name}, warm-up (λ = 0: teacher only)", s, 0))
             if student:

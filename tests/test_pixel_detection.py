@@ -12,6 +12,7 @@ import torch
 
 from nlkd.checkpoint import load_checkpoint
 from nlkd.config import StrategyConfig, TrainConfig
+from nlkd.data.info import DatasetInfo
 from nlkd.io import save_checkpoint
 from nlkd.separation import weight_auroc
 from nlkd.strategies import STRATEGIES, LossWeights, StepInputs, create_strategy
@@ -122,6 +123,8 @@ def test_quick_run_measures_every_pixel_strategy_and_the_oracle_exactly(pd, caps
         assert any(r.split(",")[0].split(" ")[0] == name for r in rows), name
     assert "relax, doubt_rule=teacher" in rows and "band_kd, doubt_rule=score" in rows
     assert any(r.startswith("nlkd_pixel, last epoch") for r in rows)  # --quick passes a student
+    assert "band_ignore, doubt_rule=score, band_side=teacher, band_radius=4" in rows
+    assert rows["reference: band_ignore's side chosen by the fine mask, band_radius=3"][0] == "pixel weight"
 
 
 def test_adele_run_and_a_wrong_adele_checkpoint(pd, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
@@ -146,3 +149,17 @@ def test_adele_run_and_a_wrong_adele_checkpoint(pd, tmp_path, capsys) -> None:  
     assert (
         err[-1] == f"pixel_detection: error: {teacher}: needs the last.pt of a 'adele' run, got a 'baseline' checkpoint"
     )
+
+
+def test_fine_side_reference_drops_exactly_the_side_the_annotation_grew_into(pd) -> None:  # type: ignore[no-untyped-def]
+    """Annotation 0 0 1 1 1 1, fine 0 0 0 1 1 1: class 1 grew into 0 by one pixel. With a 2 px band the fine
+    mask's vote leaves out the one corrupted pixel and keeps the clean side; an unmoved image loses nothing."""
+    target, fine = torch.tensor([[[0, 0, 1, 1, 1, 1]]]), torch.tensor([[[0, 0, 0, 1, 1, 1]]])
+    info = DatasetInfo(num_classes=2, ignore_index=None)
+    rule = pd.fine_side_rule(info, 2.0)
+    tally = pd.Tally()
+    tally.add(rule.weights(_step(target, fine)), target, fine, None)
+    r = tally.row()
+    assert (r["recall"], r["false_pos"], r["share"]) == (1.0, 0.0, 0.0)
+    unmoved = rule.weights(_step(fine, fine))
+    assert unmoved.pixel is not None and bool((unmoved.pixel == 1).all())
