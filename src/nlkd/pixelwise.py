@@ -269,9 +269,13 @@ def near_class(target: Tensor, num_classes: int, radius: float, ignore_index: in
     Returns:
         (B, C, H, W) bool.
     """
+    return _near(one_hot_labels(target, num_classes, ignore_index), radius)
+
+
+def _near(onehot: Tensor, radius: float) -> Tensor:
+    """:func:`near_class` of a (B, C, H, W) bool one-hot annotation."""
     if not (radius > 0) or math.isinf(radius):
         raise ValueError(f"radius must be a finite number of pixels > 0, got {radius!r}")
-    onehot = one_hot_labels(target, num_classes, ignore_index)
     _, _, h, w = onehot.shape
     offsets = _disk_offsets(float(min(radius, math.hypot(h, w) + 1.0)))
     r = max(abs(dy) for dy, _ in offsets)
@@ -309,8 +313,9 @@ def moved_side_band(
     _check_mask(pred, "pred")
     if pred.shape != target.shape:
         raise ValueError(f"pred and target must have the same shape, got {tuple(pred.shape)}, {tuple(target.shape)}")
-    annotated = one_hot_labels(target, num_classes, ignore_index).float()  # (B, C, H, W)
-    near = near_class(target, num_classes, radius, ignore_index)
+    onehot = one_hot_labels(target, num_classes, ignore_index)  # (B, C, H, W)
+    near = _near(onehot, radius)
+    annotated = onehot.float()
     pred = pred.long()
     pred = pred.where((pred >= 0) & (pred < num_classes), num_classes)  # no class: the extra column
     predicted = F.one_hot(pred, num_classes + 1)[..., :num_classes]
