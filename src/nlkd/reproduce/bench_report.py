@@ -116,7 +116,10 @@ def _table_lines(
         lines += [f"Clean − baseline gap: {_interval(gap['mIoU'])} mIoU, {_interval(gap['BF θ=2'])} BF θ=2.", ""]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     seen = set(seeds) | {x.seed for runs in t.runs.values() for x in runs}  # finished runs of other seeds count too
-    lines += [_row_line(t, setting, r, len(seen), unavailable) for r in t.rows]
+    idle = [r for r in avail if not t.runs.get(t.slugs[r.slug])]  # no finished run of any seed yet
+    lines += [_row_line(t, setting, r, len(seen), unavailable) for r in t.rows if r not in idle]
+    if idle:
+        lines += ["", "Not run yet: " + "; ".join(r.title for r in idle) + "."]
     how = set(t.sources.values())
     sources = next(iter(how)) if len(how) == 1 else "; ".join(f"{k}: {v}" for k, v in t.sources.items())
     return [*lines, "", f"Score of a run, every row alike: {sources}.", ""]
