@@ -208,6 +208,9 @@ def test_archive_keeps_the_small_files_of_finished_runs_only(
 ) -> None:
     out, archive = tmp_path / "out", tmp_path / "results" / "noise-bench"
     runs = _fake_bench(out)
+    student = runs[("nlkd-de50", 0)]
+    (student / "teacher_scores.csv").write_text("# key=k\nid,quality,bf,iou\na,0.500000,0.400000,0.600000\n")
+    (student / "teacher_prob.npy").write_bytes(bytes(1000))  # the teacher's probability maps: too big to keep
     _fake_run(out / BENCH / "relax-de50" / "seed0", 0.5, epochs=1)  # stopped after epoch 1 of 2
     _fake_run(out / BENCH / "relax-de50" / "seed1", 0.5, last_pt=False)  # last epoch logged, no last.pt yet
     argv = _argv(bench_data, out, "--seeds", "0", "1", "--report-only", "--archive", str(archive))
@@ -218,7 +221,8 @@ def test_archive_keeps_the_small_files_of_finished_runs_only(
     )  # the unfinished relax runs are not archived
     for (slug, seed), run in runs.items():
         kept = _files(archive / slug / f"seed{seed}")
-        assert set(kept) == {"metrics.jsonl", "config.yaml"}  # no checkpoint, no logs (no posthoc_eval.json here)
+        scores = {"teacher_scores.csv"} if run == student else set()  # a teacher's scores of its student's images
+        assert set(kept) == {"metrics.jsonl", "config.yaml", *scores}  # no checkpoint, no logs, no posthoc here
         assert kept == {name: (run / name).read_bytes() for name in kept}
     stamps = {p: p.stat().st_mtime_ns for p in archive.rglob("*")}
     assert main(argv) == 0  # identical copies are left alone

@@ -1,11 +1,13 @@
 """The archive of finished noise-benchmark runs (``nlkd reproduce noise-bench ... --archive DIR``).
 
 Run folders hold checkpoints and logs (too big for git); the report needs only three small files of a
-run: ``metrics.jsonl``, ``config.yaml`` and ``posthoc_eval.json``. After each report, every finished run
-under ``OUT/noise-bench/<slug>/seed<k>/`` has those files copied into ``DIR/<slug>/seed<k>/``, a folder
-that appears whole or not at all (:func:`nlkd.io.atomic_folder`). A copy with the same files is left
-alone; one that differs is replaced by the finished run's files (logged in one line). The report reads
-the archive too (:func:`~nlkd.reproduce.bench_scores.collect_runs`); training looks at ``OUT`` only.
+run: ``metrics.jsonl``, ``config.yaml`` and ``posthoc_eval.json``. A student of a teacher also keeps
+``teacher_scores.csv``: the teacher's score of every training image (~15 KB for CamVid), which only the
+teacher's checkpoint could recompute. After each report, every finished run under
+``OUT/noise-bench/<slug>/seed<k>/`` has those files copied into ``DIR/<slug>/seed<k>/``, a folder that
+appears whole or not at all (:func:`nlkd.io.atomic_folder`). A copy with the same files is left alone;
+one that differs is replaced by the finished run's files (logged in one line). The report reads the
+archive too (:func:`~nlkd.reproduce.bench_scores.collect_runs`); training looks at ``OUT`` only.
 """
 
 from __future__ import annotations
@@ -18,11 +20,12 @@ from nlkd.io import atomic_folder, atomic_write_bytes
 from nlkd.reproduce.bench_scores import POSTHOC
 from nlkd.reproduce.results import finished_record
 from nlkd.reproduce.scales import Log
+from nlkd.teacher import CACHE_NAME as TEACHER_SCORES
 
 __all__ = ["ARCHIVED", "ArchiveCounts", "archive_run", "archive_runs", "check_archive"]
 
-#: the files of a run the report needs, and all that is archived (never a checkpoint)
-ARCHIVED = ("config.yaml", POSTHOC, "metrics.jsonl")
+#: the small files of a run that are archived (never a checkpoint, never the teacher's probability maps)
+ARCHIVED = ("config.yaml", POSTHOC, "metrics.jsonl", TEACHER_SCORES)
 
 
 @dataclass
