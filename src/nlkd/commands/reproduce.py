@@ -21,7 +21,9 @@ DIR/noise-bench.md (one table per noise kind, paired 95 % intervals, PARTIAL unt
 DIR/noise-bench.png; --adopt DIR links runs trained elsewhere at the same config. --archive ARCHIVE
 (e.g. results/noise-bench, committed to git) keeps the small files of every finished run
 (metrics.jsonl, config.yaml, posthoc_eval.json; no checkpoints) in ARCHIVE/<cell>/seed<k>/ after each
-report: runs kept in ARCHIVE count for the tables; training still looks at DIR.
+report: runs kept in ARCHIVE count for the tables and are not trained again (unless a student needs the
+checkpoint of a teacher kept there), and a student of per-image teacher scores learns from a teacher_scores.csv
+kept there when its teacher has no run in DIR.
 """
 
 from __future__ import annotations
@@ -69,7 +71,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--archive", metavar="ARCHIVE",
                    help="noise-bench: after each report copy every finished run's small files (metrics.jsonl, "
                    "config.yaml, posthoc_eval.json) into ARCHIVE/<cell>/seed<k>/ (e.g. results/noise-bench, "
-                   "in git); runs kept in ARCHIVE count for the tables; training still looks at --out")  # fmt: skip
+                   "in git); runs kept in ARCHIVE count for the tables and are not trained again, and students "
+                   "of per-image teacher scores learn from the teacher_scores.csv kept there")  # fmt: skip
     p.set_defaults(func=run)
 
 

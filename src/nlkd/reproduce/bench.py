@@ -10,7 +10,8 @@ of ``noise_bench.yaml`` (:mod:`~nlkd.reproduce.bench_plan`), overridable by ``--
 also run the best rows of the first kind's table, once that table is complete. ``--archive ARCHIVE``
 copies the small files of every finished run into ``ARCHIVE/<cell>/seed<k>/`` after each report and lets
 the report count those runs where ``DIR`` has none (:mod:`~nlkd.reproduce.bench_archive`); training
-still plans from ``DIR`` alone.
+then skips them too, and a student of per-image teacher scores whose teacher has no checkpoint here learns
+from the archived scores (:mod:`~nlkd.reproduce.bench_resume`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 from nlkd.reproduce.bench_archive import archive_runs, check_archive
 from nlkd.reproduce.bench_plan import BENCH, BenchSetting, bench_plan, load_bench_setting, rows_of_kind
 from nlkd.reproduce.bench_report import write_bench_report
+from nlkd.reproduce.bench_resume import plan_from_archive
 from nlkd.reproduce.bench_runner import Job, adopt_runs, plan_jobs, run_jobs, running_elsewhere
 from nlkd.reproduce.bench_scores import best_rows, collect_runs
 from nlkd.reproduce.cells import TablePlan, select_cells
@@ -119,6 +121,8 @@ def run_noise_bench(args: argparse.Namespace, command: str) -> int:
         plan, unavailable = bench_plan(setting, setup.base, setup.info.ignore_index, extra)
         report = functools.partial(_report, setting, setup, seeds, extra, plan, unavailable, command, archive)
         jobs = plan_jobs(setup, plan, select_cells(plan, args.cells), seeds)
+        if archive is not None and not args.report_only:
+            jobs = plan_from_archive(jobs, archive, setup.scale.config_path, write=not args.dry_run)
         if args.dry_run:
             _dry_run(jobs, unavailable)
             return 0

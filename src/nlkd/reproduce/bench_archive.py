@@ -7,7 +7,8 @@ teacher's checkpoint could recompute. After each report, every finished run unde
 ``OUT/noise-bench/<slug>/seed<k>/`` has those files copied into ``DIR/<slug>/seed<k>/``, a folder that
 appears whole or not at all (:func:`nlkd.io.atomic_folder`). A copy with the same files is left alone;
 one that differs is replaced by the finished run's files (logged in one line). The report reads the
-archive too (:func:`~nlkd.reproduce.bench_scores.collect_runs`); training looks at ``OUT`` only.
+archive too (:func:`~nlkd.reproduce.bench_scores.collect_runs`), and so does the planning of the runs to
+train (:mod:`~nlkd.reproduce.bench_resume`).
 """
 
 from __future__ import annotations
