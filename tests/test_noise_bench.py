@@ -254,6 +254,17 @@ def test_report_from_the_archive_alone_equals_the_report_from_the_runs(
     assert not (out / BENCH).exists() or not any((out / BENCH).rglob("*"))  # nothing is written back into OUT
 
 
+def test_gap_closed_of_a_row_counts_only_the_seeds_it_has(bench_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    for slug, levels in {"baseline-de50": (0.40, 0.40), "clean": (0.44, 0.50), "oracle_pixel-de50": (0.42,)}.items():
+        for seed, level in enumerate(levels):
+            _fake_run(out / BENCH / slug / f"seed{seed}", level)
+    assert main(_argv(bench_data, out, "--seeds", "0", "1", "--report-only")) == 0
+    text = (out / f"{BENCH}.md").read_text()
+    oracle = next(line for line in text.splitlines() if line.startswith("| oracle, pixel level | 1/2 |"))
+    assert "| 50 % / 50 % |" in oracle  # its gain 2 of seed 0's gap 4; the 2-seed mean gap (7) would say 29 %
+
+
 def test_archived_runs_fill_missing_seeds_and_use_their_cached_posthoc(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from nlkd.reproduce.stats import gap_recovered, last_k_mean, paired_difference, summarize
+from nlkd.reproduce.stats import gap_closed, gap_recovered, last_k_mean, paired_difference, summarize
 
 
 def test_summarize_hand_values() -> None:
@@ -56,3 +56,11 @@ def test_last_k_mean_and_gap_recovered() -> None:
     assert gap_recovered(48.0, 46.0, 50.0) == pytest.approx(0.5)
     assert gap_recovered(45.0, 46.0, 50.0) == pytest.approx(-0.25)
     assert gap_recovered(48.0, 46.0, 46.0) is None
+
+
+def test_gap_closed_sets_a_row_against_the_gap_of_its_own_seeds() -> None:
+    base, clean = {0: 40.0, 1: 40.0, 2: 41.0}, {0: 44.0, 1: 50.0, 2: 45.0}
+    assert gap_closed({0: 42.0}, clean, base) == pytest.approx(0.5)  # seed 0's gap is 4, not the mean 6
+    assert gap_closed({0: 42.0, 1: 45.0}, clean, base) == pytest.approx(3.5 / 7.0)  # mean gain / mean gap
+    assert gap_closed({3: 42.0}, clean, base) is None  # no seed in common
+    assert gap_closed({0: 42.0}, {0: 40.0}, base) is None  # no gap to recover

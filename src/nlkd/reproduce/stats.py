@@ -18,6 +18,7 @@ from scipy import stats as scipy_stats
 __all__ = [
     "PairedDifference",
     "Summary",
+    "gap_closed",
     "gap_recovered",
     "last_k_mean",
     "mean_sd",
@@ -153,3 +154,18 @@ def gap_recovered(method: float, baseline: float, clean: float) -> float | None:
     """
     gap = clean - baseline
     return (method - baseline) / gap if gap > 0 else None
+
+
+def gap_closed(row: Mapping[int, float], clean: Mapping[int, float], base: Mapping[int, float]) -> float | None:
+    """Share of the clean − baseline gap a row's mean gain recovers, both means over the seeds the row,
+    clean and baseline all have (seed -> score each), so a row of few seeds is set against the gap of
+    those seeds; None without such a seed or without a positive gap.
+
+    >>> gap_closed({0: 48.0}, {0: 50.0, 1: 60.0}, {0: 46.0, 1: 46.0})  # seed 0 only: gain 2 of a gap of 4
+    0.5
+    """
+    seeds = sorted(row.keys() & clean.keys() & base.keys())
+    if not seeds:
+        return None
+    gain = sum(row[s] - base[s] for s in seeds) / len(seeds)
+    return gap_recovered(gain, 0.0, sum(clean[s] - base[s] for s in seeds) / len(seeds))
