@@ -54,6 +54,15 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def bench_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Synthetic data set for the noise benchmark's tests: 8 train / 4 val / 2 test at 32×48 (the benchmark
+    writes its coarse label folders into it on first use)."""
+    root = tmp_path_factory.mktemp("bench") / "data"
+    make_synthetic(root, seed=0, n_train=8, n_val=4, n_test=2, size=(32, 48))
+    return root
+
+
 def tiny_config(data: Path, out: Path, **changes: object) -> TrainConfig:
     """A TrainConfig that trains a small U-Net for one epoch on ``tiny_data`` in a few seconds."""
     cfg = TrainConfig(epochs=1, batch_size=4, seed=0, out=str(out), device="cpu")

@@ -14,7 +14,6 @@ import yaml
 from conftest import SMALL_ENCODER
 from nlkd.cli import build_parser, main
 from nlkd.config import TrainConfig, apply_overrides, config_to_dict
-from nlkd.data.synth import make_synthetic
 from nlkd.reproduce.bench import bench_setup
 from nlkd.reproduce.bench_plan import BENCH, bench_plan
 from nlkd.reproduce.bench_resume import archived_teacher_scores, needs_only_image_scores, plan_from_archive
@@ -25,21 +24,14 @@ CELLS = ("nlkd-de50", "reweight-de50", "band_kd-de50")
 SCORES = "# key=abc\nid,quality,bf,iou\nimg0,0.500000,0.400000,0.600000\n"
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("resume") / "data"
-    make_synthetic(root, seed=0, n_train=4, n_val=2, n_test=1, size=(32, 48))
-    return root
-
-
 def _argv(data: Path, out: Path, *extra: str) -> list[str]:
     small = ["--epochs", "2", "--size", "32x48", "--set", "bf16=false", "--set", f"model.encoder={SMALL_ENCODER}"]
     return ["reproduce", "noise-bench", "--data", str(data), "--out", str(out), *small, "--seeds", "0", "1", *extra]
 
 
-def _jobs(data: Path, out: Path) -> tuple[list[Job], Path]:
+def _jobs(bench_data: Path, out: Path) -> tuple[list[Job], Path]:
     """The benchmark's jobs of :data:`CELLS` (and their teacher) at seeds 0 and 1, and the scale's config."""
-    setting, setup, seeds = bench_setup(build_parser().parse_args(_argv(data, out)))
+    setting, setup, seeds = bench_setup(build_parser().parse_args(_argv(bench_data, out)))
     plan, _ = bench_plan(setting, setup.base, setup.info.ignore_index)
     return plan_jobs(setup, plan, select_cells(plan, CELLS), seeds), setup.scale.config_path
 
@@ -55,21 +47,30 @@ def _finished(folder: Path, cfg: TrainConfig, scores: str | None = None) -> None
         (folder / "teacher_scores.csv").write_text(scores)
 
 
+def _seed0_archived(bench_data: Path, tmp_path: Path, scores: str) -> tuple[Path, Path]:
+    """``(OUT, ARCHIVE)`` where the archive holds seed 0's baseline and its NLKD student with ``scores``."""
+    out, archive = tmp_path / "out", tmp_path / "results" / "noise-bench"
+    by = _by_key(_jobs(bench_data, out)[0])
+    _finished(archive / "baseline-de50" / "seed0", by[("baseline-de50", 0)].cfg)
+    _finished(archive / "nlkd-de50" / "seed0", by[("nlkd-de50", 0)].cfg, scores)
+    return out, archive
+
+
 def _by_key(jobs: Sequence[Job]) -> dict[tuple[str, int], Job]:
     return {(j.cell.slug, j.seed): j for j in jobs}
 
 
-def test_only_image_score_strategies_can_learn_from_a_scores_file(data: Path, tmp_path: Path) -> None:
-    jobs, _ = _jobs(data, tmp_path / "out")
+def test_only_image_score_strategies_can_learn_from_a_scores_file(bench_data: Path, tmp_path: Path) -> None:
+    jobs, _ = _jobs(bench_data, tmp_path / "out")
     by = _by_key(jobs)
     assert needs_only_image_scores(by[("nlkd-de50", 0)].cfg) and needs_only_image_scores(by[("reweight-de50", 0)].cfg)
     assert not needs_only_image_scores(by[("band_kd-de50", 0)].cfg)  # needs the teacher's probability maps
     assert not needs_only_image_scores(by[("baseline-de50", 0)].cfg)
 
 
-def test_archive_plans_what_is_missing_and_lends_teacher_scores(data: Path, tmp_path: Path) -> None:
+def test_archive_plans_what_is_missing_and_lends_teacher_scores(bench_data: Path, tmp_path: Path) -> None:
     out, archive = tmp_path / "out", tmp_path / "results" / "noise-bench"
-    jobs, config_path = _jobs(data, out)
+    jobs, config_path = _jobs(bench_data, out)
     by = _by_key(jobs)
     for seed in (0, 1):  # both baselines and both NLKD students finished on an earlier machine
         _finished(archive / "baseline-de50" / f"seed{seed}", by[("baseline-de50", seed)].cfg)
@@ -104,9 +105,9 @@ def test_archive_plans_what_is_missing_and_lends_teacher_scores(data: Path, tmp_
     assert again[("baseline-de50", 0)] is by[("baseline-de50", 0)]  # finished here: kept, the runner skips it
 
 
-def test_teacher_scores_of_other_labels_or_metric_are_not_lent(data: Path, tmp_path: Path) -> None:
+def test_teacher_scores_of_other_labels_or_metric_are_not_lent(bench_data: Path, tmp_path: Path) -> None:
     out, archive = tmp_path / "out", tmp_path / "archive"
-    jobs, config_path = _jobs(data, out)
+    jobs, config_path = _jobs(bench_data, out)
     by = _by_key(jobs)
     nlkd = by[("nlkd-de50", 0)].cfg
     _finished(archive / "nlkd-de50" / "seed0", apply_overrides(nlkd, {"strategy.tolerance": 1.0}), SCORES)
@@ -120,14 +121,10 @@ def test_teacher_scores_of_other_labels_or_metric_are_not_lent(data: Path, tmp_p
 
 
 def test_dry_run_with_an_archive_prints_the_plan_and_writes_nothing(
-    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    bench_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    out, archive = tmp_path / "out", tmp_path / "results" / "noise-bench"
-    jobs, _ = _jobs(data, out)
-    by = _by_key(jobs)
-    _finished(archive / "baseline-de50" / "seed0", by[("baseline-de50", 0)].cfg)
-    _finished(archive / "nlkd-de50" / "seed0", by[("nlkd-de50", 0)].cfg, SCORES)
-    argv = _argv(data, out, "--cells", "reweight-de50", "--archive", str(archive), "--dry-run")
+    out, archive = _seed0_archived(bench_data, tmp_path, SCORES)
+    argv = _argv(bench_data, out, "--cells", "reweight-de50", "--archive", str(archive), "--dry-run")
     assert main(argv) == 0
     text = capsys.readouterr().out
     assert "reweight-de50 seed 0: learns the teacher scores of" in text
@@ -137,19 +134,15 @@ def test_dry_run_with_an_archive_prints_the_plan_and_writes_nothing(
 
 
 def test_a_student_trains_on_lent_scores_without_its_teacher_and_archives_them(
-    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    bench_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    out, archive = tmp_path / "out", tmp_path / "results" / "noise-bench"
-    jobs, _ = _jobs(data, out)
-    by = _by_key(jobs)
-    ids = sorted(p.stem for p in (data / "images" / "train").glob("*.png"))
+    ids = sorted(p.stem for p in (bench_data / "images" / "train").glob("*.png"))
     scores = "# key=abc\nid,quality,bf,iou\n" + "".join(f"{i},0.{k + 2}00000,0.5,0.5\n" for k, i in enumerate(ids))
-    _finished(archive / "baseline-de50" / "seed0", by[("baseline-de50", 0)].cfg)
-    _finished(archive / "nlkd-de50" / "seed0", by[("nlkd-de50", 0)].cfg, scores)
-    argv = _argv(data, out, "--cells", "reweight-de50", "--archive", str(archive), "--jobs", "1", "--set", "threads=1")
+    out, archive = _seed0_archived(bench_data, tmp_path, scores)
+    argv = _argv(bench_data, out, "--cells", "reweight-de50", "--archive", str(archive), "--set", "threads=1")
     argv[argv.index("1", argv.index("--seeds"))] = "0"  # seed 0 only: "--seeds 0 0"
     assert main(argv) == 0, capsys.readouterr().err
-    run = by[("reweight-de50", 0)].out
+    run = out / BENCH / "reweight-de50" / "seed0"
     assert (run / "last.pt").is_file() and not (out / BENCH / "baseline-de50").exists()  # the teacher never trained
     first = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
     lent_mean = sum(0.2 + k / 10 for k in range(len(ids))) / len(ids)

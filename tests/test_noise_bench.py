@@ -19,7 +19,6 @@ import pytest
 from conftest import SMALL_ENCODER
 from nlkd.cli import main
 from nlkd.config import TrainConfig
-from nlkd.data.synth import make_synthetic
 from nlkd.errors import DataError
 from nlkd.reproduce.bench_plan import BENCH, bench_plan, load_bench_setting, rows_of_kind
 from nlkd.reproduce.bench_runner import PID_FILE, adopt_key
@@ -77,13 +76,6 @@ def test_adopt_key_ignores_threads_and_the_default_encoder() -> None:
 
 
 # ----------------------------------------------------------------------------- end to end
-
-
-@pytest.fixture(scope="module")
-def bench_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("bench") / "data"
-    make_synthetic(root, seed=0, n_train=8, n_val=4, n_test=2, size=(32, 48))
-    return root
 
 
 def _argv(data: Path, out: Path, *extra: str) -> list[str]:
