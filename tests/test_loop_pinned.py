@@ -5,8 +5,12 @@ The values were recorded from the loop before it was split into build / epoch / 
 an AVX2-only CPU: float kernels round differently on the two, by up to 1 % over two epochs. Each case runs
 two epochs on ``tiny_data`` with the small encoder and exercises a different part of the step: coarse flags
 (``fixed``), teacher scores and ``setup`` (``nlkd`` from a scores CSV), two networks (``coteaching``).
-Another CPU of the same kernel level may still round differently, so the comparison allows 1e-4 relative;
-any change in what is trained (RNG draws, order, weights, schedule) moves these numbers by far more.
+Another CPU of the same kernel level still rounds differently: on 2026-12-04 an AVX-512 AMD EPYC was off the
+AVX-512 recordings by up to 0.71 % in train_loss (nlkd; fixed 0.09 %, coteaching 0.07 %) and by up to 3.0 % in
+what an argmax decides (the student's BFmIoU weights, val metrics: a rounding flips pixels). So train_loss and
+the loop's own figures (λ, teacher weights, shares, lr) may differ by 2 %, the argmax figures by 10 % (about
+3x what was measured). That is a coarse pin: it catches a loop that trains something else (other RNG draws,
+order, weights), not a rounding change; tests/test_method_in_loop.py checks the weights exactly.
 """
 
 from __future__ import annotations
@@ -41,7 +45,8 @@ def test_final_metrics_are_pinned(name: str, tiny_data: Path, tmp_path: Path) ->
     want = recorded_on_this_cpu(PINNED)[name]
     assert want.keys() <= got.keys()  # new diagnostics may be logged beside the pinned figures
     for k, v in want.items():
-        assert got[k] == pytest.approx(v, rel=1e-4, abs=1e-7), k
+        rel = 0.1 if k.startswith(("val_", "w_student")) else 2e-2  # an argmax decides the former
+        assert got[k] == pytest.approx(v, rel=rel, abs=1e-7), k
 
 
 PINNED: dict[str, dict[str, dict[str, float]]] = {

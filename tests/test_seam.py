@@ -118,5 +118,7 @@ def test_an_epoch_gives_the_loss_recorded_before_the_seam(name: str, tiny_data, 
         changes["strategy.teacher"] = str(teacher)
     train(tiny_config(tiny_data, tmp_path / "run", **changes), log=_quiet)
     lines = [json.loads(ln) for ln in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    # bit-identical on the machine that recorded them; 1e-6 leaves room for another CPU of the same level only
-    assert lines[0]["train_loss"] == pytest.approx(want, rel=1e-6)
+    # bit-identical on the machine that recorded them; another CPU of the same level rounds differently: an
+    # AVX-512 AMD EPYC (2026-12-04) was off by up to 6.3e-4 relative (reweight: its 1-epoch teacher differs
+    # too), so 2e-3 (3x that); a changed weighting moves one epoch's loss by far more
+    assert lines[0]["train_loss"] == pytest.approx(want, rel=2e-3)
