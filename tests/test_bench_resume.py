@@ -150,3 +150,15 @@ def test_a_student_trains_on_lent_scores_without_its_teacher_and_archives_them(
     kept = archive / "reweight-de50" / "seed0"
     assert (kept / "teacher_scores.csv").read_text() == scores  # archived again: the next student can borrow it
     assert yaml.safe_load((kept / "config.yaml").read_text())["strategy"]["teacher"] is None
+
+
+def test_a_student_finished_here_does_not_bring_back_its_archived_teacher(bench_data: Path, tmp_path: Path) -> None:
+    out, archive = _seed0_archived(bench_data, tmp_path, SCORES)  # seed 0's reweight borrows NLKD's scores
+    jobs, config_path = _jobs(bench_data, out)
+    by = _by_key(jobs)
+    done = by[("band_kd-de50", 0)].out  # a pixel-level student, finished on this machine
+    _finished(done, by[("band_kd-de50", 0)].cfg)
+    (done / "last.pt").write_bytes(b"stand-in")
+    planned = _by_key(plan_from_archive(jobs, archive, config_path, log=lambda _: None))
+    assert ("baseline-de50", 0) not in planned  # nobody still to train needs its checkpoint
+    assert planned[("band_kd-de50", 0)] is by[("band_kd-de50", 0)]  # kept; the runner skips a finished run

@@ -121,11 +121,14 @@ def plan_from_archive(
         if archived(job):
             log(f"== {job.cell.slug} seed {job.seed}: archived finished, not trained again")
             continue
+        if job.finished():  # finished here: the runner skips it, and it needs no teacher any more
+            planned[key] = job
+            continue
         teacher = by_key.get((job.cell.teacher, job.seed))
         csv = None
         if _started_on_scores(job):
             csv = job.out / TEACHER_SCORES
-        elif not job.finished() and (teacher is None or not teacher.finished()) and needs_only_image_scores(job.cfg):
+        elif (teacher is None or not teacher.finished()) and needs_only_image_scores(job.cfg):
             csv = archived_teacher_scores(archive, job.cell.teacher, job.seed, job.cfg)
         if csv is not None:
             log(f"== {job.cell.slug} seed {job.seed}: learns the teacher scores of {csv} (no teacher run here)")
