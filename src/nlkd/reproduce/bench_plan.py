@@ -22,7 +22,7 @@ from nlkd.errors import ConfigError
 from nlkd.reproduce.cells import Cell, NoiseSpec, TablePlan
 from nlkd.teacher_cache import TEACHER_PROB
 
-__all__ = ["BENCH", "BenchRow", "BenchSetting", "NoiseKind", "bench_plan", "load_bench_setting"]
+__all__ = ["BENCH", "BenchRow", "BenchSetting", "NoiseKind", "bench_plan", "load_bench_setting", "teacher_needs"]
 
 BENCH = "noise-bench"
 
@@ -115,14 +115,18 @@ def row_unavailable(row: BenchRow, base: TrainConfig) -> str | None:
     return None
 
 
-def needs_teacher(row: BenchRow, base: TrainConfig) -> bool:
-    """Whether ``row``'s strategy, configured as the row sets it (e.g. ``doubt_rule: score``), needs the
-    baseline run as its teacher (teacher scores or the teacher's probability maps)."""
+def teacher_needs(cfg: TrainConfig) -> tuple[bool, bool]:
+    """What the strategy of ``cfg``, configured as ``cfg`` sets it (e.g. ``doubt_rule: score``), needs of a
+    teacher: ``(its per-image scores, its probability maps)``."""
     from nlkd.strategies import create_strategy
 
-    cfg = apply_overrides(base, row.changes)
     strategy = create_strategy(cfg.strategy, 2, None, cfg.epochs)  # the class count does not decide it
-    return strategy.needs_teacher or TEACHER_PROB in strategy.needs_extras
+    return strategy.needs_teacher, TEACHER_PROB in strategy.needs_extras
+
+
+def needs_teacher(row: BenchRow, base: TrainConfig) -> bool:
+    """Whether ``row``'s strategy needs the baseline run as its teacher (scores or probability maps)."""
+    return any(teacher_needs(apply_overrides(base, row.changes)))
 
 
 def rows_of_kind(setting: BenchSetting, kind: NoiseKind, extra: Sequence[str] = ()) -> list[BenchRow]:

@@ -25,12 +25,12 @@ from pathlib import Path
 from nlkd.config import TrainConfig, apply_overrides, load_config
 from nlkd.errors import NLKDError
 from nlkd.io import atomic_write_bytes
+from nlkd.reproduce.bench_plan import teacher_needs
 from nlkd.reproduce.bench_runner import Job
 from nlkd.reproduce.results import last_epoch_record
 from nlkd.reproduce.scales import Log
 from nlkd.reproduce.train_command import train_command
 from nlkd.teacher import CACHE_NAME as TEACHER_SCORES
-from nlkd.teacher_cache import TEACHER_PROB
 
 __all__ = ["archived_teacher_scores", "needs_only_image_scores", "plan_from_archive"]
 
@@ -38,10 +38,8 @@ __all__ = ["archived_teacher_scores", "needs_only_image_scores", "plan_from_arch
 def needs_only_image_scores(cfg: TrainConfig) -> bool:
     """Whether the strategy of ``cfg`` needs its teacher only for the per-image scores (so a scores CSV can
     stand in for the checkpoint), not for its probability maps."""
-    from nlkd.strategies import create_strategy
-
-    strategy = create_strategy(cfg.strategy, 2, None, cfg.epochs)  # the class count does not decide it
-    return strategy.needs_teacher and TEACHER_PROB not in strategy.needs_extras
+    scores, maps = teacher_needs(cfg)
+    return scores and not maps
 
 
 def _same_scores(student: TrainConfig, other: TrainConfig) -> bool:
