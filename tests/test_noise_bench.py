@@ -257,6 +257,28 @@ def test_gap_closed_of_a_row_counts_only_the_seeds_it_has(bench_data: Path, tmp_
     assert "| 50 % / 50 % |" in oracle  # its gain 2 of seed 0's gap 4; the 2-seed mean gap (7) would say 29 %
 
 
+def test_report_lists_each_rows_paired_difference_seed_by_seed(bench_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    levels = {
+        "baseline-de50": (0.40, 0.45),
+        "clean": (0.44, 0.50),
+        "oracle_pixel-de50": (0.42,),
+        "nlkd-de50": (0.39, 0.46),
+    }
+    for slug, per_seed in levels.items():
+        for seed, level in enumerate(per_seed):
+            _fake_run(out / BENCH / slug / f"seed{seed}", level)
+    assert main(_argv(bench_data, out, "--seeds", "0", "1", "--report-only")) == 0
+    lines = (out / f"{BENCH}.md").read_text().splitlines()
+    start = lines.index("Δ to the baseline of the same seed, per seed (mIoU / BF θ=2):")
+    table = lines[start + 2 : start + 7]
+    assert table[0] == "| method | seed 0 | seed 1 |"
+    assert "| clean labels | +4.00 / +4.00 | +5.00 / +5.00 |" in table  # the gap of each seed
+    assert "| oracle, pixel level | +2.00 / +2.00 | — |" in table  # a seed it has not run yet
+    assert "| NLKD (paper) | -1.00 / -1.00 | +1.00 / +1.00 |" in table
+    assert not any(row.startswith("| baseline") for row in table)
+
+
 def test_archived_runs_fill_missing_seeds_and_use_their_cached_posthoc(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

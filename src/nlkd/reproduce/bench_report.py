@@ -101,6 +101,23 @@ def _row_line(t: KindTable, setting: BenchSetting, row: BenchRow, n_seeds: int, 
     return f"| {row.title} | " + " | ".join(cells) + " |"
 
 
+def _per_seed_lines(t: KindTable, rows: Sequence[BenchRow], seeds: Sequence[int]) -> list[str]:
+    """Each row's paired difference to the baseline seed by seed (mIoU / BF θ=2), the figures behind its
+    interval; the clean row's are the gap of each seed."""
+    base = t.scores.get(t.slugs["baseline"], {})
+    lines = ["Δ to the baseline of the same seed, per seed (mIoU / BF θ=2):", ""]
+    lines += ["| method | " + " | ".join(f"seed {s}" for s in seeds) + " |", "|" + "---|" * (len(seeds) + 1)]
+    for row in rows:
+        sc = t.scores.get(t.slugs[row.slug], {})
+        cells = []
+        for s in seeds:
+            pair = [(sc.get(m, {}), base.get(m, {})) for m in DECIDING]
+            d = ["—" if s not in v or s not in b else f"{100 * (v[s] - b[s]):+.2f}" for v, b in pair]
+            cells.append("—" if d == ["—", "—"] else " / ".join(d))
+        lines.append(f"| {row.title} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def _table_lines(
     t: KindTable, setting: BenchSetting, seeds: Sequence[int], unavailable: Mapping[str, str]
 ) -> list[str]:
@@ -120,6 +137,9 @@ def _table_lines(
     lines += [_row_line(t, setting, r, len(seen), unavailable) for r in t.rows if r not in idle]
     if idle:
         lines += ["", "Not run yet: " + "; ".join(r.title for r in idle) + "."]
+    paired = [r for r in avail if r not in idle and r.slug != "baseline"]
+    if paired and t.runs.get(t.slugs["baseline"]):
+        lines += ["", *_per_seed_lines(t, paired, sorted(seen))]
     how = set(t.sources.values())
     sources = next(iter(how)) if len(how) == 1 else "; ".join(f"{k}: {v}" for k, v in t.sources.items())
     return [*lines, "", f"Score of a run, every row alike: {sources}.", ""]
