@@ -5,6 +5,7 @@ one figure (each method's gain over the baseline with its interval, one panel pe
 from __future__ import annotations
 
 import io
+import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -175,39 +176,60 @@ def render_bench(
     return "\n".join(lines)
 
 
+def plotted_rows(t: KindTable) -> list[BenchRow]:
+    """The rows of ``t``'s panel: every method with a paired difference to the baseline (not the clean
+    ceiling, not the baseline itself)."""
+    rows = [r for r in t.rows if not r.clean and r.slug != "baseline"]
+    return [r for r in rows if any(t.diff(r, label) is not None for label in DECIDING)]
+
+
 def _plot(tables: Sequence[KindTable], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(tables), figsize=(5.5 * len(tables), 4.5), squeeze=False)
-    for ax, t in zip(axes[0], tables):
-        rows = [r for r in t.rows if not r.clean and r.slug != "baseline" and t.slugs[r.slug] in t.runs]
+    panels = [plotted_rows(t) for t in tables]
+    heights = [max(len(rows), 1) + 1.5 for rows in panels]
+    fig, axes = plt.subplots(
+        len(tables), 1, figsize=(9, 0.32 * sum(heights) + 0.6), squeeze=False, gridspec_kw={"height_ratios": heights}
+    )
+    for ax, t, rows in zip(axes[:, 0], tables, panels):
+        ax.set_title(t.kind.title, fontsize=10)
+        if not rows:
+            ax.text(0.5, 0.5, "no paired run yet", ha="center", va="center", transform=ax.transAxes)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            continue
         for j, (label, color) in enumerate(zip(DECIDING, ("C0", "C1"))):
+            ax.plot([], [], "o", color=color, label=f"Δ {label}")
             for i, row in enumerate(rows):
                 d = t.diff(row, label)
                 if d is None:
                     continue
                 err = None if d.n < 2 else [[100 * (d.mean - d.low)], [100 * (d.high - d.mean)]]
-                x = i + 0.15 * (2 * j - 1)
-                ax.errorbar(x, 100 * d.mean, yerr=err, fmt="o", color=color, capsize=3, label=f"Δ {label}")
+                marker = "o" if d.n > 1 else "x"  # one seed: no interval
+                y = i + 0.15 * (2 * j - 1)
+                ax.errorbar(100 * d.mean, y, xerr=err, fmt=marker, color=color, capsize=3)
             gap = t.diff(t.rows[0], label) if t.rows[0].clean else None
             if gap is not None:
-                ax.axhline(100 * gap.mean, color=color, ls="--", lw=0.8, label=f"clean − baseline ({label})")
-        ax.axhline(0, color="k", lw=0.8)
-        ax.set_xticks(range(len(rows)), [r.title for r in rows], rotation=60, ha="right", fontsize=7)
-        ax.set_title(t.kind.title)
-        ax.set_ylabel("gain over baseline (points, 95 % CI)")
-        handles, labels = ax.get_legend_handles_labels()
-        uniq = dict(zip(labels, handles))
-        if uniq:
-            ax.legend(uniq.values(), uniq.keys(), fontsize=7)
+                ax.axvline(100 * gap.mean, color=color, ls="--", lw=0.8, label=f"clean − baseline ({label})")
+        ax.axvline(0, color="k", lw=0.8)
+        names = [textwrap.fill(f"{r.title} (n={_seeds(t, r)})", 36) for r in rows]
+        ax.set_yticks(range(len(rows)), names, fontsize=7)
+        ax.invert_yaxis()
+        ax.set_xlabel("gain over plain CE, points (95 % t-interval; x: one seed)", fontsize=8)
+        ax.legend(fontsize=6, loc="lower right")
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
     atomic_write_bytes(path, buf.getvalue())
+
+
+def _seeds(t: KindTable, row: BenchRow) -> int:
+    d = t.diff(row, DECIDING[0])
+    return 0 if d is None else d.n
 
 
 def write_bench_report(
