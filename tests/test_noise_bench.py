@@ -158,13 +158,24 @@ METRIC_KEYS = ("val_miou", "val_bf_1", "val_bf_2", "val_miou_band", "val_miou_in
 POSTHOC_KEYS = ("miou", "bf_1", "bf_2", "miou_band", "miou_interior")
 
 
-def _fake_run(folder: Path, level: float, epochs: int = 2, *, posthoc: bool = False, last_pt: bool = True) -> None:
+def _fake_run(
+    folder: Path,
+    level: float,
+    epochs: int = 2,
+    *,
+    posthoc: bool = False,
+    last_pt: bool = True,
+    logged: dict[str, list[float]] | None = None,
+) -> None:
     """A run folder as ``nlkd train`` leaves it, without training: ``epochs`` records of made-up metrics
-    (``level`` + a per-key offset), config, logs and a stand-in ``last.pt``; with ``posthoc`` the
-    records lack band mIoU (so every run is scored post-hoc) and ``posthoc_eval.json`` caches it,
-    stamped with ``last.pt``'s size and mtime as :func:`posthoc_eval` does."""
+    (``level`` + a per-key offset; ``logged``: further keys, one value per epoch), config, logs and a
+    stand-in ``last.pt``; with ``posthoc`` the records lack band mIoU (so every run is scored post-hoc)
+    and ``posthoc_eval.json`` caches it, stamped with ``last.pt``'s size and mtime as :func:`posthoc_eval` does."""
     folder.mkdir(parents=True)
     records = [{k: level + 0.01 * (i + e) for i, k in enumerate(METRIC_KEYS)} for e in range(1, epochs + 1)]
+    for key, values in (logged or {}).items():
+        for r, v in zip(records, values, strict=True):
+            r[key] = v
     records = [{"epoch": e, **r} for e, r in enumerate(records, start=1)]
     for r in records if posthoc else []:
         del r["val_miou_band"]
@@ -277,6 +288,26 @@ def test_report_lists_each_rows_paired_difference_seed_by_seed(bench_data: Path,
     assert "| oracle, pixel level | +2.00 / +2.00 | — |" in table  # a seed it has not run yet
     assert "| NLKD (paper) | -1.00 / -1.00 | +1.00 / +1.00 |" in table
     assert not any(row.startswith("| baseline") for row in table)
+
+
+def test_weight_auroc_column_is_blank_for_rows_that_weigh_every_image_alike(bench_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    alike = {"weight_auroc": [0.5, 0.5], "loss_share_corrupted_pixels": [0.07, 0.07]}
+    logged = {
+        "baseline-de50": alike,
+        "oracle_pixel-de50": {"weight_auroc": [0.5, 0.5], "loss_share_corrupted_pixels": [0.0, 0.0]},
+        "nlkd-de50": {"weight_auroc": [0.9, 0.92], "loss_share_corrupted_pixels": [0.06, 0.06]},
+        "reweight-de50": {"weight_auroc": [0.5, 0.6], "loss_share_corrupted_pixels": [0.05, 0.05]},
+    }
+    for slug, keys in logged.items():
+        _fake_run(out / BENCH / slug / "seed0", 0.4, logged=keys)
+    assert main(_argv(bench_data, out, "--seeds", "0", "--report-only")) == 0
+    lines = (out / f"{BENCH}.md").read_text().splitlines()
+    rows = {line.split(" | ")[0]: line for line in lines if " | 1/1 | " in line}  # the dilate/erode table
+    assert rows["| baseline (plain CE)"].endswith("| — | 7.00 |")  # equal weights: no detector to score
+    assert rows["| oracle, pixel level"].endswith("| — | 0.00 |")
+    assert rows["| NLKD (paper)"].endswith("| 91.00 | 6.00 |")
+    assert rows["| reweight (raw)"].endswith("| 55.00 | 5.00 |")  # one epoch at ½ is not equal weights
 
 
 def test_archived_runs_fill_missing_seeds_and_use_their_cached_posthoc(

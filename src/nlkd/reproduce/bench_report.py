@@ -98,8 +98,17 @@ def _row_line(t: KindTable, setting: BenchSetting, row: BenchRow, n_seeds: int, 
         cells += ["(reference)", "(reference)", "", ""]
     else:
         cells += [_interval(t.diff(row, label)) for label in DECIDING] + [_verdict(t, row), _gap(t, row)]
-    cells += [_pct(sc.get(setting.detection.get(k, ""), {})) for k in ("auroc", "share")]
+    auroc = sc.get(setting.detection.get("auroc", ""), {})
+    cells += [_pct({} if _same_weight_everywhere(auroc) else auroc)]
+    cells += [_pct(sc.get(setting.detection.get("share", ""), {}))]
     return f"| {row.title} | " + " | ".join(cells) + " |"
+
+
+def _same_weight_everywhere(auroc: Mapping[int, float]) -> bool:
+    """Whether a row's runs gave every image the same weight: the loop logs an AUROC of exactly ½ for equal
+    weights (every pair a tie), which a row whose weights vary does not reach in a mean over epochs. Such a
+    row weighs no image against another, so the table shows "—" rather than a detector at chance."""
+    return bool(auroc) and all(v == 0.5 for v in auroc.values())
 
 
 def _per_seed_lines(t: KindTable, rows: Sequence[BenchRow], seeds: Sequence[int]) -> list[str]:
@@ -164,7 +173,8 @@ def render_bench(
         "*no measurable difference* (or *below*, the interval under 0).",
         "*Gap closed*: the share of the clean − baseline gap the row's mean gain recovers, both over the seeds",
         "the row, clean and baseline share. BF θ is in pixels at the training resolution; band mIoU: pixels",
-        "closer than 3 px to a true boundary, interior: the rest.",
+        "closer than 3 px to a true boundary, interior: the rest. *Weight AUROC*: how well the row's image",
+        "weights tell clean from corrupted masks (50 = chance); — for a row that gives every image the same weight.",
         "",
     ]
     for t in tables:
