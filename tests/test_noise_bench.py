@@ -290,6 +290,41 @@ def test_report_lists_each_rows_paired_difference_seed_by_seed(bench_data: Path,
     assert not any(row.startswith("| baseline") for row in table)
 
 
+def _decision(text: str) -> list[str]:
+    lines = text.splitlines()
+    start = lines.index("### The decision")
+    return lines[start : next(i for i in range(start + 1, len(lines)) if lines[i].startswith("### "))]
+
+
+def test_decision_recommends_plain_ce_until_a_usable_row_beats_it_on_every_kind(
+    bench_data: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    base = (0.40, 0.45, 0.42)
+    gains = {"baseline-de50": 0.0, "clean": 0.04, "oracle_pixel-de50": 0.035, "nlkd-de50": 0.025}
+    for slug, gain in gains.items():
+        for seed, level in enumerate(base):
+            _fake_run(out / BENCH / slug / f"seed{seed}", level + gain + (0.005 * seed if slug == "nlkd-de50" else 0))
+    assert main(_argv(bench_data, out, "--seeds", "0", "1", "2", "--report-only")) == 0
+    block = _decision((out / f"{BENCH}.md").read_text())
+    assert block[2].startswith("**Run plain CE**")
+    assert "nlkd train --data ROOT --labels LABELS --strategy baseline" in block
+    rows = [line for line in block if line.startswith("| ") and not line.startswith("| method")]
+    assert rows[0].startswith("| oracle, pixel level | no (oracle")  # sorted by mean gain: 3.5 > 3
+    assert rows[1] == "| NLKD (paper) | yes | +3.00 / +3.00 (3 seeds): beats | not run | not run | 75 % / 75 % |"
+    assert block[-2].endswith("not met (no usable strategy beats plain CE on every kind).")  # 2 kinds not run
+
+    for key in ("poly50", "markov50"):  # the same gain on the other two kinds: now it wins
+        for slug, gain in (("baseline", 0.0), ("nlkd", 0.025)):
+            for seed, level in enumerate(base):
+                _fake_run(out / BENCH / f"{slug}-{key}" / f"seed{seed}", level + gain + 0.005 * seed * (slug == "nlkd"))
+    assert main(_argv(bench_data, out, "--seeds", "0", "1", "2", "--report-only")) == 0
+    block = _decision((out / f"{BENCH}.md").read_text())
+    assert block[2] == "**Run NLKD (paper)**: it beats plain CE on every noise kind."
+    assert "nlkd train --data ROOT --labels LABELS --strategy nlkd --teacher BASELINE_RUN/last.pt" in block
+    assert block[-2].endswith("met, stretch too (it closes 75 % / 75 %).")
+
+
 def test_weight_auroc_column_is_blank_for_rows_that_weigh_every_image_alike(bench_data: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     alike = {"weight_auroc": [0.5, 0.5], "loss_share_corrupted_pixels": [0.07, 0.07]}

@@ -7,51 +7,16 @@ from __future__ import annotations
 import io
 import textwrap
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from nlkd.io import atomic_write_bytes, atomic_write_text
-from nlkd.reproduce.bench_plan import BENCH, BenchRow, BenchSetting, NoiseKind, rows_of_kind
-from nlkd.reproduce.bench_scores import METRICS, RunData, collect_runs, score_runs
-from nlkd.reproduce.stats import MIN_VERDICT_SEEDS, PairedDifference, gap_closed, paired_difference, summarize
+from nlkd.reproduce.bench_decision import decision_lines
+from nlkd.reproduce.bench_plan import BENCH, BenchRow, BenchSetting
+from nlkd.reproduce.bench_scores import METRICS
+from nlkd.reproduce.bench_table import DECIDING, KindTable, kind_table
+from nlkd.reproduce.stats import MIN_VERDICT_SEEDS, PairedDifference, summarize
 
-__all__ = ["KindTable", "kind_table", "render_bench", "write_bench_report"]
-
-DECIDING = ("mIoU", "BF θ=2")  # the metrics whose paired difference decides "beats"
-
-
-@dataclass
-class KindTable:
-    """The scored table of one noise kind."""
-
-    kind: NoiseKind
-    rows: list[BenchRow]
-    slugs: dict[str, str]  # row slug -> cell slug
-    runs: dict[str, list[RunData]]  # cell slug -> finished runs
-    scores: dict[str, dict[str, dict[int, float]]]
-    sources: dict[str, str]
-
-    def diff(self, row: BenchRow, label: str, against: str = "baseline") -> PairedDifference | None:
-        base = self.scores.get(self.slugs[against], {}).get(label, {})
-        return paired_difference(self.scores.get(self.slugs[row.slug], {}).get(label, {}), base)
-
-
-def kind_table(
-    setting: BenchSetting,
-    kind: NoiseKind,
-    out: Path,
-    epochs: int,
-    extra: Sequence[str],
-    planned: Sequence[str],
-    archive: Path | None = None,
-) -> KindTable:
-    """Score the finished runs of ``kind``'s table (rows: its own and ``extra``; ``planned``: cell
-    slugs that exist in the plan; ``archive``: where archived runs fill the seeds ``out`` lacks)."""
-    rows = rows_of_kind(setting, kind, extra)
-    slugs = {r.slug: r.slug_for(kind) for r in rows}
-    runs = collect_runs(out, [s for s in slugs.values() if s in planned], epochs, archive)
-    scores, sources = score_runs(runs, setting.last_k, list(setting.detection.values()))
-    return KindTable(kind, rows, slugs, runs, scores, sources)
+__all__ = ["render_bench", "write_bench_report"]
 
 
 def _pct(values: Mapping[int, float]) -> str:
@@ -80,12 +45,8 @@ def _verdict(t: KindTable, row: BenchRow) -> str:
 def _gap(t: KindTable, row: BenchRow) -> str:
     if row.clean:
         return "(ceiling)"
-    out = []
-    for label in DECIDING:
-        of = [t.scores.get(t.slugs[s], {}).get(label, {}) for s in (row.slug, t.rows[0].slug, "baseline")]
-        share = gap_closed(*of) if t.rows[0].clean else None
-        out.append("—" if share is None else f"{100 * share:.0f} %")
-    return " / ".join(out)
+    shares = [t.gap_share(row, label) for label in DECIDING]
+    return " / ".join("—" if share is None else f"{100 * share:.0f} %" for share in shares)
 
 
 def _row_line(t: KindTable, setting: BenchSetting, row: BenchRow, n_seeds: int, unavailable: Mapping[str, str]) -> str:
@@ -177,6 +138,7 @@ def render_bench(
         "weights tell clean from corrupted masks (50 = chance); — for a row that gives every image the same weight.",
         "",
     ]
+    lines += decision_lines(tables)
     for t in tables:
         lines += _table_lines(t, setting, seeds, unavailable)
     if unavailable:

@@ -1,0 +1,96 @@
+"""The noise benchmark's decision: which strategy to run on coarse labels, read from its scored tables.
+
+A row is *usable* when it needs nothing a user lacks (``candidate`` rows; the oracles need the fine masks).
+A row *beats* plain CE on a noise kind when its paired difference to the baseline lies above 0 on mIoU or
+BF θ=2, over at least :data:`~nlkd.reproduce.stats.MIN_VERDICT_SEEDS` seeds, and below 0 on neither. The
+recommendation is the usable row that beats plain CE on every noise kind (the largest mean mIoU gain on the
+first kind among several), else plain CE. The targets: the recommended row closes at least half of the
+first kind's clean − baseline gap in mIoU and in BF (stretch: 70 %).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from nlkd.config import TrainConfig
+from nlkd.reproduce.bench_plan import BenchRow, needs_teacher
+from nlkd.reproduce.bench_table import DECIDING, KindTable
+
+__all__ = ["STRETCH_SHARE", "TARGET_SHARE", "beats_on", "decision_lines", "train_command_of"]
+
+TARGET_SHARE, STRETCH_SHARE = 0.5, 0.7  # of the clean − baseline gap, in mIoU and in BF
+
+
+def beats_on(t: KindTable, row: BenchRow) -> bool:
+    """Whether ``row`` beats plain CE on ``t``'s noise kind: "beats" on a deciding metric, "below" on none."""
+    verdicts = [d.verdict for d in (t.diff(row, label) for label in DECIDING) if d is not None]
+    return "beats" in verdicts and "below" not in verdicts
+
+
+def train_command_of(row: BenchRow | None) -> str:
+    """The ``nlkd train`` command of ``row``'s strategy (None: plain CE) on a user's labels."""
+    changes = dict(row.changes) if row is not None else {}
+    cmd = f"nlkd train --data ROOT --labels LABELS --strategy {changes.pop('strategy.name', 'baseline')}"
+    if row is not None and needs_teacher(row, TrainConfig()):
+        cmd += " --teacher BASELINE_RUN/last.pt"
+    return cmd + "".join(f" --set {k}={v}" for k, v in changes.items())
+
+
+def _cell(t: KindTable, row: BenchRow) -> str:
+    d = [t.diff(row, label) for label in DECIDING]
+    if d[0] is None or d[1] is None:
+        return "not run"
+    verdict = "beats" if beats_on(t, row) else "below" if "below" in (d[0].verdict, d[1].verdict) else "no measurable difference"
+    return f"{100 * d[0].mean:+.2f} / {100 * d[1].mean:+.2f} ({d[0].n} seed{'s' * (d[0].n > 1)}): {verdict}"
+
+
+def _gap(t: KindTable, row: BenchRow) -> str:
+    shares = [t.gap_share(row, label) for label in DECIDING]
+    return " / ".join("—" if s is None else f"{100 * s:.0f} %" for s in shares)
+
+
+def decision_lines(tables: Sequence[KindTable]) -> list[str]:
+    """The report's decision block: the recommendation with its command, every row with a paired run on
+    the first kind (its mean gain and verdict per kind, the gap it closes), and the targets, met or not."""
+    first = tables[0]
+    rows = [r for r in first.rows if not r.clean and r.slug != "baseline" and first.diff(r, "mIoU") is not None]
+    rows.sort(key=lambda r: -first.diff(r, "mIoU").mean)  # type: ignore[union-attr]
+    winners = [r for r in rows if r.candidate and all(beats_on(t, r) for t in tables)]
+    pick = winners[0] if winners else None
+    lines = ["### The decision", ""]
+    if pick is None:
+        lines.append("**Run plain CE**: no strategy that needs only your labels beats it on every noise kind yet.")
+    else:
+        lines.append(f"**Run {pick.title}**: it beats plain CE on every noise kind.")
+    lines += ["", "```", train_command_of(pick), "```", ""]
+    if not rows:
+        return [*lines, "No row has a paired run yet.", ""]
+    kinds = [t.kind.title for t in tables]
+    lines += [
+        f"Every row with a paired run, by its mean mIoU gain on {first.kind.title}: Δ mIoU / Δ BF θ=2 over plain CE",
+        "(mean over the paired seeds) and the verdict of each kind's table; the gap it closes on the first kind.",
+        "",
+        "| method | usable | " + " | ".join(kinds) + f" | gap closed on {first.kind.title} (mIoU / BF) |",
+        "|" + "---|" * (len(kinds) + 3),
+    ]
+    for r in rows:
+        usable = "yes" if r.candidate else "no (oracle: needs the fine masks)"
+        lines.append(f"| {r.title} | {usable} | " + " | ".join(_cell(t, r) for t in tables) + f" | {_gap(first, r)} |")
+    lines += ["", _targets(first, pick, tables), ""]
+    return lines
+
+
+def _targets(first: KindTable, pick: BenchRow | None, tables: Sequence[KindTable]) -> str:
+    head = (
+        f"Targets: the recommended strategy closes ≥ {100 * TARGET_SHARE:.0f} % of the clean − baseline gap on "
+        f"{first.kind.title} in mIoU and BF (stretch ≥ {100 * STRETCH_SHARE:.0f} %) and beats plain CE on all "
+        f"{len(tables)} noise kinds: "
+    )
+    if pick is None:
+        return head + "not met (no usable strategy beats plain CE on every kind)."
+    shares = [first.gap_share(pick, label) for label in DECIDING]
+    if any(s is None for s in shares):
+        return head + "gap not known yet (no clean run shares a seed with it)."
+    low = min(s for s in shares if s is not None)
+    met = "met, stretch too" if low >= STRETCH_SHARE else "met" if low >= TARGET_SHARE else "not met"
+    return head + f"{met} (it closes {_gap(first, pick)})."

@@ -1,0 +1,64 @@
+"""One noise kind's scored table of the noise benchmark: its rows, their finished runs, the score of
+every run per metric, and the comparisons the report and the decision read from it (a row's paired
+difference to the baseline, the share of the clean − baseline gap it closes)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from nlkd.reproduce.bench_plan import BenchRow, BenchSetting, NoiseKind, rows_of_kind
+from nlkd.reproduce.bench_scores import RunData, collect_runs, score_runs
+from nlkd.reproduce.stats import PairedDifference, gap_closed, paired_difference
+
+__all__ = ["DECIDING", "KindTable", "kind_table"]
+
+DECIDING = ("mIoU", "BF θ=2")  # the metrics whose paired difference decides "beats"
+
+
+@dataclass
+class KindTable:
+    """The scored table of one noise kind."""
+
+    kind: NoiseKind
+    rows: list[BenchRow]
+    slugs: dict[str, str]  # row slug -> cell slug
+    runs: dict[str, list[RunData]]  # cell slug -> finished runs
+    scores: dict[str, dict[str, dict[int, float]]]
+    sources: dict[str, str]
+
+    def diff(self, row: BenchRow, label: str, against: str = "baseline") -> PairedDifference | None:
+        """``row`` − ``against`` on metric ``label`` over the seeds both finished; None if the row is not in
+        this table or shares no seed."""
+        if row.slug not in self.slugs:
+            return None
+        base = self.scores.get(self.slugs[against], {}).get(label, {})
+        return paired_difference(self.scores.get(self.slugs[row.slug], {}).get(label, {}), base)
+
+    def gap_share(self, row: BenchRow, label: str) -> float | None:
+        """The share of the clean − baseline gap on ``label`` that ``row``'s mean gain closes, over the
+        seeds row, clean and baseline share (:func:`~nlkd.reproduce.stats.gap_closed`); None without
+        them or without a clean row."""
+        if not self.rows[0].clean or row.slug not in self.slugs:
+            return None
+        of = [self.scores.get(self.slugs[s], {}).get(label, {}) for s in (row.slug, self.rows[0].slug, "baseline")]
+        return gap_closed(*of)
+
+
+def kind_table(
+    setting: BenchSetting,
+    kind: NoiseKind,
+    out: Path,
+    epochs: int,
+    extra: Sequence[str],
+    planned: Sequence[str],
+    archive: Path | None = None,
+) -> KindTable:
+    """Score the finished runs of ``kind``'s table (rows: its own and ``extra``; ``planned``: cell
+    slugs that exist in the plan; ``archive``: where archived runs fill the seeds ``out`` lacks)."""
+    rows = rows_of_kind(setting, kind, extra)
+    slugs = {r.slug: r.slug_for(kind) for r in rows}
+    runs = collect_runs(out, [s for s in slugs.values() if s in planned], epochs, archive)
+    scores, sources = score_runs(runs, setting.last_k, list(setting.detection.values()))
+    return KindTable(kind, rows, slugs, runs, scores, sources)
