@@ -5,6 +5,7 @@ archive of finished runs (--archive) on run folders made by hand, without traini
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import signal
@@ -20,6 +21,7 @@ from conftest import SMALL_ENCODER
 from nlkd.cli import main
 from nlkd.config import TrainConfig
 from nlkd.errors import DataError
+from nlkd.reproduce.bench_figures import mean_curve
 from nlkd.reproduce.bench_plan import BENCH, bench_plan, load_bench_setting, rows_of_kind
 from nlkd.reproduce.bench_runner import PID_FILE, adopt_key
 from nlkd.reproduce.bench_scores import RunData, best_rows, collect_runs
@@ -126,6 +128,7 @@ def test_noise_bench_end_to_end_kill_resume_report_adopt(bench_data: Path, tmp_p
     text = md.read_text()
     assert "| clean labels | 2/2 |" in text and "| baseline (plain CE) | 2/2 |" in text
     assert "PARTIAL" in text and "mean of the last 5 epochs" in text and (out / f"{BENCH}.png").stat().st_size > 0
+    assert (out / f"{BENCH}-curves.png").stat().st_size > 0
     stamp = {p: p.stat().st_mtime_ns for p in runs.values()}
     md.unlink()
     assert main([*argv, "--report-only"]) == 0  # rebuilt from the runs, nothing trained
@@ -323,6 +326,14 @@ def test_decision_recommends_plain_ce_until_a_usable_row_beats_it_on_every_kind(
     assert block[2] == "**Run NLKD (paper)**: it beats plain CE on every noise kind."
     assert "nlkd train --data ROOT --labels LABELS --strategy nlkd --teacher BASELINE_RUN/last.pt" in block
     assert block[-2].endswith("met, stretch too (it closes 75 % / 75 %).")
+
+
+def test_mean_curve_averages_each_epoch_over_the_runs_that_logged_it(tmp_path: Path) -> None:
+    a = RunData(0, tmp_path, [{"val_miou": 0.2}, {"val_miou": 0.4}, {"val_miou": 0.5}])
+    b = RunData(1, tmp_path, [{"val_miou": 0.4}, {}, {"val_miou": 0.7}])
+    c = RunData(2, tmp_path, [{"val_miou": 0.6}, {"val_miou": None}, {"val_miou": 0.9}, {"val_miou": 1.0}])
+    assert mean_curve([a, b, c], "val_miou") == pytest.approx([0.4, 0.4, 0.7])  # up to the shortest run
+    assert math.isnan(mean_curve([b], "val_miou")[1]) and mean_curve([], "val_miou") == []
 
 
 def test_weight_auroc_column_is_blank_for_rows_that_weigh_every_image_alike(bench_data: Path, tmp_path: Path) -> None:

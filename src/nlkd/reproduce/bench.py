@@ -127,13 +127,13 @@ def run_noise_bench(args: argparse.Namespace, command: str) -> int:
             _dry_run(jobs, unavailable)
             return 0
         if args.report_only:
-            print(f"== {report()}, {setup.out / f'{BENCH}.png'}")
+            print(f"== {report()}, {setup.out / f'{BENCH}.png'}, {setup.out / f'{BENCH}-curves.png'}")
             return 0
         prepare_data(setup, plan)
         adopt = functools.partial(adopt_runs, source=Path(args.adopt)) if args.adopt else None
         n = args.jobs or setting.jobs
         failures += run_jobs(setup, jobs, n, reuse=not args.no_reuse, on_finish=report, adopt=adopt)
-        print(f"== {report()}, {setup.out / f'{BENCH}.png'}")
+        print(f"== {report()}, {setup.out / f'{BENCH}.png'}, {setup.out / f'{BENCH}-curves.png'}")
         new = _extra_rows(setting, setup, seeds, unavailable, archive)
         if new == extra:
             break

@@ -1,16 +1,15 @@
-"""``DIR/noise-bench.md`` and ``DIR/noise-bench.png``: one table per noise kind (every row's metrics as
-mean ± std over seeds, its paired difference to the baseline with a 95 % t-interval, the verdict) and
-one figure (each method's gain over the baseline with its interval, one panel per noise kind)."""
+"""``DIR/noise-bench.md``: the decision (:mod:`~nlkd.reproduce.bench_decision`), then one table per noise
+kind (every row's metrics as mean ± std over seeds, its paired difference to the baseline with a 95 %
+t-interval, the verdict); and its figures (:mod:`~nlkd.reproduce.bench_figures`)."""
 
 from __future__ import annotations
 
-import io
-import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from nlkd.io import atomic_write_bytes, atomic_write_text
+from nlkd.io import atomic_write_text
 from nlkd.reproduce.bench_decision import decision_lines
+from nlkd.reproduce.bench_figures import plot_curves, plot_gains
 from nlkd.reproduce.bench_plan import BENCH, BenchRow, BenchSetting
 from nlkd.reproduce.bench_scores import METRICS
 from nlkd.reproduce.bench_table import DECIDING, KindTable, kind_table
@@ -148,62 +147,6 @@ def render_bench(
     return "\n".join(lines)
 
 
-def plotted_rows(t: KindTable) -> list[BenchRow]:
-    """The rows of ``t``'s panel: every method with a paired difference to the baseline (not the clean
-    ceiling, not the baseline itself)."""
-    rows = [r for r in t.rows if not r.clean and r.slug != "baseline"]
-    return [r for r in rows if any(t.diff(r, label) is not None for label in DECIDING)]
-
-
-def _plot(tables: Sequence[KindTable], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    panels = [plotted_rows(t) for t in tables]
-    heights = [max(len(rows), 1) + 1.5 for rows in panels]
-    fig, axes = plt.subplots(
-        len(tables), 1, figsize=(9, 0.32 * sum(heights) + 0.6), squeeze=False, gridspec_kw={"height_ratios": heights}
-    )
-    for ax, t, rows in zip(axes[:, 0], tables, panels):
-        ax.set_title(t.kind.title, fontsize=10)
-        if not rows:
-            ax.text(0.5, 0.5, "no paired run yet", ha="center", va="center", transform=ax.transAxes)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            continue
-        for j, (label, color) in enumerate(zip(DECIDING, ("C0", "C1"))):
-            ax.plot([], [], "o", color=color, label=f"Δ {label}")
-            for i, row in enumerate(rows):
-                d = t.diff(row, label)
-                if d is None:
-                    continue
-                err = None if d.n < 2 else [[100 * (d.mean - d.low)], [100 * (d.high - d.mean)]]
-                marker = "o" if d.n > 1 else "x"  # one seed: no interval
-                y = i + 0.15 * (2 * j - 1)
-                ax.errorbar(100 * d.mean, y, xerr=err, fmt=marker, color=color, capsize=3)
-            gap = t.diff(t.rows[0], label) if t.rows[0].clean else None
-            if gap is not None:
-                ax.axvline(100 * gap.mean, color=color, ls="--", lw=0.8, label=f"clean − baseline ({label})")
-        ax.axvline(0, color="k", lw=0.8)
-        names = [textwrap.fill(f"{r.title} (n={_seeds(t, r)})", 36) for r in rows]
-        ax.set_yticks(range(len(rows)), names, fontsize=7)
-        ax.invert_yaxis()
-        ax.set_xlabel("gain over plain CE, points (95 % t-interval; x: one seed)", fontsize=8)
-        ax.legend(fontsize=6, loc="lower right")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
-
-
-def _seeds(t: KindTable, row: BenchRow) -> int:
-    d = t.diff(row, DECIDING[0])
-    return 0 if d is None else d.n
-
-
 def write_bench_report(
     setting: BenchSetting,
     out: Path,
@@ -223,5 +166,6 @@ def write_bench_report(
               for k in setting.noise]  # fmt: skip
     md = out / f"{BENCH}.md"
     atomic_write_text(md, render_bench(setting, tables, seeds, unavailable, command, settings, notes))
-    _plot(tables, out / f"{BENCH}.png")
+    plot_gains(tables, out / f"{BENCH}.png")
+    plot_curves(tables[0], out / f"{BENCH}-curves.png", setting.last_k)
     return md
