@@ -18,7 +18,8 @@ table under DIR (same config, same teacher, same seed) links that run instead of
 
 noise-bench (issue 14) trains its runs as `nlkd train` processes, --jobs at a time, and writes
 DIR/noise-bench.md (the decision, then one table per noise kind, paired 95 % intervals, PARTIAL until
-complete), DIR/noise-bench.png (gains) and DIR/noise-bench-curves.png (validation curves); --adopt DIR links runs trained elsewhere at the same config. --archive ARCHIVE
+complete), DIR/noise-bench.png (gains) and DIR/noise-bench-curves.png (validation curves); --adopt DIR
+links runs trained elsewhere at the same config. --archive ARCHIVE
 (e.g. results/noise-bench, committed to git) keeps the small files of every finished run
 (metrics.jsonl, config.yaml, posthoc_eval.json; no checkpoints) in ARCHIVE/<cell>/seed<k>/ after each
 report: runs kept in ARCHIVE count for the tables and are not trained again (unless a student needs the
