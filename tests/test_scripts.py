@@ -167,3 +167,27 @@ def test_noise_setting_search_gap(tmp_path: Path) -> None:
         "20.00 / 10.00 |",
     ]
     assert "| X_nlkd_s0 | 50.00 | 25.00 | 3 |" in out
+
+
+def test_noise_bench_curves_gap_by_phase_and_late_decline(tmp_path: Path) -> None:
+    """The printed phase ranges are the min and max of the per-epoch mean gap over the paired seeds; the
+    per-seed line is the best epoch against the last-K mean."""
+
+    def run(cell: str, seed: int, mious: list[float]) -> None:
+        folder = tmp_path / cell / f"seed{seed}"
+        folder.mkdir(parents=True)
+        records = [{"epoch": i + 1, "val_miou": m, "val_bf_2": m / 2} for i, m in enumerate(mious)]
+        (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+
+    run("clean", 0, [0.10, 0.20, 0.50, 0.60, 0.70, 0.70])
+    run("clean", 1, [0.10, 0.30, 0.50, 0.50, 0.60, 0.80])
+    run("baseline-de50", 0, [0.10, 0.20, 0.40, 0.50, 0.40, 0.40])  # best 0.50 at epoch 4; last 2: 0.40
+    run("baseline-de50", 1, [0.20, 0.20, 0.30, 0.30, 0.40, 0.40])
+    run("baseline-de50", 2, [0.20, 0.20, 0.30, 0.30, 0.40, 0.40])  # no clean run: not in the gap
+    out = run_script("noise_bench_curves.py", "--archive", str(tmp_path), "--split", "2", "--last-k", "2")
+    # mean mIoU gap per epoch over seeds 0 and 1, in points: -5, +5, +15, +15, +25, +35
+    assert "mean over seeds [0, 1], 6 epochs" in out
+    assert "  mIoU: epochs 1–2 -5.0 to +5.0; epochs 5–6 +25.0 to +35.0" in out
+    assert "  BF θ=2: epochs 1–2 -2.5 to +2.5; epochs 5–6 +12.5 to +17.5" in out
+    assert "  seed 0: best 50.00 at epoch 4, last-2 40.00, 10.00 below" in out
+    assert "  seed 2: best 40.00 at epoch 5, last-2 40.00, 0.00 below" in out
