@@ -40,13 +40,8 @@ def _cell(t: KindTable, row: BenchRow) -> str:
     d = [t.diff(row, label) for label in DECIDING]
     if d[0] is None or d[1] is None:
         return "not run"
-    verdict = (
-        "beats"
-        if beats_on(t, row)
-        else "below"
-        if "below" in (d[0].verdict, d[1].verdict)
-        else "no measurable difference"
-    )
+    below = "below" in {x.verdict for x in d}
+    verdict = "beats" if beats_on(t, row) else "below" if below else "no measurable difference"
     return f"{100 * d[0].mean:+.2f} / {100 * d[1].mean:+.2f} ({d[0].n} seed{'s' * (d[0].n > 1)}): {verdict}"
 
 
