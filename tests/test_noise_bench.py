@@ -21,10 +21,11 @@ from conftest import SMALL_ENCODER
 from nlkd.cli import main
 from nlkd.config import TrainConfig
 from nlkd.errors import DataError
-from nlkd.reproduce.bench_figures import mean_curve
-from nlkd.reproduce.bench_plan import BENCH, bench_plan, load_bench_setting, rows_of_kind
+from nlkd.reproduce.bench_figures import gain_axis_limits, mean_curve
+from nlkd.reproduce.bench_plan import BENCH, BenchRow, NoiseKind, bench_plan, load_bench_setting, rows_of_kind
 from nlkd.reproduce.bench_runner import PID_FILE, adopt_key
 from nlkd.reproduce.bench_scores import RunData, best_rows, collect_runs
+from nlkd.reproduce.bench_table import DECIDING, KindTable
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
@@ -326,6 +327,27 @@ def test_decision_recommends_plain_ce_until_a_usable_row_beats_it_on_every_kind(
     assert block[2] == "**Run NLKD (paper)**: it beats plain CE on every noise kind."
     assert "nlkd train --data ROOT --labels LABELS --strategy nlkd --teacher BASELINE_RUN/last.pt" in block
     assert block[-2].endswith("met, stretch too (it closes 75 % / 75 %).")
+
+
+def test_gain_axis_leaves_out_two_seed_intervals_and_the_gaps_interval() -> None:
+    kind = NoiseKind("de50", "dilate/erode 50 %", "train_de50", "dilate_erode", 0.5)
+    rows = [
+        BenchRow("clean", "clean", clean=True),
+        BenchRow("baseline", "plain CE"),
+        BenchRow("a", "A"),
+        BenchRow("b", "B"),
+    ]
+    base = {0: 0.40, 1: 0.45, 2: 0.42}
+    per_seed = {  # mIoU and BF θ=2 alike
+        "clean": {0: 0.50, 1: 0.47, 2: 0.45},  # gap mean 5 points, its interval wider
+        "baseline": base,
+        "a": {0: 0.30, 1: 0.55},  # two seeds: -10, +10 -> interval about ±127 points
+        "b": {0: 0.41, 1: 0.47, 2: 0.42},  # three seeds: +1, +2, 0 -> interval [-1.48, +3.48]
+    }
+    scores = {slug: {label: v for label in DECIDING} for slug, v in per_seed.items()}
+    t = KindTable(kind, rows, {r.slug: r.slug for r in rows}, {}, scores, {})
+    lo, hi = gain_axis_limits(t, rows[2:], pad=1.0)
+    assert lo == pytest.approx(-1.0 - 1.4843, abs=1e-3) and hi == pytest.approx(5.0 + 1.0)
 
 
 def test_mean_curve_averages_each_epoch_over_the_runs_that_logged_it(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from nlkd.reproduce.bench_plan import BenchRow
 from nlkd.reproduce.bench_scores import RunData
 from nlkd.reproduce.bench_table import DECIDING, KindTable
 
-__all__ = ["mean_curve", "plot_curves", "plot_gains", "plotted_rows"]
+__all__ = ["gain_axis_limits", "mean_curve", "plot_curves", "plot_gains", "plotted_rows"]
 
 CURVES = (("mIoU", "val_miou"), ("BF θ=2", "val_bf_2"))  # (panel, per-epoch key of metrics.jsonl)
 
@@ -59,16 +59,35 @@ def plot_gains(tables: Sequence[KindTable], path: Path) -> None:
             if gap is not None:
                 ax.axvline(100 * gap.mean, color=color, ls="--", lw=0.8, label=f"clean − baseline ({label})")
         ax.axvline(0, color="k", lw=0.8)
+        lo, hi = gain_axis_limits(t, rows)
+        ax.set_xlim(lo, hi)
         names = [textwrap.fill(f"{r.title} (n={_seeds(t, r)})", 36) for r in rows]
         ax.set_yticks(range(len(rows)), names, fontsize=7)
         ax.invert_yaxis()
-        ax.set_xlabel("gain over plain CE, points (95 % t-interval; x: one seed)", fontsize=8)
+        ax.set_xlabel(
+            "gain over plain CE, points (95 % t-interval; x: one seed; two-seed intervals may run past the axis)",
+            fontsize=8,
+        )
         ax.legend(fontsize=6, loc="lower right")
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
     atomic_write_bytes(path, buf.getvalue())
+
+
+def gain_axis_limits(t: KindTable, rows: Sequence[BenchRow], pad: float = 1.5) -> tuple[float, float]:
+    """x limits (points) of a gain panel: 0, every row's mean gain and its interval when it has three or more
+    seeds, the mean clean − baseline gap, with ``pad`` points either side. A two-seed interval (t = 12.7) is
+    left out: it would set the scale for everything else."""
+    xs = [0.0]
+    for label in DECIDING:
+        gap = t.diff(t.rows[0], label) if t.rows[0].clean else None
+        xs += [] if gap is None else [100 * gap.mean]  # drawn as a line, without its interval
+        for d in (t.diff(r, label) for r in rows):
+            if d is not None:
+                xs += [100 * d.mean, *([100 * d.low, 100 * d.high] if d.n >= 3 else [])]
+    return min(xs) - pad, max(xs) + pad
 
 
 def _seeds(t: KindTable, row: BenchRow) -> int:
