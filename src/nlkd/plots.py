@@ -44,9 +44,10 @@ def _new_figure(width: float, height: float) -> Figure:
     return fig
 
 
-def _save(fig: Figure, out_png: Path) -> None:
+def save_png(fig: Figure, out_png: Path, dpi: int = _DPI) -> None:
+    """Write ``fig`` to ``out_png`` atomically (temp file + rename)."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=_DPI)
+    fig.savefig(buf, format="png", dpi=dpi)
     atomic_write_bytes(out_png, buf.getvalue())
 
 
@@ -198,7 +199,7 @@ def plot_curves(metrics_jsonl: Path, out_png: Path) -> None:
             ax.legend()
         else:
             _no_data(ax)
-    _save(fig, Path(out_png))
+    save_png(fig, Path(out_png))
 
 
 def prediction_grid(
@@ -251,7 +252,7 @@ def prediction_grid(
             axes[r][0].set_ylabel(str(row["label"]), fontsize=9)
     if title:
         fig.suptitle(title)
-    _save(fig, Path(out_png))
+    save_png(fig, Path(out_png))
 
 
 def weight_histogram(
@@ -300,4 +301,4 @@ def weight_histogram(
     ax.set_xlabel(xlabel)
     ax.set_ylabel("images")
     ax.grid(alpha=0.3)
-    _save(fig, Path(out_png))
+    save_png(fig, Path(out_png))

@@ -45,11 +45,6 @@ def _cell(t: KindTable, row: BenchRow) -> str:
     return f"{100 * d[0].mean:+.2f} / {100 * d[1].mean:+.2f} ({d[0].n} seed{'s' * (d[0].n > 1)}): {verdict}"
 
 
-def _gap(t: KindTable, row: BenchRow) -> str:
-    shares = [t.gap_share(row, label) for label in DECIDING]
-    return " / ".join("—" if s is None else f"{100 * s:.0f} %" for s in shares)
-
-
 def decision_lines(tables: Sequence[KindTable]) -> list[str]:
     """The report's decision block: the recommendation with its command, every row with a paired run on
     the first kind (its mean gain and verdict per kind, the gap it closes), and the targets, met or not."""
@@ -76,7 +71,8 @@ def decision_lines(tables: Sequence[KindTable]) -> list[str]:
     ]
     for r in rows:
         usable = "yes" if r.candidate else "no (oracle: needs the fine masks)"
-        lines.append(f"| {r.title} | {usable} | " + " | ".join(_cell(t, r) for t in tables) + f" | {_gap(first, r)} |")
+        cells = [usable, *(_cell(t, r) for t in tables), first.gap_text(r)]
+        lines.append(f"| {r.title} | " + " | ".join(cells) + " |")
     lines += ["", _targets(first, pick, tables), ""]
     return lines
 
@@ -94,4 +90,4 @@ def _targets(first: KindTable, pick: BenchRow | None, tables: Sequence[KindTable
         return head + "gap not known yet (no clean run shares a seed with it)."
     low = min(s for s in shares if s is not None)
     met = "met, stretch too" if low >= STRETCH_SHARE else "met" if low >= TARGET_SHARE else "not met"
-    return head + f"{met} (it closes {_gap(first, pick)})."
+    return head + f"{met} (it closes {first.gap_text(pick)})."

@@ -4,13 +4,12 @@ BF θ=2 epoch by epoch, each row's mean over its finished seeds (where the last-
 
 from __future__ import annotations
 
-import io
 import math
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
-from nlkd.io import atomic_write_bytes
+from nlkd.plots import save_png
 from nlkd.reproduce.bench_plan import BenchRow
 from nlkd.reproduce.bench_scores import RunData
 from nlkd.reproduce.bench_table import DECIDING, KindTable
@@ -70,10 +69,8 @@ def plot_gains(tables: Sequence[KindTable], path: Path) -> None:
         )
         ax.legend(fontsize=6, loc="lower right")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
+    save_png(fig, path, dpi=110)
     plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
 
 
 def gain_axis_limits(t: KindTable, rows: Sequence[BenchRow], pad: float = 1.5) -> tuple[float, float]:
@@ -134,7 +131,5 @@ def plot_curves(t: KindTable, path: Path, last_k: int) -> None:
     if rows:
         axes[0][-1].legend(fontsize=6, loc="lower right")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
+    save_png(fig, path, dpi=110)
     plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())

@@ -44,8 +44,7 @@ def _verdict(t: KindTable, row: BenchRow) -> str:
 def _gap(t: KindTable, row: BenchRow) -> str:
     if row.clean:
         return "(ceiling)"
-    shares = [t.gap_share(row, label) for label in DECIDING]
-    return " / ".join("—" if share is None else f"{100 * share:.0f} %" for share in shares)
+    return t.gap_text(row)
 
 
 def _row_line(t: KindTable, setting: BenchSetting, row: BenchRow, n_seeds: int, unavailable: Mapping[str, str]) -> str:

@@ -45,6 +45,11 @@ class KindTable:
         of = [self.scores.get(self.slugs[s], {}).get(label, {}) for s in (row.slug, self.rows[0].slug, "baseline")]
         return gap_closed(*of)
 
+    def gap_text(self, row: BenchRow) -> str:
+        """:meth:`gap_share` of mIoU and BF θ=2 as "56 % / 60 %" ("—" where unknown)."""
+        shares = [self.gap_share(row, label) for label in DECIDING]
+        return " / ".join("—" if s is None else f"{100 * s:.0f} %" for s in shares)
+
 
 def kind_table(
     setting: BenchSetting,
