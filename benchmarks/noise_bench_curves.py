@@ -11,18 +11,16 @@ epochs 1..split and over split+3..last; then per plain-CE seed its best epoch an
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
+
+from nlkd.reproduce.bench_scores import read_records, seed_folders
 
 KEYS = (("mIoU", "val_miou"), ("BF θ=2", "val_bf_2"))
 
 
 def load(folder: Path) -> dict[int, list[dict[str, float]]]:
     """seed -> epoch records of every archived run under ``folder`` (``seed<k>/metrics.jsonl``)."""
-    runs = {}
-    for f in sorted(folder.glob("seed*/metrics.jsonl")):
-        runs[int(f.parent.name[4:])] = [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
-    return runs
+    return {seed: read_records(f) for seed, f in seed_folders(folder) if (f / "metrics.jsonl").is_file()}
 
 
 def main() -> None:

@@ -65,7 +65,8 @@ class RunData:
         return archived_posthoc(self.folder) if self.archived else posthoc_eval(self.folder)
 
 
-def _records(folder: Path) -> list[dict[str, Any]]:
+def read_records(folder: Path) -> list[dict[str, Any]]:
+    """``folder/metrics.jsonl``, one dict per epoch; an older run's ``val_bf`` (BF at 2 px) also as ``val_bf_2``."""
     records = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if line.strip()]
     for r in records:  # runs of older nlkd: val_bf is BF at eval_tolerance, 2 px in every scale
         if "val_bf_2" not in r and "val_bf" in r and _eval_tolerance(folder) == 2.0:
@@ -82,7 +83,7 @@ def _eval_tolerance(folder: Path) -> float | None:
         return None
 
 
-def _seed_folders(folder: Path) -> list[tuple[int, Path]]:
+def seed_folders(folder: Path) -> list[tuple[int, Path]]:
     """``(seed, folder/seed<k>/)`` for every such entry, by name."""
     return [(int(p.name[4:]), p) for p in sorted(folder.glob("seed*")) if p.name[4:].isdigit()]
 
@@ -93,12 +94,12 @@ def collect_runs(out: Path, slugs: Sequence[str], epochs: int, archive: Path | N
     ``epochs``."""
     runs: dict[str, list[RunData]] = {}
     for slug in slugs:
-        done = [(s, f) for s, f in _seed_folders(out / slug) if finished_record(f, epochs) is not None]
-        found = [RunData(s, f, _records(f)) for s, f in done]
+        done = [(s, f) for s, f in seed_folders(out / slug) if finished_record(f, epochs) is not None]
+        found = [RunData(s, f, read_records(f)) for s, f in done]
         have = {r.seed for r in found}
-        for seed, folder in _seed_folders(archive / slug) if archive is not None else []:
+        for seed, folder in seed_folders(archive / slug) if archive is not None else []:
             if seed not in have and last_epoch_record(folder, epochs) is not None:
-                found.append(RunData(seed, folder, _records(folder), archived=True))
+                found.append(RunData(seed, folder, read_records(folder), archived=True))
                 have.add(seed)
         runs[slug] = sorted(found, key=lambda r: r.seed)
     return runs
