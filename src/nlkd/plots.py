@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 from nlkd.errors import DataError
 from nlkd.io import atomic_write_bytes
 
-__all__ = ["colorize", "overlay", "plot_curves", "prediction_grid", "weight_histogram"]
+__all__ = ["colorize", "new_figure", "overlay", "plot_curves", "prediction_grid", "save_png", "weight_histogram"]
 
 RGB = tuple[int, int, int]
 
@@ -38,7 +38,8 @@ _CURVE_PANELS: tuple[tuple[str, str, tuple[tuple[str, str], ...]], ...] = (
 )
 
 
-def _new_figure(width: float, height: float) -> Figure:
+def new_figure(width: float, height: float) -> Figure:
+    """A matplotlib figure on its own Agg canvas (no pyplot), constrained layout."""
     fig = Figure(figsize=(width, height), layout="constrained")
     FigureCanvasAgg(fig)
     return fig
@@ -176,7 +177,7 @@ def plot_curves(metrics_jsonl: Path, out_png: Path) -> None:
         DataError: the file is missing or a line (other than an unfinished last one) is not a JSON object.
     """
     records = _read_metrics(Path(metrics_jsonl))
-    fig = _new_figure(15.0, 4.0)
+    fig = new_figure(15.0, 4.0)
     axes = fig.subplots(1, len(_CURVE_PANELS), squeeze=False)[0]
     for ax, (title, ylabel, series) in zip(axes, _CURVE_PANELS):
         drawn = False
@@ -231,7 +232,7 @@ def prediction_grid(
     columns = ["image", "ground truth", *methods]
     h, w = np.shape(rows[0]["image"])[:2]
     cell = 2.8
-    fig = _new_figure(cell * len(columns), cell * h / max(w, 1) * len(rows) + (0.5 if title else 0.3))
+    fig = new_figure(cell * len(columns), cell * h / max(w, 1) * len(rows) + (0.5 if title else 0.3))
     axes = fig.subplots(len(rows), len(columns), squeeze=False)
     for r, row in enumerate(rows):
         image = row["image"]
@@ -278,7 +279,7 @@ def weight_histogram(
         values = np.asarray(scores, dtype=np.float64).ravel()
         groups[name] = values[np.isfinite(values)]
     everything = np.concatenate(list(groups.values()))
-    fig = _new_figure(7.0, 4.5)
+    fig = new_figure(7.0, 4.5)
     ax = fig.subplots()
     if everything.size:
         lo, hi = float(everything.min()), float(everything.max())

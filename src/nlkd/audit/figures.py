@@ -1,32 +1,17 @@
 """The audit's figures (``figures/*.png``): per-class boundary disagreement and the ROC and
-precision-recall curves of a detection; helpers to draw and save a figure atomically."""
+precision-recall curves of a detection."""
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from nlkd.audit.detection import Detection
 from nlkd.audit.table import AuditTable
-from nlkd.io import atomic_write_bytes
+from nlkd.plots import new_figure, save_png
 
-__all__ = ["class_bars", "detection_curves", "new_figure", "save_png"]
-
-
-def new_figure(width: float, height: float) -> Figure:
-    fig = Figure(figsize=(width, height), layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def save_png(fig: Figure, path: Path, dpi: int = 100) -> None:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
-    atomic_write_bytes(path, buf.getvalue())
+__all__ = ["class_bars", "detection_curves"]
 
 
 def class_bars(table: AuditTable, path: Path) -> None:

@@ -10,10 +10,9 @@ from pathlib import Path
 import numpy as np
 from torch import Tensor
 
-from nlkd.audit.figures import new_figure, save_png
 from nlkd.audit.table import AuditTable
 from nlkd.data.folder import FolderDataset, collate
-from nlkd.plots import overlay
+from nlkd.plots import new_figure, overlay, save_png
 
 __all__ = ["GalleryItem", "disagreement_map", "render_gallery"]
 

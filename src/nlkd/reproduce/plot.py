@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from nlkd.io import atomic_write_bytes
 from nlkd.reproduce.cells import TablePlan
 from nlkd.reproduce.paper import PAPER
 from nlkd.reproduce.stats import mean_sd, paired_gain
@@ -46,12 +44,10 @@ def plot_table(plan: TablePlan, results: dict[str, list[dict[str, Any]]], out_pn
     """mIoU and BF panels: lines over the noise ratio (cells with ``x``, Table 2), else one bar per cell;
     error bars are the std over seeds, the paper's numbers are dashed lines / black ticks. Line tables
     get a second row of panels: each method's gain over the baseline, ours beside the paper's."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from nlkd.plots import new_figure, save_png  # matplotlib only when a figure is drawn
 
     lines = plan.is_line_table
-    fig = Figure(figsize=(13, 9 if lines else 5), layout="constrained")
-    FigureCanvasAgg(fig)
+    fig = new_figure(13, 9 if lines else 5)
     paper = PAPER.get(plan.name, {})
     axes = fig.subplots(2 if lines else 1, 2, squeeze=False)
     if lines:
@@ -86,6 +82,4 @@ def plot_table(plan: TablePlan, results: dict[str, list[dict[str, Any]]], out_pn
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.suptitle(f"{plan.name}: {plan.title}")
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    atomic_write_bytes(out_png, buf.getvalue())
+    save_png(fig, out_png)
