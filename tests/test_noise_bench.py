@@ -317,6 +317,8 @@ def test_decision_recommends_plain_ce_until_a_usable_row_beats_it_on_every_kind(
     assert rows[0].startswith("| oracle, pixel level | no (oracle")  # sorted by mean gain: 3.5 > 3
     assert rows[1] == "| NLKD (paper) | yes | +3.00 / +3.00 (3 seeds): beats | not run | not run | 75 % / 75 % |"
     assert block[-2].endswith("not met (no usable strategy beats plain CE on every kind).")  # 2 kinds not run
+    short = "Seeds still short (5 for plain CE and NLKD; 3 for the rest): baseline (plain CE) 3/5; NLKD (paper) 3/5."
+    assert short in (out / f"{BENCH}.md").read_text().splitlines()
 
     for key in ("poly50", "markov50"):  # the same gain on the other two kinds: now it wins
         for slug, gain in (("baseline", 0.0), ("nlkd", 0.025)):
@@ -348,6 +350,29 @@ def test_gain_axis_leaves_out_two_seed_intervals_and_the_gaps_interval() -> None
     t = KindTable(kind, rows, {r.slug: r.slug for r in rows}, {}, scores, {})
     lo, hi = gain_axis_limits(t, rows[2:], pad=1.0)
     assert lo == pytest.approx(-1.0 - 1.4843, abs=1e-3) and hi == pytest.approx(5.0 + 1.0)
+
+
+def test_seed_shortfall_needs_five_seeds_of_the_key_rows_and_three_of_the_rest(tmp_path: Path) -> None:
+    kind = NoiseKind("de50", "dilate/erode 50 %", "train_de50", "dilate_erode", 0.5)
+    rows = [
+        BenchRow("clean", "clean", clean=True),
+        BenchRow("baseline", "plain CE"),
+        BenchRow("oracle", "O"),  # not a candidate: never a key row, however large its gain
+        BenchRow("nlkd", "NLKD", candidate=True),
+        BenchRow("a", "A", candidate=True),
+        BenchRow("b", "B", candidate=True),
+        BenchRow("c", "C", candidate=True),
+        BenchRow("d", "D", candidate=True),  # no run yet
+    ]
+    gain = {"clean": 0.05, "baseline": 0.0, "oracle": 0.04, "nlkd": -0.01, "a": 0.01, "b": 0.03, "c": 0.02}
+    seeds = {"clean": 5, "baseline": 5, "oracle": 2, "nlkd": 4, "a": 3, "b": 5, "c": 3}
+    scores = {s: {label: {k: 0.4 + g for k in range(seeds[s])} for label in DECIDING} for s, g in gain.items()}
+    runs = {s: [RunData(k, tmp_path, []) for k in range(n)] for s, n in seeds.items()}
+    t = KindTable(kind, rows, {r.slug: r.slug for r in rows}, runs, scores, {})
+    assert [r.slug for r in t.key_rows()] == ["baseline", "nlkd", "b", "c"]  # the two best usable rows: +3, +2
+    short = [(r.slug, have, need) for r, have, need in t.seed_shortfall()]
+    assert short == [("oracle", 2, 3), ("nlkd", 4, 5), ("c", 3, 5), ("d", 0, 3)]  # a: 3 of 3, not a key row
+    assert [r.slug for r, _, _ in t.seed_shortfall(skip=["d", "oracle"])] == ["nlkd", "c"]
 
 
 def test_mean_curve_averages_each_epoch_over_the_runs_that_logged_it(tmp_path: Path) -> None:

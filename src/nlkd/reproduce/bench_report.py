@@ -12,7 +12,7 @@ from nlkd.reproduce.bench_decision import decision_lines
 from nlkd.reproduce.bench_figures import plot_curves, plot_gains
 from nlkd.reproduce.bench_plan import BENCH, BenchRow, BenchSetting
 from nlkd.reproduce.bench_scores import METRICS
-from nlkd.reproduce.bench_table import DECIDING, KindTable, kind_table
+from nlkd.reproduce.bench_table import DECIDING, KEY_SEEDS, OTHER_SEEDS, KindTable, kind_table
 from nlkd.reproduce.stats import MIN_VERDICT_SEEDS, PairedDifference, summarize
 
 __all__ = ["render_bench", "write_bench_report"]
@@ -87,6 +87,19 @@ def _per_seed_lines(t: KindTable, rows: Sequence[BenchRow], seeds: Sequence[int]
     return lines
 
 
+def _shortfall_line(t: KindTable, unavailable: Mapping[str, str]) -> str:
+    """The rows with a finished run that are still short of their seeds (the rows without one are
+    listed as not run), or that every row has its seeds."""
+    best = [r.title for r in t.key_rows() if r.slug not in ("baseline", "nlkd")]
+    others = f", NLKD and the best other rows so far, {' and '.join(f'“{b}”' for b in best)}" if best else " and NLKD"
+    rule = f"{KEY_SEEDS} for plain CE{others}; {OTHER_SEEDS} for the rest"
+    short = t.seed_shortfall(skip=list(unavailable))
+    if not short:
+        return f"Every row has its seeds ({rule})."
+    ran = [f"{r.title} {have}/{need}" for r, have, need in short if have > 0]
+    return f"Seeds still short ({rule}): " + ("; ".join(ran) if ran else "only the rows not run yet") + "."
+
+
 def _table_lines(
     t: KindTable, setting: BenchSetting, seeds: Sequence[int], unavailable: Mapping[str, str]
 ) -> list[str]:
@@ -106,6 +119,7 @@ def _table_lines(
     lines += [_row_line(t, setting, r, len(seen), unavailable) for r in t.rows if r not in idle]
     if idle:
         lines += ["", "Not run yet: " + "; ".join(r.title for r in idle) + "."]
+    lines += ["", _shortfall_line(t, unavailable)]
     paired = [r for r in avail if r not in idle and r.slug != "baseline"]
     if paired and t.runs.get(t.slugs["baseline"]):
         lines += ["", *_per_seed_lines(t, paired, sorted(seen))]

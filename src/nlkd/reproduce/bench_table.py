@@ -12,9 +12,12 @@ from nlkd.reproduce.bench_plan import BenchRow, BenchSetting, NoiseKind, rows_of
 from nlkd.reproduce.bench_scores import RunData, collect_runs, score_runs
 from nlkd.reproduce.stats import PairedDifference, gap_closed, paired_difference
 
-__all__ = ["DECIDING", "KindTable", "kind_table"]
+__all__ = ["DECIDING", "KEY_SEEDS", "OTHER_SEEDS", "KindTable", "kind_table"]
 
 DECIDING = ("mIoU", "BF θ=2")  # the metrics whose paired difference decides "beats"
+# The seeds a row needs before the benchmark is complete: plain CE, NLKD and the two best other usable rows
+# KEY_SEEDS, every other row OTHER_SEEDS (the issue's minimum; a verdict needs MIN_VERDICT_SEEDS).
+KEY_SEEDS, OTHER_SEEDS = 5, 3
 
 
 @dataclass
@@ -44,6 +47,26 @@ class KindTable:
             return None
         of = [self.scores.get(self.slugs[s], {}).get(label, {}) for s in (row.slug, self.rows[0].slug, "baseline")]
         return gap_closed(*of)
+
+    def seeds_of(self, row: BenchRow) -> int:
+        """How many seeds of ``row`` have a finished run."""
+        return len({r.seed for r in self.runs.get(self.slugs.get(row.slug, ""), [])})
+
+    def key_rows(self) -> list[BenchRow]:
+        """The rows that need :data:`KEY_SEEDS` seeds: plain CE, NLKD (paper) and the two usable rows with
+        the largest mean mIoU gain over plain CE, among those with a paired run."""
+        key = [r for r in self.rows if r.slug in ("baseline", "nlkd")]
+        others = [r for r in self.rows if r.candidate and r.slug != "nlkd" and self.diff(r, "mIoU") is not None]
+        others.sort(key=lambda r: -self.diff(r, "mIoU").mean)  # type: ignore[union-attr]
+        return key + others[:2]
+
+    def seed_shortfall(self, skip: Sequence[str] = ()) -> list[tuple[BenchRow, int, int]]:
+        """``(row, seeds finished, seeds needed)`` for every row (slugs in ``skip`` left out) with fewer
+        finished seeds than it needs: :data:`KEY_SEEDS` for :meth:`key_rows`, else :data:`OTHER_SEEDS`."""
+        key = {r.slug for r in self.key_rows()}
+        need = {r.slug: KEY_SEEDS if r.slug in key else OTHER_SEEDS for r in self.rows if r.slug not in skip}
+        have = {r.slug: self.seeds_of(r) for r in self.rows}
+        return [(r, have[r.slug], need[r.slug]) for r in self.rows if r.slug in need and have[r.slug] < need[r.slug]]
 
     def gap_text(self, row: BenchRow) -> str:
         """:meth:`gap_share` of mIoU and BF θ=2 as "56 % / 60 %" ("—" where unknown)."""
