@@ -6,7 +6,17 @@ import math
 
 import pytest
 
-from nlkd.reproduce.stats import gap_closed, gap_recovered, last_k_mean, paired_difference, summarize
+from nlkd.reproduce.stats import (
+    PairedDifference,
+    gap_closed,
+    gap_recovered,
+    interval_half_width,
+    last_k_mean,
+    paired_difference,
+    pooled_std,
+    seeds_to_detect,
+    summarize,
+)
 
 
 def test_summarize_hand_values() -> None:
@@ -64,3 +74,25 @@ def test_gap_closed_sets_a_row_against_the_gap_of_its_own_seeds() -> None:
     assert gap_closed({0: 42.0, 1: 45.0}, clean, base) == pytest.approx(3.5 / 7.0)  # mean gain / mean gap
     assert gap_closed({3: 42.0}, clean, base) is None  # no seed in common
     assert gap_closed({0: 42.0}, {0: 40.0}, base) is None  # no gap to recover
+
+
+def test_pooled_std_weights_each_row_by_its_degrees_of_freedom() -> None:
+    rows = [PairedDifference(0.0, 1.0, -1.0, 1.0, 3), PairedDifference(0.0, 2.0, -2.0, 2.0, 5)]
+    sd, df = pooled_std(rows)  # (2 · 1 + 4 · 4) / 6 = 3
+    assert df == 6 and sd == pytest.approx(math.sqrt(3.0))
+    one_seed = PairedDifference(1.0, 0.0, math.nan, math.nan, 1)  # no spread to pool
+    assert pooled_std([one_seed, rows[0]]) == (pytest.approx(1.0), 2)
+    assert pooled_std([one_seed]) is None and pooled_std([]) is None
+
+
+def test_interval_half_width_and_the_seeds_it_takes_to_resolve_a_gain() -> None:
+    # t(0.975, 4) = 2.7764: 2.7764 · 2 / sqrt(5) = 2.4833; the width paired_difference uses too
+    assert interval_half_width(2.0, 5) == pytest.approx(2.4833, abs=1e-4)
+    d = paired_difference({k: v for k, v in enumerate([1.0, 3.0, -1.0, 2.0, 0.0])}, dict.fromkeys(range(5), 0.0))
+    assert d.high - d.mean == pytest.approx(interval_half_width(d.std, 5))
+    # spread 2: 6 seeds give ±2.099, 7 give ±1.850 -> a gain of 2 needs 7; of 2.1, 6
+    assert seeds_to_detect(2.0, 2.0) == 7 and seeds_to_detect(2.1, 2.0) == 6
+    assert seeds_to_detect(100.0, 2.0) == 3  # never fewer than a verdict rests on
+    assert seeds_to_detect(0.0, 2.0) is None and seeds_to_detect(0.01, 2.0, most=50) is None
+    with pytest.raises(ValueError, match="n >= 2"):
+        interval_half_width(1.0, 1)

@@ -13,7 +13,7 @@ from nlkd.reproduce.bench_figures import plot_curves, plot_gains
 from nlkd.reproduce.bench_plan import BENCH, BenchRow, BenchSetting
 from nlkd.reproduce.bench_scores import METRICS
 from nlkd.reproduce.bench_table import DECIDING, KEY_SEEDS, OTHER_SEEDS, KindTable, kind_table
-from nlkd.reproduce.stats import MIN_VERDICT_SEEDS, PairedDifference, summarize
+from nlkd.reproduce.stats import MIN_VERDICT_SEEDS, PairedDifference, interval_half_width, seeds_to_detect, summarize
 
 __all__ = ["render_bench", "write_bench_report"]
 
@@ -100,6 +100,33 @@ def _shortfall_line(t: KindTable, unavailable: Mapping[str, str]) -> str:
     return f"Seeds still short ({rule}): " + ("; ".join(ran) if ran else "only the rows not run yet") + "."
 
 
+def _resolution_line(t: KindTable, n: int, gap: Mapping[str, PairedDifference | None]) -> str | None:
+    """What the table can tell apart: the seed-to-seed spread of the paired differences
+    (:meth:`KindTable.spread`), the half-width of an interval over ``n`` seeds at that spread, and the
+    seeds from which that interval is narrower than half the clean − baseline gap."""
+    spread = {label: t.spread(label) for label in DECIDING}
+    if n < 2 or any(v is None for v in spread.values()):
+        return None
+    sd = {label: v[0] for label, v in spread.items() if v is not None}
+    df = sum(v[1] for v in spread.values() if v is not None) // len(DECIDING)
+    widths = " / ".join(f"±{100 * interval_half_width(sd[label], n):.2f}" for label in DECIDING)
+    line = (
+        f"Resolution: a row's paired difference to plain CE varies from seed to seed by "
+        f"{100 * sd['mIoU']:.2f} mIoU / {100 * sd['BF θ=2']:.2f} BF θ=2 (pooled std over the rows with "
+        f"≥ {MIN_VERDICT_SEEDS} paired seeds, {df} degrees of freedom), so a 95 % interval over {n} seeds is "
+        f"{widths}: a smaller mean gain cannot be told from 0"
+    )
+    half = {label: d.mean / 2 for label, d in gap.items() if d is not None and d.mean > 0}
+    if len(half) == len(DECIDING):
+        need = [seeds_to_detect(half[label], sd[label]) for label in DECIDING]
+        counts = " / ".join("more than 1000" if k is None else str(k) for k in need)
+        line += (
+            f". The interval is narrower than half the gap ({100 * half['mIoU']:.2f} / {100 * half['BF θ=2']:.2f}) "
+            f"from {counts} seeds on; a row that closes half the gap then clears 0 about half the time"
+        )
+    return line + "."
+
+
 def _table_lines(
     t: KindTable, setting: BenchSetting, seeds: Sequence[int], unavailable: Mapping[str, str]
 ) -> list[str]:
@@ -113,6 +140,9 @@ def _table_lines(
     gap = {label: t.diff(t.rows[0], label) for label in DECIDING} if t.rows[0].clean else {}
     if gap and all(d is not None for d in gap.values()):
         lines += [f"Clean − baseline gap: {_interval(gap['mIoU'])} mIoU, {_interval(gap['BF θ=2'])} BF θ=2.", ""]
+    resolution = _resolution_line(t, len(seeds), gap)
+    if resolution:
+        lines += [resolution, ""]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     seen = set(seeds) | {x.seed for runs in t.runs.values() for x in runs}  # finished runs of other seeds count too
     idle = [r for r in avail if not t.runs.get(t.slugs[r.slug])]  # no finished run of any seed yet

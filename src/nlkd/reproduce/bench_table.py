@@ -10,7 +10,7 @@ from pathlib import Path
 
 from nlkd.reproduce.bench_plan import BenchRow, BenchSetting, NoiseKind, rows_of_kind
 from nlkd.reproduce.bench_scores import RunData, collect_runs, score_runs
-from nlkd.reproduce.stats import PairedDifference, gap_closed, paired_difference
+from nlkd.reproduce.stats import MIN_VERDICT_SEEDS, PairedDifference, gap_closed, paired_difference, pooled_std
 
 __all__ = ["DECIDING", "KEY_SEEDS", "OTHER_SEEDS", "KindTable", "kind_table"]
 
@@ -47,6 +47,13 @@ class KindTable:
             return None
         of = [self.scores.get(self.slugs[s], {}).get(label, {}) for s in (row.slug, self.rows[0].slug, "baseline")]
         return gap_closed(*of)
+
+    def spread(self, label: str) -> tuple[float, int] | None:
+        """How much a row's paired difference to plain CE on ``label`` varies from seed to seed: the pooled
+        std over the rows with at least :data:`~nlkd.reproduce.stats.MIN_VERDICT_SEEDS` paired seeds
+        (clean and oracles included: the run-to-run noise is the same), and its degrees of freedom."""
+        diffs = [self.diff(r, label) for r in self.rows if r.slug != "baseline"]
+        return pooled_std([d for d in diffs if d is not None and d.n >= MIN_VERDICT_SEEDS])
 
     def seeds_of(self, row: BenchRow) -> int:
         """How many seeds of ``row`` have a finished run."""

@@ -20,11 +20,14 @@ __all__ = [
     "Summary",
     "gap_closed",
     "gap_recovered",
+    "interval_half_width",
     "last_k_mean",
     "mean_sd",
     "paired_difference",
     "paired_diffs",
     "paired_gain",
+    "pooled_std",
+    "seeds_to_detect",
     "summarize",
 ]
 
@@ -127,6 +130,45 @@ def paired_difference(
         return PairedDifference(summary.mean, 0.0, math.nan, math.nan, 1, confidence)
     half = float(scipy_stats.t.ppf(0.5 + confidence / 2, summary.n - 1)) * summary.std / math.sqrt(summary.n)
     return PairedDifference(summary.mean, summary.std, summary.mean - half, summary.mean + half, summary.n, confidence)
+
+
+def pooled_std(diffs: Sequence[PairedDifference]) -> tuple[float, int] | None:
+    """Pooled sample std of several rows' paired differences, ``sqrt(Σ (n_i − 1) s_i² / Σ (n_i − 1))``,
+    and its degrees of freedom ``Σ (n_i − 1)``; None without a row of at least two seeds.
+
+    >>> pooled_std([PairedDifference(0.0, 1.0, -1.0, 1.0, 3), PairedDifference(0.0, 2.0, -2.0, 2.0, 5)])
+    (1.7320508075688772, 6)
+    """
+    df = sum(d.n - 1 for d in diffs if d.n > 1)
+    if df == 0:
+        return None
+    return math.sqrt(sum((d.n - 1) * d.std**2 for d in diffs if d.n > 1) / df), df
+
+
+def interval_half_width(std: float, n: int, confidence: float = 0.95) -> float:
+    """Half-width ``t(1 − α/2, n − 1) · std / sqrt(n)`` of the t-interval of a mean of ``n`` paired
+    differences whose std is ``std`` (n ≥ 2).
+
+    >>> round(interval_half_width(2.0, 5), 4)
+    2.4833
+    """
+    if n < 2:
+        raise ValueError(f"an interval needs n >= 2 seeds, got {n!r}")
+    return float(scipy_stats.t.ppf(0.5 + confidence / 2, n - 1)) * std / math.sqrt(n)
+
+
+def seeds_to_detect(effect: float, std: float, confidence: float = 0.95, most: int = 1000) -> int | None:
+    """The fewest seeds (at least :data:`MIN_VERDICT_SEEDS`) whose interval half-width at spread ``std`` is
+    below ``effect``; None when even ``most`` seeds are not enough or ``effect`` is not positive. A row whose
+    true mean gain is ``effect`` then has its interval clear 0 only about half the time (no power margin).
+
+    >>> seeds_to_detect(2.0, 2.0)  # a gain as large as the spread: 7 seeds (6 give ±2.10)
+    7
+    """
+    if effect <= 0:
+        return None
+    seeds = range(MIN_VERDICT_SEEDS, most + 1)
+    return next((n for n in seeds if interval_half_width(std, n, confidence) < effect), None)
 
 
 def last_k_mean(records: Sequence[Mapping[str, Any]], key: str, k: int = 5) -> float | None:
