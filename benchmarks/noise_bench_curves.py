@@ -5,12 +5,15 @@ reads the archived runs.
     python benchmarks/noise_bench_curves.py [--archive results/noise-bench] [--kind de50] [--split 22] [--last-k 5]
 
 Prints, over the seeds both clean and plain CE finished: the range of the mean gap in mIoU and BF θ=2 over
-epochs 1..split and over split+3..last; then per plain-CE seed its best epoch and last-K mean.
+epochs 1..split and over split+3..last; then per plain-CE seed its best epoch and last-K mean; then how much of
+a run's score is evaluation noise: the epoch-to-epoch std of val mIoU over the last K epochs of every archived
+run (median and largest), against which the seed-to-seed spread of the report's *Resolution* line is set.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 from pathlib import Path
 
 from nlkd.reproduce.bench_scores import read_records, seed_folders
@@ -47,6 +50,15 @@ def main() -> None:
         tail = sum(m[-args.last_k :]) / len(m[-args.last_k :])
         print(f"  seed {s}: best {max(m):.2f} at epoch {m.index(max(m)) + 1}, last-{args.last_k} {tail:.2f}, "
               f"{max(m) - tail:.2f} below")  # fmt: skip
+    spread = [
+        statistics.stdev(100 * r["val_miou"] for r in records[-args.last_k :])
+        for cell in sorted(p for p in Path(args.archive).iterdir() if p.is_dir())
+        for records in load(cell).values()
+        if len(records) >= max(args.last_k, 2)
+    ]
+    if spread:
+        print(f"evaluation noise: std of val mIoU over the last {args.last_k} epochs of {len(spread)} archived runs: "
+              f"median {statistics.median(spread):.2f}, largest {max(spread):.2f}")  # fmt: skip
 
 
 if __name__ == "__main__":

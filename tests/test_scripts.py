@@ -191,3 +191,6 @@ def test_noise_bench_curves_gap_by_phase_and_late_decline(tmp_path: Path) -> Non
     assert "  BF θ=2: epochs 1–2 -2.5 to +2.5; epochs 5–6 +12.5 to +17.5" in out
     assert "  seed 0: best 50.00 at epoch 4, last-2 40.00, 10.00 below" in out
     assert "  seed 2: best 40.00 at epoch 5, last-2 40.00, 0.00 below" in out
+    # last 2 epochs' mIoU: clean 70/70 and 60/80, baselines 40/40 three times -> std 0, 14.14, 0, 0, 0
+    noise = "evaluation noise: std of val mIoU over the last 2 epochs of 5 archived runs: median 0.00, largest 14.14"
+    assert noise in out
