@@ -49,8 +49,7 @@ def decision_lines(tables: Sequence[KindTable]) -> list[str]:
     """The report's decision block: the recommendation with its command, every row with a paired run on
     the first kind (its mean gain and verdict per kind, the gap it closes), and the targets, met or not."""
     first = tables[0]
-    rows = [r for r in first.rows if not r.clean and r.slug != "baseline" and first.diff(r, "mIoU") is not None]
-    rows.sort(key=lambda r: -first.diff(r, "mIoU").mean)  # type: ignore[union-attr]
+    rows = first.by_gain()
     winners = [r for r in rows if r.candidate and all(beats_on(t, r) for t in tables)]
     pick = winners[0] if winners else None
     lines = ["### The decision", ""]

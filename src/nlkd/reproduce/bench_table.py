@@ -63,9 +63,13 @@ class KindTable:
         """The rows that need :data:`KEY_SEEDS` seeds: plain CE, NLKD (paper) and the two usable rows with
         the largest mean mIoU gain over plain CE, among those with a paired run."""
         key = [r for r in self.rows if r.slug in ("baseline", "nlkd")]
-        others = [r for r in self.rows if r.candidate and r.slug != "nlkd" and self.diff(r, "mIoU") is not None]
-        others.sort(key=lambda r: -self.diff(r, "mIoU").mean)  # type: ignore[union-attr]
-        return key + others[:2]
+        return key + [r for r in self.by_gain() if r.candidate and r.slug != "nlkd"][:2]
+
+    def by_gain(self) -> list[BenchRow]:
+        """The rows with a paired mIoU difference to plain CE (not clean, not plain CE itself), largest mean
+        gain first."""
+        rows = [r for r in self.rows if not r.clean and r.slug != "baseline" and self.diff(r, "mIoU") is not None]
+        return sorted(rows, key=lambda r: -self.diff(r, "mIoU").mean)  # type: ignore[union-attr]
 
     def seed_shortfall(self, skip: Sequence[str] = ()) -> list[tuple[BenchRow, int, int]]:
         """``(row, seeds finished, seeds needed)`` for every row (slugs in ``skip`` left out) with fewer
