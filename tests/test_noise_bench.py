@@ -294,6 +294,26 @@ def test_report_lists_each_rows_paired_difference_seed_by_seed(bench_data: Path,
     assert not any(row.startswith("| baseline") for row in table)
 
 
+def test_a_row_named_on_another_kind_runs_there_before_the_first_table_is_complete(
+    bench_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    _fake_bench(out)  # the first kind's table is far from complete: no best rows yet
+    named = "reweight-rank-late-markov50"
+    assert main(_argv(bench_data, out, "--seeds", "0", "--cells", named, "--dry-run")) == 0
+    printed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("-- ")]
+    assert [line.split()[1] for line in printed] == ["baseline-markov50", named]  # its teacher first
+    assert main(_argv(bench_data, out, "--seeds", "0", "--cells", "reweight-rank-late-*", "--dry-run")) == 0
+    assert named not in capsys.readouterr().out  # a pattern picks only planned cells, as before
+    for seed in (0, 1):
+        _fake_run(out / BENCH / "baseline-markov50" / f"seed{seed}", 0.40 + 0.02 * seed)
+    _fake_run(out / BENCH / named / "seed0", 0.43)
+    assert main(_argv(bench_data, out, "--seeds", "0", "1", "--report-only")) == 0  # no --cells: the run counts
+    markov = (out / f"{BENCH}.md").read_text().split("### Markov boundary noise 50 %")[1].split("\n### ")[0]
+    assert "| reweight (rank), second half only | 1/2 |" in markov and "| +3.00 (1 seed) |" in markov
+    assert "| reweight (raw) |" not in markov  # a first-kind row without a run there stays off
+
+
 def _decision(text: str) -> list[str]:
     lines = text.splitlines()
     start = lines.index("### The decision")

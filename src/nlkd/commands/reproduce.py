@@ -62,7 +62,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--report-only", action="store_true", help="write the tables from finished runs, train nothing")
     p.add_argument("--cells", nargs="+", metavar="GLOB",
                    help="train only the cells whose name matches (e.g. 'baseline-*' '*-r50'), with their "
-                   "teachers; the report still covers the whole table")  # fmt: skip
+                   "teachers; the report still covers the whole table. noise-bench: an exact name such as "
+                   "'reweight-markov50' runs that row on another noise kind before the first kind's table "
+                   "picks its best rows")  # fmt: skip
     p.add_argument("--no-reuse", action="store_true", help="train every cell, even one another table already ran")
     p.add_argument("--size", type=size_arg, metavar="HxW", help="override the training resolution, e.g. 120x160")
     p.add_argument("--jobs", type=int, metavar="N", help="noise-bench: runs trained at once (default: the setting's)")

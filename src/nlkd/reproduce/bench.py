@@ -7,7 +7,8 @@ of ``noise_bench.yaml`` (:mod:`~nlkd.reproduce.bench_plan`), overridable by ``--
 ``--set``. Runs are plain ``nlkd train`` processes (:mod:`~nlkd.reproduce.bench_runner`) in
 ``DIR/noise-bench/<cell>/seed<k>/``; after each one ``DIR/noise-bench.md`` and ``.png`` are rewritten
 (:mod:`~nlkd.reproduce.bench_report`), marked PARTIAL until every run finished. The other noise kinds
-also run the best rows of the first kind's table, once that table is complete. ``--archive ARCHIVE``
+also run the best rows of the first kind's table, once that table is complete, and any row named there
+with ``--cells`` (``reweight-markov50``) before that. ``--archive ARCHIVE``
 copies the small files of every finished run into ``ARCHIVE/<cell>/seed<k>/`` after each report and lets
 the report count those runs where ``DIR`` has none (:mod:`~nlkd.reproduce.bench_archive`); training
 then skips them too, and a student of per-image teacher scores whose teacher has no checkpoint here learns
@@ -52,14 +53,25 @@ def _extra_rows(
     seeds: Sequence[int],
     unavailable: Mapping[str, str],
     archive: Path | None = None,
+    named: Sequence[str] | None = None,
 ) -> dict[str, tuple[str, ...]]:
-    """Noise kind -> the best rows of the first kind's table (its runs and the archived ones), for the
-    other kinds; empty until decided."""
+    """Noise kind -> the rows it runs besides its ``all`` rows: the best rows of the first kind's table
+    (its runs and the archived ones) once that table is complete; a row whose cell on that kind is
+    ``named`` exactly (``--cells reweight-markov50``: test a promising row there before the first table is
+    complete); and a row that already has a finished run on that kind, so that the report shows it."""
     first = setting.noise[0]
     slugs = [r.slug_for(first) for r in rows_of_kind(setting, first)]
     runs = collect_runs(setup.out / BENCH, slugs, setup.base.epochs, archive)
-    best = best_rows(setting, first, runs, seeds, unavailable)
-    return {k.key: tuple(best) for k in setting.noise[1:]} if best else {}
+    best = best_rows(setting, first, runs, seeds, unavailable) or []
+    extra: dict[str, tuple[str, ...]] = {}
+    for kind in setting.noise[1:]:
+        own = [r for r in setting.rows if r.kinds != "all" and r.slug not in unavailable]
+        ran = collect_runs(setup.out / BENCH, [r.slug_for(kind) for r in own], setup.base.epochs, archive)
+        more = [r.slug for r in own if r.slug_for(kind) in (named or ()) or ran[r.slug_for(kind)]]
+        rows = (*best, *(s for s in more if s not in best))
+        if rows:
+            extra[kind.key] = rows
+    return extra
 
 
 def _settings(setup: Setup, setting: BenchSetting, seeds: Sequence[int]) -> str:
@@ -73,7 +85,8 @@ def _settings(setup: Setup, setting: BenchSetting, seeds: Sequence[int]) -> str:
         f"corrupt_dataset seed {setup.noise_seed}, written once into {setup.root}/labels. Teachers of reweight, "
         f"NLKD, band_kd, nlkd_pixel and band_ignore (score, side): the baseline run on the same labels and seed. "
         f"Validation on the clean `{c.data.val_split}` split. The other kinds also run the "
-        f"{setting.best_of_first} best rows of the {setting.noise[0].title} table once it is complete."
+        f"{setting.best_of_first} best rows of the {setting.noise[0].title} table once it is complete, and "
+        f"any row asked for on them by name (`--cells ROW-KIND`)."
     )
 
 
@@ -115,7 +128,7 @@ def run_noise_bench(args: argparse.Namespace, command: str) -> int:
     if archive is not None:
         check_archive(archive, setup.out / BENCH)
     _, unavailable = bench_plan(setting, setup.base, setup.info.ignore_index)
-    extra = _extra_rows(setting, setup, seeds, unavailable, archive)
+    extra = _extra_rows(setting, setup, seeds, unavailable, archive, args.cells)
     failures: list[str] = []
     while True:
         plan, unavailable = bench_plan(setting, setup.base, setup.info.ignore_index, extra)
@@ -134,11 +147,12 @@ def run_noise_bench(args: argparse.Namespace, command: str) -> int:
         n = args.jobs or setting.jobs
         failures += run_jobs(setup, jobs, n, reuse=not args.no_reuse, on_finish=report, adopt=adopt)
         print(f"== {report()}, {setup.out / f'{BENCH}.png'}, {setup.out / f'{BENCH}-curves.png'}")
-        new = _extra_rows(setting, setup, seeds, unavailable, archive)
+        new = _extra_rows(setting, setup, seeds, unavailable, archive, args.cells)
         if new == extra:
             break
         extra = new
-        print(f"== best rows of {setting.noise[0].title}: {', '.join(next(iter(new.values())))}; other kinds run them")
+        runs_too = "; ".join(f"{kind}: {', '.join(rows)}" for kind, rows in new.items())
+        print(f"== the other kinds also run: {runs_too}")
     for line in failures:
         print(f"failed: {line}")
     return 1 if failures else 0
