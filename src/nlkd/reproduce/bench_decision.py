@@ -4,7 +4,8 @@ A row is *usable* when it needs nothing a user lacks (``candidate`` rows; the or
 A row *beats* plain CE on a noise kind when its paired difference to the baseline lies above 0 on mIoU or
 BF θ=2, over at least :data:`~nlkd.reproduce.stats.MIN_VERDICT_SEEDS` seeds, and below 0 on neither. The
 recommendation is the usable row that beats plain CE on every noise kind (the largest mean mIoU gain on the
-first kind among several), else plain CE. The targets: the recommended row closes at least half of the
+first kind among several), else plain CE, naming the usable rows that beat it on some kinds only (or are
+not run on the others yet). The targets: the recommended row closes at least half of the
 first kind's clean − baseline gap in mIoU and in BF (stretch: 70 %).
 """
 
@@ -36,13 +37,31 @@ def train_command_of(row: BenchRow | None) -> str:
     return cmd + "".join(f" --set {k}={v}" for k, v in changes.items())
 
 
+def _verdict(t: KindTable, row: BenchRow) -> str:
+    """``row``'s verdict against plain CE on ``t``'s kind: beats, below, no measurable difference or not run."""
+    d = [t.diff(row, label) for label in DECIDING]
+    if d[0] is None or d[1] is None:
+        return "not run"
+    return "beats" if beats_on(t, row) else "below" if "below" in {x.verdict for x in d} else "no measurable difference"
+
+
 def _cell(t: KindTable, row: BenchRow) -> str:
     d = [t.diff(row, label) for label in DECIDING]
     if d[0] is None or d[1] is None:
         return "not run"
-    below = "below" in {x.verdict for x in d}
-    verdict = "beats" if beats_on(t, row) else "below" if below else "no measurable difference"
-    return f"{100 * d[0].mean:+.2f} / {100 * d[1].mean:+.2f} ({d[0].n} seed{'s' * (d[0].n > 1)}): {verdict}"
+    return f"{100 * d[0].mean:+.2f} / {100 * d[1].mean:+.2f} ({d[0].n} seed{'s' * (d[0].n > 1)}): {_verdict(t, row)}"
+
+
+def _beats_somewhere(rows: Sequence[BenchRow], tables: Sequence[KindTable]) -> str:
+    """The usable rows that beat plain CE on some kinds but not (yet) on every one, with their verdict per
+    kind; empty when there are none."""
+    parts = []
+    for r in rows:
+        verdicts = {t.kind.title: _verdict(t, r) for t in tables}
+        if r.candidate and "beats" in verdicts.values():
+            kinds = {v: ", ".join(k for k, w in verdicts.items() if w == v) for v in dict.fromkeys(verdicts.values())}
+            parts.append(f"{r.title} ({'; '.join(f'{v} on {k}' for v, k in kinds.items())})")
+    return f" Beats it on some kinds only, so far: {'; '.join(parts)}." if parts else ""
 
 
 def decision_lines(tables: Sequence[KindTable]) -> list[str]:
@@ -54,7 +73,8 @@ def decision_lines(tables: Sequence[KindTable]) -> list[str]:
     pick = winners[0] if winners else None
     lines = ["### The decision", ""]
     if pick is None:
-        lines.append("**Run plain CE**: no strategy that needs only your labels beats it on every noise kind yet.")
+        lines.append("**Run plain CE**: no strategy that needs only your labels beats it on every noise kind yet."
+                     + _beats_somewhere(rows, tables))  # fmt: skip
     else:
         lines.append(f"**Run {pick.title}**: it beats plain CE on every noise kind.")
     lines += ["", "```", train_command_of(pick), "```", ""]
