@@ -254,6 +254,25 @@ def test_reweight_step_weights_each_image_by_its_own_csv_score(
     _check_step(tmp_path / "run", hand, recorded, w, wrong)
 
 
+def test_shuffled_scores_control_weights_each_image_by_another_images_score(
+    tiny_data: Path, tmp_path: Path, hand: HandStep, probe_model: str, recorded: list
+) -> None:
+    scores = _distinct_scores(hand.ids, seed=0)
+    cfg = one_step_config(tiny_data, tmp_path / "run", probe_model, LR, **{"strategy.name": "reweight"})
+    cfg.strategy.teacher_scores = str(_write_scores(tmp_path / "scores.csv", scores))
+    cfg.strategy.shuffle_scores = True
+    torch.manual_seed(123)
+    before = torch.rand(3)
+    torch.manual_seed(123)
+    nlkd.train.shuffled(torch.zeros(len(hand.ids)), cfg.seed)
+    assert torch.equal(torch.rand(3), before)  # the permutation draws from its own generator
+    nlkd.train.train(cfg, log=_quiet)
+    own = [scores[i] for i in hand.ids]
+    w = nlkd.train.shuffled(torch.tensor(own), cfg.seed).tolist()
+    assert sorted(w) == pytest.approx(sorted(own)) and w != pytest.approx(own)  # the same weights, other images
+    _check_step(tmp_path / "run", hand, recorded, w, {"own scores": own, "unweighted": [1.0] * len(w)})
+
+
 @pytest.mark.parametrize("lam", [0.0, 0.3])
 def test_nlkd_step_weights_each_image_by_eq6(
     lam: float, tiny_data: Path, tmp_path: Path, hand: HandStep, probe_model: str, recorded: list

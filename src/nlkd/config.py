@@ -97,6 +97,9 @@ class StrategyConfig:
     tolerance: float = 2.0  # BF tolerance θ in pixels at the training resolution, for the weights (not eval)
     transform: str = "raw"  # reweight/nlkd weights: raw score | rank (percentile) | gmm (2-Gaussian posterior)
     reweight_start: float = 0.0  # reweight: plain CE (every image weight 1) for this share of the epochs, then weights
+    # a control: each image gets the teacher score of another (a fixed permutation from the run's seed), so the
+    # weights keep their spread and lose what they say about which masks are bad
+    shuffle_scores: bool = False
     warmup_epochs: int | None = None  # λ = 0 for this many epochs; default: 10 % of the epochs
     final_lambda: float = 0.5
     reduction: str = "mean"  # a name of nlkd.weighting.REDUCTIONS

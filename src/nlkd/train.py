@@ -379,9 +379,17 @@ def _teacher_scores(run: Run) -> Tensor | None:
         box = [scores]
         dist.broadcast_object_list(box, src=0)
         scores = box[0]
+    if s.shuffle_scores:
+        scores = shuffled(scores, run.cfg.seed)
     scores = scores.to(run.device)
     run.strategy.setup(scores)  # e.g. discard decides its cut-off once, from the whole training set
     return scores
+
+
+def shuffled(scores: Tensor, seed: int) -> Tensor:
+    """``scores`` (N,) in the order of a random permutation drawn from ``seed`` (its own generator: the
+    run's random streams are untouched): the ``strategy.shuffle_scores`` control."""
+    return scores[torch.randperm(len(scores), generator=torch.Generator().manual_seed(seed))]
 
 
 def run_epoch(run: Run, epoch: int) -> dict[str, Any]:

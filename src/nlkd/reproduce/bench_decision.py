@@ -89,7 +89,7 @@ def decision_lines(tables: Sequence[KindTable]) -> list[str]:
         "|" + "---|" * (len(kinds) + 3),
     ]
     for r in rows:
-        usable = "yes" if r.candidate else "no (oracle: needs the fine masks)"
+        usable = "yes" if r.candidate else f"no ({r.unusable or 'not a candidate'})"
         cells = [usable, *(_cell(t, r) for t in tables), first.gap_text(r)]
         lines.append(f"| {r.title} | " + " | ".join(cells) + " |")
     lines += ["", _targets(first, pick, tables), ""]

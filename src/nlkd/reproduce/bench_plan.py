@@ -41,7 +41,8 @@ class NoiseKind:
 @dataclass(frozen=True)
 class BenchRow:
     """One method (row). ``kinds``: ``all`` noise kinds or only the ``first``; ``candidate``: may be
-    one of the best rows of the first kind that the other kinds also run."""
+    one of the best rows of the first kind that the other kinds also run, and recommended; ``unusable``:
+    why a row that is not a candidate cannot be recommended (an oracle, a control)."""
 
     slug: str
     title: str
@@ -49,6 +50,7 @@ class BenchRow:
     kinds: str = "all"
     clean: bool = False
     candidate: bool = False
+    unusable: str = ""
 
     def slug_for(self, kind: NoiseKind) -> str:
         return "clean" if self.clean else f"{self.slug}-{kind.key}"
@@ -97,8 +99,9 @@ def load_bench_setting(scale: str, path: Path | None = None) -> BenchSetting:
         raise ConfigError(f"{path}: bad noise-bench setting for scale {scale!r} ({e!r})") from None
 
 
-def _flags(row: Mapping[str, Any]) -> dict[str, bool]:
-    return {"clean": bool(row.get("clean", False)), "candidate": bool(row.get("candidate", False))}
+def _flags(row: Mapping[str, Any]) -> dict[str, Any]:
+    flags = {"clean": bool(row.get("clean", False)), "candidate": bool(row.get("candidate", False))}
+    return {**flags, "unusable": str(row.get("unusable", ""))}
 
 
 def row_unavailable(row: BenchRow, base: TrainConfig) -> str | None:
