@@ -7,7 +7,10 @@ reads the archived runs.
 Prints, over the seeds both clean and plain CE finished: the range of the mean gap in mIoU and BF θ=2 over
 epochs 1..split and over split+3..last; then per plain-CE seed its best epoch and last-K mean; then how much of
 a run's score is evaluation noise: the epoch-to-epoch std of val mIoU over the last K epochs of every archived
-run (median and largest), against which the seed-to-seed spread of the report's *Resolution* line is set.
+run (median and largest), against which the seed-to-seed spread of the report's *Resolution* line is set;
+last, per row of that kind, for how many leading epochs each seed's run logged exactly what plain CE of the
+same seed logged (train loss and val mIoU): a row that starts late shares that stretch with its baseline, so
+its paired difference spreads less.
 """
 
 from __future__ import annotations
@@ -24,6 +27,16 @@ KEYS = (("mIoU", "val_miou"), ("BF θ=2", "val_bf_2"))
 def load(folder: Path) -> dict[int, list[dict[str, float]]]:
     """seed -> epoch records of every archived run under ``folder`` (``seed<k>/metrics.jsonl``)."""
     return {seed: read_records(f) for seed, f in seed_folders(folder) if (f / "metrics.jsonl").is_file()}
+
+
+def shared_epochs(run: list[dict[str, float]], base: list[dict[str, float]]) -> int:
+    """How many leading epochs of ``run`` logged exactly the train loss and val mIoU of ``base``."""
+    n = 0
+    for a, b in zip(run, base):
+        if (a.get("train_loss"), a["val_miou"]) != (b.get("train_loss"), b["val_miou"]):
+            break
+        n += 1
+    return n
 
 
 def main() -> None:
@@ -59,6 +72,11 @@ def main() -> None:
     if spread:
         print(f"evaluation noise: std of val mIoU over the last {args.last_k} epochs of {len(spread)} archived runs: "
               f"median {statistics.median(spread):.2f}, largest {max(spread):.2f}")  # fmt: skip
+    print(f"epochs each run shares with plain CE of its seed ({args.kind}), by seed:")
+    for cell in sorted(Path(args.archive).glob(f"*-{args.kind}")):
+        if cell.name != f"baseline-{args.kind}":
+            shared = {s: shared_epochs(r, base[s]) for s, r in sorted(load(cell).items()) if s in base}
+            print(f"  {cell.name}: " + ", ".join(f"seed {s} {n}" for s, n in shared.items()))
 
 
 if __name__ == "__main__":

@@ -171,12 +171,13 @@ def test_noise_setting_search_gap(tmp_path: Path) -> None:
 
 def test_noise_bench_curves_gap_by_phase_and_late_decline(tmp_path: Path) -> None:
     """The printed phase ranges are the min and max of the per-epoch mean gap over the paired seeds; the
-    per-seed line is the best epoch against the last-K mean."""
+    per-seed line is the best epoch against the last-K mean; a row is said to share with plain CE the
+    leading epochs whose train loss and val mIoU are the baseline's."""
 
     def run(cell: str, seed: int, mious: list[float]) -> None:
         folder = tmp_path / cell / f"seed{seed}"
         folder.mkdir(parents=True)
-        records = [{"epoch": i + 1, "val_miou": m, "val_bf_2": m / 2} for i, m in enumerate(mious)]
+        records = [{"epoch": i + 1, "val_miou": m, "val_bf_2": m / 2, "train_loss": 1 - m} for i, m in enumerate(mious)]
         (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
 
     run("clean", 0, [0.10, 0.20, 0.50, 0.60, 0.70, 0.70])
@@ -184,6 +185,8 @@ def test_noise_bench_curves_gap_by_phase_and_late_decline(tmp_path: Path) -> Non
     run("baseline-de50", 0, [0.10, 0.20, 0.40, 0.50, 0.40, 0.40])  # best 0.50 at epoch 4; last 2: 0.40
     run("baseline-de50", 1, [0.20, 0.20, 0.30, 0.30, 0.40, 0.40])
     run("baseline-de50", 2, [0.20, 0.20, 0.30, 0.30, 0.40, 0.40])  # no clean run: not in the gap
+    run("late-de50", 0, [0.10, 0.20, 0.40, 0.55, 0.40, 0.40])  # plain CE's epochs 1-3, then its own
+    run("late-de50", 2, [0.30, 0.20, 0.30, 0.30, 0.40, 0.40])  # epoch 1 differs: nothing shared
     out = run_script("noise_bench_curves.py", "--archive", str(tmp_path), "--split", "2", "--last-k", "2")
     # mean mIoU gap per epoch over seeds 0 and 1, in points: -5, +5, +15, +15, +25, +35
     assert "mean over seeds [0, 1], 6 epochs" in out
@@ -191,6 +194,7 @@ def test_noise_bench_curves_gap_by_phase_and_late_decline(tmp_path: Path) -> Non
     assert "  BF θ=2: epochs 1–2 -2.5 to +2.5; epochs 5–6 +12.5 to +17.5" in out
     assert "  seed 0: best 50.00 at epoch 4, last-2 40.00, 10.00 below" in out
     assert "  seed 2: best 40.00 at epoch 5, last-2 40.00, 0.00 below" in out
-    # last 2 epochs' mIoU: clean 70/70 and 60/80, baselines 40/40 three times -> std 0, 14.14, 0, 0, 0
-    noise = "evaluation noise: std of val mIoU over the last 2 epochs of 5 archived runs: median 0.00, largest 14.14"
+    # last 2 epochs' mIoU: clean 70/70 and 60/80, 40/40 five times -> std 0, 14.14, 0, 0, 0, 0, 0
+    noise = "evaluation noise: std of val mIoU over the last 2 epochs of 7 archived runs: median 0.00, largest 14.14"
     assert noise in out
+    assert "  late-de50: seed 0 3, seed 2 0" in out.splitlines()
