@@ -505,3 +505,32 @@ def test_archive_refuses_overlapping_folders_and_other_tables(
     table2 = ["reproduce", "table2", "--data", str(bench_data), "--out", str(out), "--archive", str(tmp_path / "a")]
     assert main(table2) == 2
     assert "apply to noise-bench only" in capsys.readouterr().err
+
+
+def test_a_late_row_continues_its_baselines_checkpoint_of_the_start_epoch(
+    bench_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """2 epochs, ``strategy.start: 0.5``: the baseline keeps epoch 1 and the late row continues it (the same
+    run as from scratch: tests/test_late_start.py); with a finished baseline that kept nothing, from scratch."""
+    out, named = tmp_path / "out", "reweight-rank-late-markov50"
+    base, late = out / BENCH / "baseline-markov50" / "seed0", out / BENCH / named / "seed0"
+    argv = _argv(bench_data, out, "--seeds", "0", "--cells", named)
+    assert main([*argv, "--dry-run"]) == 0
+    commands = [line.strip() for line in capsys.readouterr().out.splitlines() if line.startswith("   nlkd train")]
+    assert "'--set=keep_epochs=[1]'" in commands[0] and "init_from" not in commands[0]
+    assert f"--set=init_from={base / 'epoch1' / 'last.pt'}" in commands[1]
+    assert main(argv) == 0
+    assert "continuing the plain-CE run" in (late / "train.log").read_text()
+    first = [json.loads(_lines(run / "metrics.jsonl")[0]) for run in (base, late)]
+    assert first[0] == first[1]  # epoch 1 is the baseline's
+    assert json.loads(_lines(late / "metrics.jsonl")[1])["w_teacher"] == pytest.approx(1.0)  # rank, batch mean 1
+
+    fresh = tmp_path / "fresh"
+    _fake_run(fresh / BENCH / "baseline-markov50" / "seed0", 0.40)  # finished, no epoch1/ kept
+    capsys.readouterr()
+    assert main(_argv(bench_data, fresh, "--seeds", "0", "--cells", named, "--dry-run")) == 0
+    assert "init_from" not in capsys.readouterr().out
+    # a late row without a teacher (the pixel oracle) continues the baseline's checkpoint as well
+    assert main(_argv(bench_data, fresh, "--seeds", "0", "--cells", "oracle_pixel-late-de50", "--dry-run")) == 0
+    printed = capsys.readouterr().out
+    assert f"--set=init_from={fresh / BENCH / 'baseline-de50' / 'seed0' / 'epoch1' / 'last.pt'}" in printed

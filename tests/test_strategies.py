@@ -69,31 +69,11 @@ def test_new_strategies_registered_and_unknown_name_lists_valid_ones():
 @pytest.mark.parametrize(
     ("name", "key", "value"),
     [("fixed", "coarse_weight", -0.1), ("discard", "discard_ratio", 1.0), ("discard", "discard_ratio", -0.1),
-     ("coteaching", "forget_rate", 1.5), ("coteaching_plus", "forget_epochs", 0), ("reweight", "reweight_start", 1.0),
-     ("reweight", "reweight_start", -0.5)],
+     ("coteaching", "forget_rate", 1.5), ("coteaching_plus", "forget_epochs", 0)],
 )  # fmt: skip
 def test_bad_values_are_config_errors_naming_the_key(name, key, value):
     with pytest.raises(ConfigError, match=f"strategy.{key}"):
         _strategy(name, **{key: value})
-
-
-# ----------------------------------------------------------------------------- reweight
-
-
-@pytest.mark.parametrize("transform", ["raw", "rank"])
-def test_reweight_start_trains_plain_ce_until_its_share_of_the_epochs_then_the_same_weights(transform):
-    scores = torch.tensor([0.9, 0.2, 0.6, 0.4])
-    late = _strategy("reweight", epochs=10, transform=transform, reweight_start=0.45)  # round(4.5) = 4 epochs
-    now = _strategy("reweight", epochs=10, transform=transform)
-    for s in (late, now):
-        s.setup(torch.tensor([0.1, 0.2, 0.4, 0.6, 0.9, 0.95]))
-    for epoch in range(10):
-        got = late.weights(_step(epoch=epoch, teacher_scores=scores))[0]
-        expected = now.weights(_step(epoch=epoch, teacher_scores=scores))[0]
-        if epoch < 4:
-            assert torch.equal(got, torch.ones(4))
-        else:
-            assert torch.equal(got, expected) and not torch.equal(got, torch.ones(4))
 
 
 # ----------------------------------------------------------------------------- fixed

@@ -96,7 +96,8 @@ class StrategyConfig:
     metric: str = "bfmiou"  # a name of nlkd.weighting.METRICS
     tolerance: float = 2.0  # BF tolerance θ in pixels at the training resolution, for the weights (not eval)
     transform: str = "raw"  # reweight/nlkd weights: raw score | rank (percentile) | gmm (2-Gaussian posterior)
-    reweight_start: float = 0.0  # reweight: plain CE (every image weight 1) for this share of the epochs, then weights
+    # plain CE (every weight 1, the strategy not asked) for this share of the epochs, then the strategy; any strategy
+    start: float = 0.0
     # a control: each image gets the teacher score of another (a fixed permutation from the run's seed), so the
     # weights keep their spread and lose what they say about which masks are bad
     shuffle_scores: bool = False
@@ -144,6 +145,10 @@ class TrainConfig:
     threads: int | None = None  # torch CPU threads; default: torch's choice
     log: LogKind = "none"  # also write RUN/tb/ for TensorBoard (metrics.jsonl always)
     log_images_every: int = 5  # log=tensorboard: a grid of validation predictions every N epochs (and the last)
+    keep_epochs: list[int] = field(default_factory=list)  # also keep the checkpoints after these epochs: epochN/
+    # continue a plain-CE run's checkpoint (e.g. RUN/epoch20/last.pt) whose epochs strategy.start covers: the same
+    # run as from scratch, without training those epochs again (nlkd.branch)
+    init_from: str | None = None
 
 
 def parse_size(text: str) -> list[int]:
@@ -157,8 +162,28 @@ def parse_size(text: str) -> list[int]:
     return [h, w]
 
 
+# old key -> its new name; configs written before the rename still load
+RENAMED: dict[str, str] = {"strategy.reweight_start": "strategy.start"}
+
+
 def config_to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
+
+
+def config_diffs(old: dict[str, Any], new: dict[str, Any], ignore: typing.Callable[[str], bool]) -> list[str]:
+    """``"key: old -> new"`` for every dotted key whose value differs between two config dicts, except the
+    keys ``ignore`` accepts (e.g. where a run lives)."""
+    diffs: list[str] = []
+
+    def walk(a: Any, b: Any, key: str) -> None:
+        if isinstance(a, dict) and isinstance(b, dict):
+            for k in sorted(set(a) | set(b)):
+                walk(a.get(k), b.get(k), f"{key}.{k}" if key else k)
+        elif a != b and not ignore(key):
+            diffs.append(f"{key}: {a!r} -> {b!r}")
+
+    walk(old, new, "")
+    return diffs
 
 
 def _fields(cls: type) -> dict[str, dataclasses.Field[Any]]:
@@ -220,6 +245,9 @@ def config_from_dict(data: dict[str, Any], cls: type = TrainConfig, prefix: str 
     kwargs: dict[str, Any] = {}
     for name, value in data.items():
         key = f"{prefix}{name}"
+        if key in RENAMED:
+            key = RENAMED[key]
+            name = key.rsplit(".", 1)[-1]
         if name not in fields:
             valid = ", ".join(sorted(fields))
             raise ConfigError(f"unknown config key {key!r}; valid keys here: {valid}{did_you_mean(name, fields)}")
@@ -267,11 +295,13 @@ _CHECKS: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "strategy.kd_temperature": (lambda v: 0 < v < float("inf"), "a finite number > 0"),
     "strategy.adele_r": (lambda v: 0 < v < 1, "a number in (0, 1)"),
     "strategy.adele_threshold": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    "strategy.start": (lambda v: 0 <= v < 1, "a share of the epochs in [0, 1)"),
     "epochs": (lambda v: v >= 1, "an int >= 1"),
     "batch_size": (lambda v: v >= 1, "an int >= 1"),
     "eval_tolerance": (lambda v: 0 < v < float("inf"), "a finite number of pixels > 0"),
     "threads": (lambda v: v is None or v >= 1, "an int >= 1, or null"),
     "log_images_every": (lambda v: v >= 1, "an int >= 1"),
+    "keep_epochs": (lambda v: all(k >= 1 for k in v), "a list of epochs >= 1"),
 }
 
 
@@ -298,6 +328,7 @@ def apply_overrides(cfg: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
     """
     data = config_to_dict(cfg)
     for key, value in overrides.items():
+        key = RENAMED.get(key, key)
         parts = key.split(".")
         node: dict[str, Any] = data
         cls: Any = type(cfg)  # the config dataclass at this level; None inside a free-form mapping

@@ -35,6 +35,7 @@ import yaml
 from torch import Tensor, nn
 from torch.utils.data.distributed import DistributedSampler
 
+from nlkd.branch import RUN_PLACE, branch_point, strategy_start_epoch
 from nlkd.checkpoint import (
     build_model,
     check_matches_data,
@@ -45,7 +46,7 @@ from nlkd.checkpoint import (
     set_rng_state,
     unwrap,
 )
-from nlkd.config import TrainConfig, check_config, config_from_dict, config_to_dict
+from nlkd.config import TrainConfig, check_config, config_diffs, config_from_dict, config_to_dict
 from nlkd.data.extras import EXTRA_PROVIDERS
 from nlkd.data.folder import FolderDataset, make_loader
 from nlkd.data.info import DatasetInfo
@@ -62,7 +63,7 @@ from nlkd.progress import progress
 from nlkd.runtime import Distributed, dataset_info, precision_warnings, resolve_device, setup_distributed
 from nlkd.separation import WeightSeparation
 from nlkd.strategies import StepInputs, Strategy, create_strategy
-from nlkd.strategies.base import network_loss
+from nlkd.strategies.base import LossWeights, network_loss
 from nlkd.teacher import teacher_scores
 from nlkd.teacher_cache import TEACHER_PROB
 from nlkd.tensorboard_log import TensorBoardLog
@@ -132,19 +133,11 @@ def _seed_everything(seed: int) -> None:
 
 def _check_resume_config(ckpt: dict[str, Any], cfg: TrainConfig, path: Path) -> None:
     """Refuse to resume a run with a different configuration, naming what differs. Where the run lives and
-    runs (out, device, threads, loader workers) may change: the loader's order does not depend on workers."""
+    runs (out, device, threads, loader workers, kept checkpoints) may change: the loader's order does not
+    depend on workers."""
     # through the dataclass: a key added to the config since the run started counts as its default
     old, new = config_to_dict(config_from_dict(ckpt["config"])), config_to_dict(cfg)
-    diffs: list[str] = []
-
-    def walk(a: Any, b: Any, prefix: str) -> None:
-        if isinstance(a, dict) and isinstance(b, dict):
-            for k in sorted(set(a) | set(b)):
-                walk(a.get(k), b.get(k), f"{prefix}{k}.")
-        elif a != b and prefix[:-1] not in ("out", "device", "threads", "data.num_workers", "log", "log_images_every"):
-            diffs.append(f"{prefix[:-1]}: {a!r} -> {b!r}")
-
-    walk(old, new, "")
+    diffs = config_diffs(old, new, lambda key: key in RUN_PLACE)
     if diffs:
         raise NLKDError(f"{path} was written with a different config ({'; '.join(diffs)}); use a new --out")
 
@@ -182,6 +175,7 @@ class Run:
         self.amp_dtype = torch.bfloat16 if cfg.bf16 else torch.float16
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and not cfg.bf16)
         self.drop_last = len(self.train_ds) > cfg.batch_size
+        self.strategy_from = strategy_start_epoch(cfg)  # plain CE before this epoch (strategy.start)
 
 
 def train(cfg: TrainConfig, resume: bool = False, log: Log = print) -> dict[str, Any]:
@@ -206,11 +200,12 @@ def train(cfg: TrainConfig, resume: bool = False, log: Log = print) -> dict[str,
 
 
 def _saved_run(cfg: TrainConfig, resume: bool) -> dict[str, Any] | None:
-    """``last.pt`` of the run at ``cfg.out`` when resuming it (None when there is none); never train over
-    an existing run by accident, nor continue it with a different configuration."""
+    """``last.pt`` of the run at ``cfg.out`` when resuming it, else the plain-CE state ``cfg.init_from``
+    continues (:func:`nlkd.branch.branch_point`), else None; never train over an existing run by accident,
+    nor continue it with a different configuration."""
     last = Path(cfg.out) / "last.pt"
     if not last.is_file():
-        return None
+        return None if cfg.init_from is None else branch_point(cfg)
     if not resume:
         raise NLKDError(f"{cfg.out} already holds a run; pass --resume to continue it, or choose another --out")
     ckpt = load_checkpoint(last)
@@ -321,8 +316,16 @@ def _build_optimizers(
 
 
 def _resume_or_start(run: Run, saved: dict[str, Any] | None) -> None:
-    """Restore models, optimisers, schedules, strategy, RNG and history from ``saved`` (``last.pt``), or
-    start a fresh run folder with its ``config.yaml``."""
+    """Restore models, optimisers, schedules, strategy, RNG and history from ``saved`` (``last.pt``, or the
+    checkpoint ``init_from`` continues), or start a fresh run folder with its ``config.yaml``."""
+    branched = saved is not None and "branched_from" in saved
+    if saved is not None and len(saved["models"]) != len(run.models):
+        where = saved.get("branched_from", run.out / "last.pt")
+        n, name = len(saved["models"]), run.strategy.name
+        raise NLKDError(f"{where} holds {n} networks; strategy {name!r} trains {len(run.models)}")
+    if (saved is None or branched) and run.dd.main:
+        run.out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run.out / "config.yaml", yaml.safe_dump(config_to_dict(run.cfg), sort_keys=False))
     if saved is not None:
         for m, sd in zip(run.models, saved["models"]):
             m.load_state_dict(sd)
@@ -333,10 +336,14 @@ def _resume_or_start(run: Run, saved: dict[str, Any] | None) -> None:
         run.strategy.load_state_dict(saved["strategy"])
         set_rng_state(saved["rng"])
         run.start_epoch, run.history, run.best = saved["epoch"] + 1, saved["history"], saved["best"]
-        run.say(f"resuming {run.out} after epoch {saved['epoch'] + 1}/{run.cfg.epochs}")
-    elif run.dd.main:
-        run.out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run.out / "config.yaml", yaml.safe_dump(config_to_dict(run.cfg), sort_keys=False))
+        if not branched:
+            run.say(f"resuming {run.out} after epoch {saved['epoch'] + 1}/{run.cfg.epochs}")
+            return
+        best = Path(saved["branched_from"]).with_name("best.pt")  # the best epoch so far, beside the checkpoint
+        if run.dd.main and best.is_file():
+            atomic_write_bytes(run.out / "best.pt", best.read_bytes())
+        done = f"{saved['epoch'] + 1}/{run.cfg.epochs}"
+        run.say(f"continuing the plain-CE run {saved['branched_from']} after epoch {done}")
 
 
 def _check_teacher(cfg: TrainConfig, info: DatasetInfo, *, scores: bool, maps: bool) -> None:
@@ -499,7 +506,7 @@ def train_step(run: Run, batch: dict[str, Tensor], epoch: int, step: int) -> Ten
         coarse=None if run.coarse is None else run.coarse[index],
         extras={k: v.to(run.device) for k, v in batch.get("extras", {}).items()},
     )
-    weights = run.strategy.loss_weights(inputs)
+    weights = strategy_weights(run, inputs)
     run.separation.add(weights[0], inputs, ignore)
     reduction = run.cfg.strategy.reduction
     total = sum(
@@ -511,6 +518,13 @@ def train_step(run: Run, batch: dict[str, Tensor], epoch: int, step: int) -> Ten
         raise NLKDError(f"loss became {float(total.detach())} at epoch {epoch + 1}, step {step + 1}; stopped, {kept}")
     _optimize(run, total)
     return total.detach()
+
+
+def strategy_weights(run: Run, inputs: StepInputs) -> list[LossWeights]:
+    """The strategy's weights, or plain CE's (every image 1) before its start epoch (``strategy.start``)."""
+    if inputs.epoch < run.strategy_from:
+        return [LossWeights(Strategy.ones(inputs)) for _ in run.models]
+    return run.strategy.loss_weights(inputs)
 
 
 def _optimize(run: Run, total: Tensor) -> None:
@@ -546,7 +560,13 @@ def _save_epoch(run: Run, epoch: int, improved: bool) -> None:
         schedulers=[s.state_dict() for s in run.schedulers],
         strategy=run.strategy.state_dict(),
     )
-    atomic_write_bytes(run.out / "last.pt", checkpoint_bytes(ckpt))
+    data = checkpoint_bytes(ckpt)
+    atomic_write_bytes(run.out / "last.pt", data)
+    if epoch + 1 in run.cfg.keep_epochs:  # e.g. where a late strategy continues it (init_from)
+        kept = run.out / f"epoch{epoch + 1}"
+        kept.mkdir(exist_ok=True)
+        atomic_write_bytes(kept / "best.pt", (run.out / "best.pt").read_bytes())
+        atomic_write_bytes(kept / "last.pt", data)
     atomic_write_text(run.out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in run.history))
     _plot(run.out)
 

@@ -12,7 +12,8 @@ with ``--cells`` (``reweight-markov50``) before that. ``--archive ARCHIVE``
 copies the small files of every finished run into ``ARCHIVE/<cell>/seed<k>/`` after each report and lets
 the report count those runs where ``DIR`` has none (:mod:`~nlkd.reproduce.bench_archive`); training
 then skips them too, and a student of per-image teacher scores whose teacher has no checkpoint here learns
-from the archived scores (:mod:`~nlkd.reproduce.bench_resume`).
+from the archived scores (:mod:`~nlkd.reproduce.bench_resume`). A row that starts late continues its
+baseline's checkpoint of that epoch (:mod:`~nlkd.reproduce.bench_branch`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from nlkd.reproduce.bench_archive import archive_runs, check_archive
+from nlkd.reproduce.bench_branch import continue_late_students
 from nlkd.reproduce.bench_plan import BENCH, BenchSetting, bench_plan, load_bench_setting, rows_of_kind
 from nlkd.reproduce.bench_report import write_bench_report
 from nlkd.reproduce.bench_resume import plan_from_archive
@@ -136,6 +138,7 @@ def run_noise_bench(args: argparse.Namespace, command: str) -> int:
         jobs = plan_jobs(setup, plan, select_cells(plan, args.cells), seeds)
         if archive is not None and not args.report_only:
             jobs = plan_from_archive(jobs, archive, setup.scale.config_path, write=not args.dry_run)
+        jobs = continue_late_students(jobs, setup.scale.config_path)
         if args.dry_run:
             _dry_run(jobs, unavailable)
             return 0

@@ -4,7 +4,8 @@ of one :class:`~nlkd.reproduce.cells.TablePlan` named ``noise-bench`` (one colum
 A row whose strategy is not registered, or whose config keys do not exist yet, stays in the plan as
 *not available* (with the reason) instead of failing the grid. The ``clean`` row trains on the clean
 labels once and serves every noise kind. Students of a teacher (reweight, nlkd, band_kd, ...) learn
-from the baseline run of the same labels and seed.
+from the baseline run of the same labels and seed; so does a row that starts late (it continues that run's
+checkpoint of its start epoch: :mod:`~nlkd.reproduce.bench_branch`).
 """
 
 from __future__ import annotations
@@ -132,6 +133,11 @@ def needs_teacher(row: BenchRow, base: TrainConfig) -> bool:
     return any(teacher_needs(apply_overrides(base, row.changes)))
 
 
+def starts_late(row: BenchRow, base: TrainConfig) -> bool:
+    """Whether ``row``'s strategy starts late (``strategy.start``): it then continues the baseline's run."""
+    return apply_overrides(base, row.changes).strategy.start > 0
+
+
 def rows_of_kind(setting: BenchSetting, kind: NoiseKind, extra: Sequence[str] = ()) -> list[BenchRow]:
     """The rows the table of ``kind`` shows: every row for the first kind, else the ``all`` rows and the
     rows named in ``extra`` (the best rows of the first kind)."""
@@ -160,7 +166,7 @@ def bench_plan(
         for row in rows_of_kind(setting, kind, (extra_rows or {}).get(kind.key, ())):
             if row.slug in unavailable or any(c.slug == row.slug_for(kind) for c in cells):
                 continue
-            teacher = baseline if needs_teacher(row, base) else None
+            teacher = baseline if needs_teacher(row, base) or starts_late(row, base) else None
             labels = "train" if row.clean else kind.labels
             column = "" if row.clean else kind.key
             changes = {**({} if row.clean else extra), **row.changes}

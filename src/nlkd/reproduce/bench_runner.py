@@ -35,7 +35,7 @@ from nlkd.reproduce.scales import Log, Setup, cell_config
 __all__ = ["Job", "adopt_key", "adopt_runs", "plan_jobs", "run_jobs", "running_elsewhere"]
 
 PID_FILE = ".bench_pid"
-_IRRELEVANT = ("out", "threads", "device")  # settings that cannot change a run's numbers
+_IRRELEVANT = ("out", "threads", "device", "keep_epochs", "init_from")  # cannot change a run's numbers
 
 
 @dataclass

@@ -26,9 +26,11 @@ __all__ = ["find_twin", "reuse_run", "run_key"]
 def run_key(cfg: TrainConfig) -> str:
     """What makes two runs the same run: the config without ``out``, the teacher's path replaced by the
     teacher run's own key (read from the ``config.yaml`` beside its checkpoint; a checkpoint that is no
-    run folder's keeps its path). Settings that cannot change the numbers are kept too: conservative."""
+    run folder's keeps its path). Settings that cannot change the numbers are kept too (conservative), but
+    kept checkpoints and ``init_from`` (the same run, tests/test_late_start.py)."""
     d = config_to_dict(cfg)
-    d.pop("out")
+    for key in ("out", "keep_epochs", "init_from"):  # where it lives, what it keeps, how it got there
+        d.pop(key)
     teacher = d["strategy"]["teacher"]
     if teacher is not None and (Path(teacher).parent / "config.yaml").is_file():
         d["strategy"]["teacher"] = {"run": run_key(load_config(Path(teacher).parent / "config.yaml"))}

@@ -10,7 +10,6 @@ from __future__ import annotations
 from torch import Tensor
 
 from nlkd.config import StrategyConfig
-from nlkd.errors import ConfigError
 from nlkd.score_transforms import ScoreTransform, normalise_batch_mean
 from nlkd.strategies.base import StepInputs, Strategy
 from nlkd.weighting import LambdaSchedule, NLKDWeighter, distill_weights
@@ -47,25 +46,17 @@ class Reweight(_TeacherScored):
     """Teacher-only reweighting (the paper's "Reweight" rows): w = the teacher's cached score
     (``transform=raw``), or its rank / GMM posterior scaled to batch mean 1.
 
-    ``reweight_start`` = s delays it: every image weighs 1 (plain CE) in the first ``round(s · epochs)``
-    epochs. On CamVid the coarse labels cost little in the first half of training and most in the second,
-    as the learning rate falls (RESULTS.md), while the interiors of the corrupted masks still teach.
+    In the second half of training only (``strategy.start: 0.5``, which any strategy takes) it beat plain
+    CE on CamVid's dilate/erode labels: the coarse labels cost little in the first half and most in the
+    second, as the learning rate falls, while the interiors of the corrupted masks still teach (RESULTS.md).
     """
 
     name = "reweight"
 
-    def __init__(self, cfg: StrategyConfig, num_classes: int, ignore_index: int | None, epochs: int) -> None:
-        super().__init__(cfg, num_classes, ignore_index, epochs)
-        if not 0.0 <= cfg.reweight_start < 1.0:
-            raise ConfigError(f"strategy.reweight_start must lie in [0, 1), got {cfg.reweight_start!r}")
-        self.start_epoch = round(cfg.reweight_start * epochs)
-
     def weights(self, step: StepInputs) -> list[Tensor]:
         if step.teacher_scores is None:
             raise ValueError("strategy 'reweight' needs StepInputs.teacher_scores; got None")
-        if step.epoch < self.start_epoch:
-            w = self.ones(step)
-        elif self.cfg.transform == "raw":
+        if self.cfg.transform == "raw":
             w = step.teacher_scores.nan_to_num(0.0)
         else:
             w = normalise_batch_mean(self._transformed(step.teacher_scores))
