@@ -534,3 +534,23 @@ def test_a_late_row_continues_its_baselines_checkpoint_of_the_start_epoch(
     assert main(_argv(bench_data, fresh, "--seeds", "0", "--cells", "oracle_pixel-late-de50", "--dry-run")) == 0
     printed = capsys.readouterr().out
     assert f"--set=init_from={fresh / BENCH / 'baseline-de50' / 'seed0' / 'epoch1' / 'last.pt'}" in printed
+
+
+def test_report_gives_a_rows_paired_difference_to_its_control(bench_data: Path, tmp_path: Path) -> None:
+    """The control row (shuffled scores) names the row it controls; the report pairs the two by seed."""
+    out = tmp_path / "out"
+    late, control = "reweight-rank-late-de50", "reweight-rank-late-shuffled-de50"
+    levels = {"baseline-de50": (0.40, 0.45, 0.42), late: (0.42, 0.46, 0.45), control: (0.40, 0.44, 0.43)}
+    for slug, per_seed in levels.items():
+        for seed, level in enumerate(per_seed):
+            _fake_run(out / BENCH / slug / f"seed{seed}", level)
+    assert main(_argv(bench_data, out, "--seeds", "0", "1", "2", "--report-only")) == 0
+    text = (out / f"{BENCH}.md").read_text()
+    [line] = [x for x in text.splitlines() if "paired by seed" in x]
+    # late − control per seed: +2, +2, +2 (points): an interval of width 0 above 0
+    expected = "+2.00 [+2.00, +2.00] mIoU / +2.00 [+2.00, +2.00] BF θ=2: beats (mIoU, BF θ=2)."
+    title = "reweight (rank), second half only"
+    assert line == f"{title} − {title}, shuffled scores (control), paired by seed: {expected}"
+    shutil.rmtree(out / BENCH / late)
+    assert main(_argv(bench_data, out, "--seeds", "0", "1", "2", "--report-only")) == 0
+    assert "paired by seed" not in (out / f"{BENCH}.md").read_text()  # no row to control: no line

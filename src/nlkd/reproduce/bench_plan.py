@@ -43,7 +43,8 @@ class NoiseKind:
 class BenchRow:
     """One method (row). ``kinds``: ``all`` noise kinds or only the ``first``; ``candidate``: may be
     one of the best rows of the first kind that the other kinds also run, and recommended; ``unusable``:
-    why a row that is not a candidate cannot be recommended (an oracle, a control)."""
+    why a row that is not a candidate cannot be recommended (an oracle, a control); ``control_of``: the
+    row this one is the control of (the report gives that row's paired difference to it)."""
 
     slug: str
     title: str
@@ -52,6 +53,7 @@ class BenchRow:
     clean: bool = False
     candidate: bool = False
     unusable: str = ""
+    control_of: str = ""
 
     def slug_for(self, kind: NoiseKind) -> str:
         return "clean" if self.clean else f"{self.slug}-{kind.key}"
@@ -102,7 +104,7 @@ def load_bench_setting(scale: str, path: Path | None = None) -> BenchSetting:
 
 def _flags(row: Mapping[str, Any]) -> dict[str, Any]:
     flags = {"clean": bool(row.get("clean", False)), "candidate": bool(row.get("candidate", False))}
-    return {**flags, "unusable": str(row.get("unusable", ""))}
+    return {**flags, "unusable": str(row.get("unusable", "")), "control_of": str(row.get("control_of", ""))}
 
 
 def row_unavailable(row: BenchRow, base: TrainConfig) -> str | None:

@@ -31,8 +31,8 @@ def _interval(d: PairedDifference | None) -> str:
     return f"{100 * d.mean:+.2f} [{100 * d.low:+.2f}, {100 * d.high:+.2f}]"
 
 
-def _verdict(t: KindTable, row: BenchRow) -> str:
-    diffs = {label: t.diff(row, label) for label in DECIDING}
+def _verdict(t: KindTable, row: BenchRow, against: str = "baseline") -> str:
+    diffs = {label: t.diff(row, label, against) for label in DECIDING}
     if all(d is None for d in diffs.values()):
         return "—"
     beats = [label for label, d in diffs.items() if d is not None and d.verdict == "beats"]
@@ -84,6 +84,23 @@ def _per_seed_lines(t: KindTable, rows: Sequence[BenchRow], seeds: Sequence[int]
             d = ["—" if s not in v or s not in b else f"{100 * (v[s] - b[s]):+.2f}" for v, b in pair]
             cells.append("—" if d == ["—", "—"] else " / ".join(d))
         lines.append(f"| {row.title} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _control_lines(t: KindTable, rows: Sequence[BenchRow]) -> list[str]:
+    """For each row of ``rows`` that is the control of another row of the table: that row − its control,
+    paired by seed (mIoU / BF θ=2, 95 % t-interval), with the verdict."""
+    lines = []
+    by_slug = {r.slug: r for r in rows}
+    for control in rows:
+        row = by_slug.get(control.control_of)
+        if row is None or t.diff(row, "mIoU", control.slug) is None:
+            continue
+        d = {label: _interval(t.diff(row, label, control.slug)) for label in DECIDING}
+        lines.append(
+            f"{row.title} − {control.title}, paired by seed: {d['mIoU']} mIoU / {d['BF θ=2']} BF θ=2: "
+            f"{_verdict(t, row, control.slug)}."
+        )
     return lines
 
 
@@ -153,6 +170,9 @@ def _table_lines(
     paired = [r for r in avail if r not in idle and r.slug != "baseline"]
     if paired and t.runs.get(t.slugs["baseline"]):
         lines += ["", *_per_seed_lines(t, paired, sorted(seen))]
+    controls = _control_lines(t, paired)
+    if controls:
+        lines += ["", *controls]
     how = set(t.sources.values())
     sources = next(iter(how)) if len(how) == 1 else "; ".join(f"{k}: {v}" for k, v in t.sources.items())
     return [*lines, "", f"Score of a run, every row alike: {sources}.", ""]
