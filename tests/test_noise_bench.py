@@ -305,6 +305,9 @@ def test_a_row_named_on_another_kind_runs_there_before_the_first_table_is_comple
     assert [line.split()[1] for line in printed] == ["baseline-markov50", named]  # its teacher first
     assert main(_argv(bench_data, out, "--seeds", "0", "--cells", "reweight-rank-late-*", "--dry-run")) == 0
     assert named not in capsys.readouterr().out  # a pattern picks only planned cells, as before
+    assert main(_argv(bench_data, out, "--seeds", "0", "--cells", "reweight-rank-late-polygon50", "--dry-run")) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()  # a misspelt kind: the error says how to name one
+    assert "matches no cell of noise-bench" in line and "ROW-KIND, with KIND one of poly50, markov50" in line
     for seed in (0, 1):
         _fake_run(out / BENCH / "baseline-markov50" / f"seed{seed}", 0.40 + 0.02 * seed)
     _fake_run(out / BENCH / named / "seed0", 0.43)

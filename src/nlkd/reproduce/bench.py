@@ -23,6 +23,7 @@ import functools
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from nlkd.errors import ConfigError
 from nlkd.reproduce.bench_archive import archive_runs, check_archive
 from nlkd.reproduce.bench_branch import continue_late_students
 from nlkd.reproduce.bench_plan import BENCH, BenchSetting, bench_plan, load_bench_setting, rows_of_kind
@@ -30,7 +31,7 @@ from nlkd.reproduce.bench_report import write_bench_report
 from nlkd.reproduce.bench_resume import plan_from_archive
 from nlkd.reproduce.bench_runner import Job, adopt_runs, plan_jobs, run_jobs, running_elsewhere
 from nlkd.reproduce.bench_scores import best_rows, collect_runs
-from nlkd.reproduce.cells import TablePlan, select_cells
+from nlkd.reproduce.cells import Cell, TablePlan, select_cells
 from nlkd.reproduce.coarse_labels import prepare_data
 from nlkd.reproduce.scales import Setup, make_setup
 
@@ -74,6 +75,17 @@ def _extra_rows(
         if rows:
             extra[kind.key] = rows
     return extra
+
+
+def _cells(setting: BenchSetting, plan: TablePlan, patterns: Sequence[str] | None) -> list[Cell]:
+    """:func:`select_cells`, whose error also says how to name a row on another noise kind."""
+    try:
+        return select_cells(plan, patterns)
+    except ConfigError as e:
+        rows = ", ".join(r.slug for r in setting.rows if not r.clean)
+        kinds = ", ".join(k.key for k in setting.noise[1:])
+        raise ConfigError(f"{e}; a row runs on another noise kind when named there exactly, ROW-KIND, with KIND one "
+                          f"of {kinds} and ROW one of {rows}") from None  # fmt: skip
 
 
 def _settings(setup: Setup, setting: BenchSetting, seeds: Sequence[int]) -> str:
@@ -135,7 +147,7 @@ def run_noise_bench(args: argparse.Namespace, command: str) -> int:
     while True:
         plan, unavailable = bench_plan(setting, setup.base, setup.info.ignore_index, extra)
         report = functools.partial(_report, setting, setup, seeds, extra, plan, unavailable, command, archive)
-        jobs = plan_jobs(setup, plan, select_cells(plan, args.cells), seeds)
+        jobs = plan_jobs(setup, plan, _cells(setting, plan, args.cells), seeds)
         if archive is not None and not args.report_only:
             jobs = plan_from_archive(jobs, archive, setup.scale.config_path, write=not args.dry_run)
         jobs = continue_late_students(jobs, setup.scale.config_path)
