@@ -565,7 +565,8 @@ def _save_epoch(run: Run, epoch: int, improved: bool) -> None:
     if epoch + 1 in run.cfg.keep_epochs:  # e.g. where a late strategy continues it (init_from)
         kept = run.out / f"epoch{epoch + 1}"
         kept.mkdir(exist_ok=True)
-        atomic_write_bytes(kept / "best.pt", (run.out / "best.pt").read_bytes())
+        if (run.out / "best.pt").is_file():  # none only in a run continued from a last.pt without its best.pt
+            atomic_write_bytes(kept / "best.pt", (run.out / "best.pt").read_bytes())
         atomic_write_bytes(kept / "last.pt", data)
     atomic_write_text(run.out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in run.history))
     _plot(run.out)
