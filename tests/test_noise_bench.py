@@ -557,3 +557,31 @@ def test_report_gives_a_rows_paired_difference_to_its_control(bench_data: Path, 
     shutil.rmtree(out / BENCH / late)
     assert main(_argv(bench_data, out, "--seeds", "0", "1", "2", "--report-only")) == 0
     assert "paired by seed" not in (out / f"{BENCH}.md").read_text()  # no row to control: no line
+
+
+def test_decision_needs_a_row_with_a_control_to_beat_its_control_too(bench_data: Path, tmp_path: Path) -> None:
+    """reweight-rank-late beats plain CE on all three kinds; it is recommended only once it also beats its
+    control (the same weights shuffled across images) on dilate/erode."""
+    out, late, control = tmp_path / "out", "reweight-rank-late", "reweight-rank-late-shuffled-de50"
+    base, steady = (0.40, 0.45, 0.42), (0.0, 0.002, 0.004)  # the row: +2.0, +2.2, +2.4 points over plain CE
+    for key in ("de50", "poly50", "markov50"):
+        for seed, level in enumerate(base):
+            _fake_run(out / BENCH / f"baseline-{key}" / f"seed{seed}", level)
+            _fake_run(out / BENCH / f"{late}-{key}" / f"seed{seed}", level + 0.02 + steady[seed])
+    argv = _argv(bench_data, out, "--seeds", "0", "1", "2", "--report-only")
+
+    def first_line() -> str:
+        assert main(argv) == 0
+        return _decision((out / f"{BENCH}.md").read_text())[2]
+
+    assert (
+        first_line().startswith("**Run plain CE**")
+        and "against its control on dilate/erode 50 %: control not run" in first_line()
+    )
+    for seed, level in enumerate(base):  # a control as good as the row: the weights' information does nothing
+        _fake_run(out / BENCH / control / f"seed{seed}", level + 0.02 + steady[2 - seed])
+    assert "against its control on dilate/erode 50 %: no measurable difference)." in first_line()
+    shutil.rmtree(out / BENCH / control)
+    for seed, level in enumerate(base):  # a control no better than plain CE
+        _fake_run(out / BENCH / control / f"seed{seed}", level + steady[2 - seed] / 2)
+    assert first_line() == "**Run reweight (rank), second half only**: it beats plain CE on every noise kind."

@@ -3,10 +3,12 @@
 A row is *usable* when it needs nothing a user lacks (``candidate`` rows; the oracles need the fine masks).
 A row *beats* plain CE on a noise kind when its paired difference to the baseline lies above 0 on mIoU or
 BF θ=2, over at least :data:`~nlkd.reproduce.stats.MIN_VERDICT_SEEDS` seeds, and below 0 on neither. The
-recommendation is the usable row that beats plain CE on every noise kind (the largest mean mIoU gain on the
-first kind among several), else plain CE, naming the usable rows that beat it on some kinds only (or are
-not run on the others yet). The targets: the recommended row closes at least half of the
-first kind's clean − baseline gap in mIoU and in BF (stretch: 70 %).
+recommendation is the usable row that beats plain CE on every noise kind and beats its control on the first
+kind, when it has one (a row whose ``control_of`` names it: the same weights without their information), the
+largest mean mIoU gain on the first kind among several; else plain CE, naming the usable rows that beat it on
+some kinds only (or are not run on the others yet) and how they fare against their control. The targets:
+the recommended row closes at least half of the first kind's clean − baseline gap in mIoU and in BF
+(stretch: 70 %).
 """
 
 from __future__ import annotations
@@ -22,10 +24,23 @@ __all__ = ["STRETCH_SHARE", "TARGET_SHARE", "beats_on", "decision_lines", "train
 TARGET_SHARE, STRETCH_SHARE = 0.5, 0.7  # of the clean − baseline gap, in mIoU and in BF
 
 
-def beats_on(t: KindTable, row: BenchRow) -> bool:
-    """Whether ``row`` beats plain CE on ``t``'s noise kind: "beats" on a deciding metric, "below" on none."""
-    verdicts = [d.verdict for d in (t.diff(row, label) for label in DECIDING) if d is not None]
+def beats_on(t: KindTable, row: BenchRow, against: str = "baseline") -> bool:
+    """Whether ``row`` beats plain CE (or the row ``against``) on ``t``'s noise kind: "beats" on a deciding
+    metric, "below" on none."""
+    verdicts = [d.verdict for d in (t.diff(row, label, against) for label in DECIDING) if d is not None]
     return "beats" in verdicts and "below" not in verdicts
+
+
+def _controls(t: KindTable, row: BenchRow) -> list[BenchRow]:
+    """The rows of ``t`` that are controls of ``row``."""
+    return [c for c in t.rows if c.control_of == row.slug]
+
+
+def _control_verdict(t: KindTable, row: BenchRow) -> str:
+    """``row`` against its controls on ``t``'s kind: "" (it has none), "beats" (every one), else the first
+    other verdict ("control not run", "no measurable difference", "below")."""
+    verdicts = [_verdict(t, row, c.slug).replace("not run", "control not run") for c in _controls(t, row)]
+    return next((v for v in verdicts if v != "beats"), "beats" if verdicts else "")
 
 
 def train_command_of(row: BenchRow | None) -> str:
@@ -37,12 +52,15 @@ def train_command_of(row: BenchRow | None) -> str:
     return cmd + "".join(f" --set {k}={v}" for k, v in changes.items())
 
 
-def _verdict(t: KindTable, row: BenchRow) -> str:
-    """``row``'s verdict against plain CE on ``t``'s kind: beats, below, no measurable difference or not run."""
-    d = [t.diff(row, label) for label in DECIDING]
+def _verdict(t: KindTable, row: BenchRow, against: str = "baseline") -> str:
+    """``row``'s verdict against plain CE (or the row ``against``) on ``t``'s kind: beats, below, no
+    measurable difference or not run."""
+    d = [t.diff(row, label, against) for label in DECIDING]
     if d[0] is None or d[1] is None:
         return "not run"
-    return "beats" if beats_on(t, row) else "below" if "below" in {x.verdict for x in d} else "no measurable difference"
+    if beats_on(t, row, against):
+        return "beats"
+    return "below" if "below" in {x.verdict for x in d} else "no measurable difference"
 
 
 def _cell(t: KindTable, row: BenchRow) -> str:
@@ -60,7 +78,9 @@ def _beats_somewhere(rows: Sequence[BenchRow], tables: Sequence[KindTable]) -> s
         verdicts = {t.kind.title: _verdict(t, r) for t in tables}
         if r.candidate and "beats" in verdicts.values():
             kinds = {v: ", ".join(k for k, w in verdicts.items() if w == v) for v in dict.fromkeys(verdicts.values())}
-            parts.append(f"{r.title} ({'; '.join(f'{v} on {k}' for v, k in kinds.items())})")
+            versus = _control_verdict(tables[0], r)
+            control = f"; against its control on {tables[0].kind.title}: {versus}" if versus else ""
+            parts.append(f"{r.title} ({'; '.join(f'{v} on {k}' for v, k in kinds.items())}{control})")
     return f" Beats it on some kinds only, so far: {'; '.join(parts)}." if parts else ""
 
 
@@ -70,6 +90,7 @@ def decision_lines(tables: Sequence[KindTable]) -> list[str]:
     first = tables[0]
     rows = first.by_gain()
     winners = [r for r in rows if r.candidate and all(beats_on(t, r) for t in tables)]
+    winners = [r for r in winners if _control_verdict(first, r) in ("", "beats")]
     pick = winners[0] if winners else None
     lines = ["### The decision", ""]
     if pick is None:
