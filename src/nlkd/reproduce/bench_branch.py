@@ -47,8 +47,9 @@ def _continues(job: Job, baseline: Job | None) -> int:
 
 
 def continue_late_students(jobs: Sequence[Job], config_path: Path) -> list[Job]:
-    """``jobs`` with every late student that can continue its teacher's checkpoint set to (``init_from``),
-    and those teachers set to keep it (``keep_epochs``); ``config_path`` is the scale's config file."""
+    """``jobs`` with every late row that can continue its baseline's checkpoint of its start epoch set to
+    (``init_from``), and those baselines set to keep it (``keep_epochs``); ``config_path`` is the scale's
+    config file."""
     by_key = {(j.cell.slug, j.seed): j for j in jobs}
     starts = {}
     keeps: dict[tuple[str, int], set[int]] = {}
