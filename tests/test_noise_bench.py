@@ -16,10 +16,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import yaml
 
 from conftest import SMALL_ENCODER
 from nlkd.cli import main
-from nlkd.config import TrainConfig
+from nlkd.config import TrainConfig, config_to_dict
 from nlkd.errors import DataError
 from nlkd.reproduce.bench_figures import gain_axis_limits, mean_curve
 from nlkd.reproduce.bench_plan import BENCH, BenchRow, NoiseKind, bench_plan, load_bench_setting, rows_of_kind
@@ -585,3 +586,27 @@ def test_decision_needs_a_row_with_a_control_to_beat_its_control_too(bench_data:
     for seed, level in enumerate(base):  # a control no better than plain CE
         _fake_run(out / BENCH / control / f"seed{seed}", level + steady[2 - seed] / 2)
     assert first_line() == "**Run reweight (rank), second half only**: it beats plain CE on every noise kind."
+
+
+def test_a_late_row_waits_on_a_baseline_trained_elsewhere_only_if_it_keeps_the_checkpoint(
+    bench_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A baseline another process is training keeps the start epoch's checkpoint only if it was started so
+    (its config.yaml); otherwise its late row trains from scratch rather than wait for a file never written."""
+    out, named = tmp_path / "out", "reweight-rank-late-markov50"
+    base = out / BENCH / "baseline-markov50" / "seed0"
+    base.mkdir(parents=True)
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "nlkd"])  # "nlkd" in its cmdline
+    try:
+        (base / PID_FILE).write_text(str(other.pid))
+        argv = _argv(bench_data, out, "--seeds", "0", "--cells", named, "--dry-run")
+        for keep, continues in (([], False), ([1], True)):
+            (base / "config.yaml").write_text(yaml.safe_dump(config_to_dict(TrainConfig(keep_epochs=keep))))
+            capsys.readouterr()
+            assert main(argv) == 0
+            printed = capsys.readouterr().out
+            assert f"running (pid {other.pid})" in printed
+            assert ("--set=init_from=" in printed) is continues, keep
+    finally:
+        other.kill()
+        other.wait()
