@@ -143,3 +143,5 @@ def test_reweight_start_is_read_as_strategy_start() -> None:
     assert apply_overrides(TrainConfig(), {"strategy.reweight_start": 0.25}).strategy.start == 0.25
     with pytest.raises(ConfigError, match=re.escape("'strategy.start' expects a share of the epochs in [0, 1)")):
         apply_overrides(TrainConfig(), {"strategy.start": 1.0})
+    with pytest.raises(ConfigError, match=re.escape("'keep_epochs' expects a list of epochs >= 1, got [0]")):
+        apply_overrides(TrainConfig(), {"keep_epochs": [0]})
